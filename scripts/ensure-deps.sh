@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building and testing pophook needs on Debian/Ubuntu, only when missing:
+# a C toolchain and OpenSSL headers (reqwest and async-native-tls use OpenSSL),
+# the openssl tool (test certificates) and Dovecot's POP3 server (the real server the
+# tests and the demo run against). Sourced by scripts/test.sh and scripts/demo.sh.
+set -euo pipefail
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+pophook_ensure_deps() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(gcc libc6-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
+  [ -x /usr/sbin/dovecot ] && [ -e /usr/lib/dovecot/pop3 ] || missing+=(dovecot-pop3d)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+  # The package starts a system-wide Dovecot on ports 110/995; pophook's tests and demo
+  # run their own instances on other ports, so the system one is left alone.
+  if ! command -v cargo >/dev/null; then
+    echo "Rust is not installed: install it from https://rustup.rs (curl --proto '=https' -sSf https://sh.rustup.rs | sh), then run this again." >&2
+    exit 1
+  fi
+}

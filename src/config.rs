@@ -1,0 +1,644 @@
+//! Configuration: a YAML file, then `POPHOOK_*` environment variables on top, turned
+//! into a validated [`Config`]. Every secret is resolved here, from an inline value, a
+//! file or a named environment variable, so nothing later reads the environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Yaml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::pop3::codec::DEFAULT_MAX_LINE;
+use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
+use crate::secret::Secret;
+use crate::webhook::WebhookConfig;
+
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub mailboxes: Vec<Mailbox>,
+}
+
+/// One mailbox and the webhook its messages go to.
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    /// Unique; part of state keys, event ids, logs and payloads.
+    pub name: String,
+    pub server: ServerConfig,
+    pub poll_interval: Duration,
+    /// `false`: leave mail on the server and deliver each message once.
+    pub delete: bool,
+    pub webhook: WebhookConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration: {0}")]
+    Load(String),
+    #[error("invalid configuration at `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+// ---- the shape of the file ------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    webhook: RawWebhook,
+    #[serde(default)]
+    mailboxes: Vec<RawMailbox>,
+}
+
+/// Every field optional: the top-level `webhook` is the default and a mailbox's
+/// `webhook` overrides it key by key.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    headers: Option<BTreeMap<String, Secret>>,
+    secret: Option<Secret>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    include_raw: Option<bool>,
+    allow_insecure_webhook: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    name: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<TlsMode>,
+    #[serde(default)]
+    allow_insecure: bool,
+    tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_accept_invalid_certs: bool,
+    username: Option<String>,
+    password: Option<Secret>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    auth: Option<AuthMethod>,
+    #[serde(default, with = "humantime_serde")]
+    poll_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    max_message_size: Option<usize>,
+    delete: Option<bool>,
+    #[serde(default)]
+    webhook: RawWebhook,
+}
+
+// ---- loading --------------------------------------------------------------------
+
+/// Reads `path` (if given) and the environment, and validates the result.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = path {
+        if !path.is_file() {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist; pass --config PATH or set POPHOOK_CONFIG (see config.example.yaml)",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Yaml::file(path));
+    }
+    figment = figment.merge(environment());
+    from_figment(figment)
+}
+
+/// `POPHOOK_WEBHOOK__URL=...` overrides `webhook.url`. The variables that configure the
+/// command line itself are not configuration keys.
+fn environment() -> Env {
+    Env::prefixed("POPHOOK_")
+        .ignore(&["CONFIG", "LOG_FORMAT", "LOG"])
+        .split("__")
+}
+
+/// Validates an already assembled figment (tests build one from a YAML string).
+pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+    let raw: RawConfig = figment
+        .extract()
+        .map_err(|e| ConfigError::Load(describe_figment_error(e)))?;
+    validate(raw)
+}
+
+/// Parses a YAML document (plus nothing from the environment).
+pub fn from_yaml(yaml: &str) -> Result<Config, ConfigError> {
+    from_figment(Figment::from(Yaml::string(yaml)))
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    // figment reports every error found; one per line reads best.
+    error
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    if raw.mailboxes.is_empty() {
+        return Err(invalid(
+            "mailboxes",
+            "no mailboxes are configured; add at least one (see config.example.yaml)",
+        ));
+    }
+    let mut mailboxes: Vec<Mailbox> = Vec::with_capacity(raw.mailboxes.len());
+    for (i, mailbox) in raw.mailboxes.into_iter().enumerate() {
+        let mailbox = validate_mailbox(i, mailbox, &raw.webhook)?;
+        if mailboxes.iter().any(|m| m.name == mailbox.name) {
+            return Err(invalid(
+                format!("mailboxes[{i}].name"),
+                format!("the name {:?} is used twice; mailbox names must be unique because state is kept by name", mailbox.name),
+            ));
+        }
+        mailboxes.push(mailbox);
+    }
+    Ok(Config {
+        state_dir: raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("./pophook-state")),
+        mailboxes,
+    })
+}
+
+fn validate_mailbox(
+    i: usize,
+    raw: RawMailbox,
+    default_webhook: &RawWebhook,
+) -> Result<Mailbox, ConfigError> {
+    let key = |field: &str| format!("mailboxes[{i}].{field}");
+
+    let name = raw
+        .name
+        .ok_or_else(|| invalid(key("name"), "missing; every mailbox needs a unique name"))?;
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if !name_ok {
+        return Err(invalid(
+            key("name"),
+            format!("{name:?} is not a valid name: use 1-64 letters, digits, '-', '_', '.' or '@'"),
+        ));
+    }
+
+    let host = raw
+        .host
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| invalid(key("host"), "missing; the POP3 server's host name"))?;
+    let tls = raw.tls.unwrap_or(TlsMode::Implicit);
+    if tls == TlsMode::None && !raw.allow_insecure {
+        return Err(invalid(
+            key("tls"),
+            "`tls: none` sends the password unencrypted; use `implicit` or `starttls`, or set `allow_insecure: true` if you accept that",
+        ));
+    }
+    let username = raw
+        .username
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| invalid(key("username"), "missing"))?;
+    if username.bytes().any(|b| b.is_ascii_control()) {
+        return Err(invalid(key("username"), "contains a control character"));
+    }
+    let password = resolve_secret(
+        &key("password"),
+        raw.password,
+        raw.password_file,
+        raw.password_env,
+    )?
+    .ok_or_else(|| {
+        invalid(
+            key("password"),
+            "missing; set `password`, `password_file` (e.g. /run/secrets/pop3) or `password_env` (a variable name)",
+        )
+    })?;
+    if password.expose().bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(invalid(
+            key("password"),
+            "contains a line break or NUL byte, which POP3 cannot carry (a password file's single trailing newline is trimmed)",
+        ));
+    }
+    let ca_pem = match raw.tls_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|e| {
+                invalid(key("tls_ca_file"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            native_tls::Certificate::from_pem(&pem).map_err(|e| {
+                invalid(
+                    key("tls_ca_file"),
+                    format!("{} is not a PEM certificate: {e}", path.display()),
+                )
+            })?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let poll_interval = raw.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
+    if poll_interval < Duration::from_secs(1) {
+        return Err(invalid(key("poll_interval"), "must be at least 1s"));
+    }
+    let timeout = raw.timeout.unwrap_or(DEFAULT_POP3_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(invalid(key("timeout"), "must be more than 0s"));
+    }
+
+    let server = ServerConfig {
+        port: raw.port.unwrap_or(tls.default_port()),
+        host,
+        tls,
+        allow_insecure: raw.allow_insecure,
+        ca_pem,
+        accept_invalid_certs: raw.tls_accept_invalid_certs,
+        username,
+        password,
+        auth: raw.auth.unwrap_or(AuthMethod::User),
+        timeout,
+        max_line: DEFAULT_MAX_LINE,
+        max_message_size: raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+    };
+    let webhook = validate_webhook(&key("webhook"), merge(default_webhook, raw.webhook))?;
+    Ok(Mailbox {
+        name,
+        server,
+        poll_interval,
+        delete: raw.delete.unwrap_or(true),
+        webhook,
+    })
+}
+
+/// A mailbox's `webhook` block over the top-level one. The signing secret is taken
+/// whole from whichever level names any of its three sources.
+fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
+    let over_has_secret =
+        over.secret.is_some() || over.secret_file.is_some() || over.secret_env.is_some();
+    let (secret, secret_file, secret_env) = if over_has_secret {
+        (over.secret, over.secret_file, over.secret_env)
+    } else {
+        (
+            base.secret.clone(),
+            base.secret_file.clone(),
+            base.secret_env.clone(),
+        )
+    };
+    let headers = match (&base.headers, over.headers) {
+        (Some(base), Some(over)) => {
+            let mut merged = base.clone();
+            merged.extend(over);
+            Some(merged)
+        }
+        (base, over) => over.or_else(|| base.clone()),
+    };
+    RawWebhook {
+        url: over.url.or_else(|| base.url.clone()),
+        timeout: over.timeout.or(base.timeout),
+        headers,
+        secret,
+        secret_file,
+        secret_env,
+        include_raw: over.include_raw.or(base.include_raw),
+        allow_insecure_webhook: over.allow_insecure_webhook.or(base.allow_insecure_webhook),
+    }
+}
+
+fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+    let url_key = format!("{key}.url");
+    let url = raw.url.ok_or_else(|| {
+        invalid(
+            &url_key,
+            "missing; set `webhook.url` (for every mailbox) or a mailbox's own `webhook.url`",
+        )
+    })?;
+    let url = url::Url::parse(&url)
+        .map_err(|e| invalid(&url_key, format!("not a valid URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) || raw.allow_insecure_webhook.unwrap_or(false) => {}
+        "http" => {
+            return Err(invalid(
+                &url_key,
+                "plain http to a non-loopback host would send mail and signatures unencrypted; use https, or set `allow_insecure_webhook: true`",
+            ))
+        }
+        other => {
+            return Err(invalid(
+                &url_key,
+                format!("scheme {other:?} is not supported; use https (or http for loopback)"),
+            ))
+        }
+    }
+    let timeout = raw.timeout.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(invalid(format!("{key}.timeout"), "must be more than 0s"));
+    }
+    let mut headers = Vec::new();
+    for (name, value) in raw.headers.unwrap_or_default() {
+        let header_key = format!("{key}.headers.{name}");
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(&header_key, "not a valid HTTP header name"))?;
+        reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+            invalid(
+                &header_key,
+                "the value is not a valid HTTP header value (no line breaks or control characters)",
+            )
+        })?;
+        headers.push((name.to_ascii_lowercase(), value));
+    }
+    let secret_key = format!("{key}.secret");
+    let signing_key = resolve_secret(&secret_key, raw.secret, raw.secret_file, raw.secret_env)?
+        .map(|secret| decode_signing_secret(&secret_key, &secret))
+        .transpose()?;
+    Ok(WebhookConfig {
+        url,
+        timeout,
+        headers,
+        signing_key,
+        include_raw: raw.include_raw.unwrap_or(false),
+    })
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn decode_signing_secret(key: &str, secret: &Secret) -> Result<Secret, ConfigError> {
+    crate::webhook::signing_key(secret).map_err(|reason| invalid(key, reason))
+}
+
+/// One secret from exactly one of: inline value, `<key>_file`, `<key>_env`.
+fn resolve_secret(
+    key: &str,
+    inline: Option<Secret>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let sources = [inline.is_some(), file.is_some(), env.is_some()]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if sources > 1 {
+        return Err(invalid(
+            key,
+            format!("set only one of `{0}`, `{0}_file` and `{0}_env`", last_segment(key)),
+        ));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            invalid(
+                format!("{key}_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        // Files written by `echo` or editors end with a newline that is not part of it.
+        let trimmed = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        return Ok(Some(Secret::new(trimmed)));
+    }
+    if let Some(var) = env {
+        let value = std::env::var(&var).map_err(|_| {
+            invalid(
+                format!("{key}_env"),
+                format!("the environment variable {var:?} is not set (or not valid UTF-8)"),
+            )
+        })?;
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(inline)
+}
+
+fn last_segment(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEBHOOK: &str = "webhook:\n  url: http://127.0.0.1:8080/inbound\n";
+    const MAILBOX: &str = "  - name: support\n    host: pop.example.com\n    username: support@example.com\n";
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        from_yaml(yaml)
+    }
+
+    fn error(yaml: &str) -> String {
+        match load(yaml) {
+            Ok(_) => panic!("config should be refused:\n{yaml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_documented_defaults() {
+        let config =
+            load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: pw\n")).unwrap();
+        let m = &config.mailboxes[0];
+        assert_eq!(m.server.tls, TlsMode::Implicit);
+        assert_eq!(m.server.port, 995);
+        assert_eq!(m.server.auth, AuthMethod::User);
+        assert_eq!(m.poll_interval, Duration::from_secs(60));
+        assert!(m.delete);
+        assert_eq!(m.webhook.timeout, Duration::from_secs(30));
+        assert!(!m.webhook.include_raw);
+        assert_eq!(config.state_dir, PathBuf::from("./pophook-state"));
+        let starttls = load(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password: pw\n    tls: starttls\n"
+        ))
+        .unwrap();
+        assert_eq!(starttls.mailboxes[0].server.port, 110);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = error(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password: pw\n    pasword: typo\n"
+        ));
+        assert!(e.contains("pasword"), "{e}");
+        let e = error(&format!(
+            "{WEBHOOK}  retries: 3\nmailboxes:\n{MAILBOX}    password: pw\n"
+        ));
+        assert!(e.contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_password_names_the_key_and_the_ways_to_give_it() {
+        let e = error(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}"));
+        assert!(e.contains("mailboxes[0].password"), "{e}");
+        assert!(e.contains("password_file"), "{e}");
+    }
+
+    #[test]
+    fn two_sources_for_one_secret_are_refused_without_echoing_it() {
+        let e = error(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password: hunter2\n    password_env: HOME\n"
+        ));
+        assert!(e.contains("only one of `password`, `password_file` and `password_env`"), "{e}");
+        assert!(!e.contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_with_the_trailing_newline_trimmed_and_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let config = load(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password_file: {}\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(config.mailboxes[0].server.password.expose(), "from-file");
+
+        std::env::set_var("PH_TEST_PASSWORD_VAR", "from-env");
+        let config = load(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password_env: PH_TEST_PASSWORD_VAR\n"
+        ))
+        .unwrap();
+        assert_eq!(config.mailboxes[0].server.password.expose(), "from-env");
+
+        let e = error(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password_env: PH_TEST_UNSET_VAR_XYZ\n"
+        ));
+        assert!(e.contains("password_env") && e.contains("PH_TEST_UNSET_VAR_XYZ"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_mailbox_names_are_refused() {
+        let e = error(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n{MAILBOX}    password: b\n"
+        ));
+        assert!(e.contains("mailboxes[1].name"), "{e}");
+        assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn bad_webhook_urls_are_refused() {
+        let e = error(&format!(
+            "webhook:\n  url: not a url\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(e.contains("mailboxes[0].webhook.url"), "{e}");
+        let e = error(&format!(
+            "webhook:\n  url: http://hooks.example.com/in\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(e.contains("https"), "{e}");
+        let e = error(&format!("mailboxes:\n{MAILBOX}    password: a\n"));
+        assert!(e.contains("webhook.url") && e.contains("missing"), "{e}");
+        // https anywhere, and plain http when explicitly allowed.
+        load(&format!(
+            "webhook:\n  url: https://hooks.example.com/in\nmailboxes:\n{MAILBOX}    password: a\n"
+        ))
+        .unwrap();
+        load(&format!(
+            "webhook:\n  url: http://app:8080/in\n  allow_insecure_webhook: true\nmailboxes:\n{MAILBOX}    password: a\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_mailbox_webhook_overrides_the_default_key_by_key() {
+        let config = load(&format!(
+            "webhook:\n  url: http://127.0.0.1:1/a\n  timeout: 5s\n  headers: {{Authorization: Bearer x, X-A: '1'}}\n\
+             mailboxes:\n{MAILBOX}    password: a\n    webhook:\n      url: http://127.0.0.1:1/b\n      headers: {{X-A: '2'}}\n"
+        ))
+        .unwrap();
+        let webhook = &config.mailboxes[0].webhook;
+        assert_eq!(webhook.url.as_str(), "http://127.0.0.1:1/b");
+        assert_eq!(webhook.timeout, Duration::from_secs(5));
+        let headers: Vec<(&str, &str)> = webhook
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(headers, [("authorization", "Bearer x"), ("x-a", "2")]);
+    }
+
+    #[test]
+    fn signing_secrets_must_be_standard_webhooks_secrets() {
+        let e = error(&format!(
+            "{WEBHOOK}  secret: not-base64!!\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(e.contains("webhook.secret") && e.contains("whsec_"), "{e}");
+        assert!(!e.contains("not-base64!!"), "{e}");
+        let config = load(&format!(
+            "{WEBHOOK}  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\nmailboxes:\n{MAILBOX}    password: a\n"
+        ))
+        .unwrap();
+        assert!(config.mailboxes[0].webhook.signing_key.is_some());
+    }
+
+    #[test]
+    fn tls_none_needs_allow_insecure() {
+        let e = error(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n    tls: none\n"
+        ));
+        assert!(e.contains("mailboxes[0].tls"), "{e}");
+        load(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n    tls: none\n    allow_insecure: true\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_password_of_the_wrong_shape_is_not_echoed() {
+        let e = error(&format!(
+            "{WEBHOOK}mailboxes:\n{MAILBOX}    password: [hunter2]\n"
+        ));
+        assert!(e.contains("password"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn no_mailboxes_is_an_error_not_an_idle_service() {
+        let e = error(WEBHOOK);
+        assert!(e.contains("no mailboxes"), "{e}");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        use figment::Jail;
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "pophook.yaml",
+                &format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n"),
+            )?;
+            jail.set_env("POPHOOK_WEBHOOK__URL", "https://override.example.com/hook");
+            jail.set_env("POPHOOK_STATE_DIR", "/var/lib/pophook");
+            jail.set_env("POPHOOK_CONFIG", "ignored-here");
+            let config = super::load(Some(Path::new("pophook.yaml"))).unwrap();
+            assert_eq!(
+                config.mailboxes[0].webhook.url.as_str(),
+                "https://override.example.com/hook"
+            );
+            assert_eq!(config.state_dir, PathBuf::from("/var/lib/pophook"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,34 @@
+//! pophook turns POP3 mailboxes into webhooks: it fetches new messages by UIDL, POSTs
+//! each as a JSON event, and deletes a message only after the webhook answered 2xx.
+//!
+//! # Layout
+//! Data flows one way, top to bottom:
+//!
+//! - [`config`]: YAML file + `POPHOOK_*` environment → a validated [`config::Config`],
+//!   secrets already resolved from inline values, files or environment variables.
+//! - [`pop3::codec`]: sans-IO decoding of server bytes into status lines and
+//!   multi-line bodies (dot-unstuffing, line and size limits).
+//! - [`pop3::client`]: one POP3 session over TCP or TLS — greeting, CAPA, STLS,
+//!   authentication, UIDL/LIST/RETR/DELE/QUIT — with a timeout on every await.
+//! - [`event`]: raw message bytes → the `email.received` JSON event.
+//! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
+//!   classifies the answer.
+//! - [`state`]: the sled database of what was delivered, keyed by (mailbox, UIDL).
+//! - [`mailbox`]: one mailbox's delivery cycle; the only place that decides to DELE
+//!   or QUIT.
+//! - [`service`]: every mailbox on its own interval, `once`, `check`, and shutdown.
+//! - [`receive`]: `pophook receive`, a debug webhook receiver that checks signatures.
+//! - [`shutdown`]: the stop signal, passed in as a value so tests can fire it.
+//! - [`secret`]: the type that keeps passwords and keys out of logs.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod event;
+pub mod mailbox;
+pub mod pop3;
+pub mod receive;
+pub mod secret;
+pub mod service;
+pub mod shutdown;
+pub mod state;
+pub mod webhook;

@@ -1,0 +1,536 @@
+//! One POP3 session over TCP or TLS: connect, greeting, CAPA, STLS, authentication,
+//! then the transaction commands. It never decides what to delete, and never QUITs
+//! by itself: QUIT commits deletions, so only [`Session::quit`] sends it, on purpose.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{trace, warn};
+
+use super::codec::{self, MultiLineDecoder, Status, StatusDecoder};
+use super::command::Command;
+use super::error::Pop3Error;
+use crate::secret::Secret;
+
+/// Where protocol traces go: `RUST_LOG=pophook::wire=trace` shows every command
+/// (credentials redacted) and every status line.
+const WIRE: &str = "pophook::wire";
+
+/// A UIDL or LIST answer larger than this is refused: 16 MiB is about 400,000 entries.
+const MAX_LISTING: usize = 16 * 1024 * 1024;
+/// CAPA, greeting-sized answers.
+const MAX_SMALL_RESPONSE: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (port 995).
+    Implicit,
+    /// Plain connection upgraded with STLS before any credential is sent (port 110).
+    Starttls,
+    /// No encryption; only with `allow_insecure: true`.
+    None,
+}
+
+impl TlsMode {
+    pub fn default_port(self) -> u16 {
+        match self {
+            TlsMode::Implicit => 995,
+            TlsMode::Starttls | TlsMode::None => 110,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// USER / PASS (RFC 1939).
+    User,
+    /// SASL PLAIN (RFC 5034).
+    Plain,
+}
+
+/// Everything needed to open an authenticated session; built and validated by `config`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub allow_insecure: bool,
+    /// PEM of an extra CA to trust (`tls_ca_file`), read when the config was loaded.
+    pub ca_pem: Option<Vec<u8>>,
+    pub accept_invalid_certs: bool,
+    pub username: String,
+    pub password: Secret,
+    pub auth: AuthMethod,
+    /// Bound on every network wait: connect, handshake, each read and write.
+    pub timeout: Duration,
+    pub max_line: usize,
+    /// Largest message RETR will accept; larger ones are an error, not unbounded memory.
+    pub max_message_size: usize,
+}
+
+/// What the server said it can do (RFC 2449 CAPA). Empty when CAPA is not supported.
+#[derive(Clone, Debug, Default)]
+pub struct Capabilities(Vec<String>);
+
+impl Capabilities {
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|line| {
+            line.split_ascii_whitespace()
+                .next()
+                .is_some_and(|word| word.eq_ignore_ascii_case(name))
+        })
+    }
+
+    pub fn lines(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// The answer to UIDL: entries with a valid unique id, and a description of each line
+/// that had to be skipped (never fetched, never deleted).
+#[derive(Debug, Default)]
+pub struct UidlListing {
+    pub entries: Vec<(u32, String)>,
+    pub skipped: Vec<String>,
+}
+
+/// Any stream a session can run over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Moves bytes: writes commands, reads until the codec has a whole reply.
+struct Connection<S> {
+    stream: S,
+    buf: BytesMut,
+    status: StatusDecoder,
+    timeout: Duration,
+    max_line: usize,
+}
+
+impl<S: Io> Connection<S> {
+    fn new(stream: S, cfg: &ServerConfig) -> Self {
+        Connection {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            status: StatusDecoder::new(cfg.max_line),
+            timeout: cfg.timeout,
+            max_line: cfg.max_line,
+        }
+    }
+
+    async fn send(&mut self, cmd: &Command<'_>) -> Result<(), Pop3Error> {
+        trace!(target: WIRE, "C: {cmd}");
+        let during = cmd.verb();
+        let wire = cmd.to_wire();
+        match tokio::time::timeout(self.timeout, self.stream.write_all(&wire)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Pop3Error::Io { during, source }),
+            Err(_) => Err(Pop3Error::Timeout {
+                during,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// Reads more bytes into the buffer; end of stream here is always an error,
+    /// because we only read when a reply is incomplete.
+    async fn fill(&mut self, during: &'static str) -> Result<(), Pop3Error> {
+        self.buf.reserve(16 * 1024);
+        match tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await {
+            Ok(Ok(0)) => Err(Pop3Error::Closed { during }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(Pop3Error::Io { during, source }),
+            Err(_) => Err(Pop3Error::Timeout {
+                during,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    async fn read_status(&mut self, during: &'static str) -> Result<Status, Pop3Error> {
+        loop {
+            if let Some(status) = self.status.decode(&mut self.buf)? {
+                trace!(target: WIRE, "S: {}", status_for_log(&status));
+                return Ok(status);
+            }
+            self.fill(during).await?;
+        }
+    }
+
+    async fn read_body(
+        &mut self,
+        during: &'static str,
+        max_total: usize,
+    ) -> Result<Bytes, Pop3Error> {
+        let mut decoder = MultiLineDecoder::new(self.max_line, max_total);
+        loop {
+            if let Some(body) = decoder.decode(&mut self.buf)? {
+                trace!(target: WIRE, "S: [{} bytes of {during} data]", body.len());
+                return Ok(body);
+            }
+            self.fill(during).await?;
+        }
+    }
+
+    /// Sends a command and expects `+OK`; returns the text after it.
+    async fn simple(&mut self, cmd: Command<'_>) -> Result<Bytes, Pop3Error> {
+        self.send(&cmd).await?;
+        self.expect_ok(cmd.verb()).await
+    }
+
+    async fn expect_ok(&mut self, command: &'static str) -> Result<Bytes, Pop3Error> {
+        match self.read_status(command).await? {
+            Status::Ok(text) => Ok(text),
+            Status::Err(reply) => Err(Pop3Error::Server { command, reply }),
+            Status::Continue(_) => Err(Pop3Error::Protocol {
+                command,
+                detail: "a SASL continuation (`+`) where +OK or -ERR was expected".into(),
+            }),
+        }
+    }
+
+    /// Sends a command whose `+OK` is followed by a multi-line body.
+    async fn multi(&mut self, cmd: Command<'_>, max_total: usize) -> Result<Bytes, Pop3Error> {
+        let verb = cmd.verb();
+        self.simple(cmd).await?;
+        self.read_body(verb, max_total).await
+    }
+
+    async fn greeting(&mut self) -> Result<(), Pop3Error> {
+        self.expect_ok("greeting").await.map(drop)
+    }
+
+    /// CAPA; a server that predates RFC 2449 answers -ERR, which means "no capabilities".
+    async fn capa(&mut self) -> Result<Capabilities, Pop3Error> {
+        self.send(&Command::Capa).await?;
+        match self.read_status("CAPA").await? {
+            Status::Ok(_) => {
+                let body = self.read_body("CAPA", MAX_SMALL_RESPONSE).await?;
+                Ok(Capabilities(codec::parse_capa(&body)))
+            }
+            Status::Err(_) => Ok(Capabilities::default()),
+            Status::Continue(_) => Err(Pop3Error::Protocol {
+                command: "CAPA",
+                detail: "a SASL continuation (`+`)".into(),
+            }),
+        }
+    }
+
+    async fn authenticate(&mut self, cfg: &ServerConfig) -> Result<(), Pop3Error> {
+        let auth_err = |e: Pop3Error| match e {
+            Pop3Error::Server { reply, .. } => Pop3Error::Auth(reply),
+            other => other,
+        };
+        match cfg.auth {
+            AuthMethod::User => {
+                self.simple(Command::User(&cfg.username))
+                    .await
+                    .map_err(auth_err)?;
+                self.simple(Command::Pass(&cfg.password))
+                    .await
+                    .map_err(auth_err)?;
+            }
+            AuthMethod::Plain => {
+                self.send(&Command::AuthPlain).await?;
+                match self.read_status("AUTH").await? {
+                    Status::Continue(_) => {}
+                    Status::Err(reply) => return Err(Pop3Error::Auth(reply)),
+                    Status::Ok(_) => {
+                        return Err(Pop3Error::Protocol {
+                            command: "AUTH",
+                            detail: "+OK before any credentials were sent".into(),
+                        })
+                    }
+                }
+                let response = sasl_plain(&cfg.username, &cfg.password);
+                self.send(&Command::SaslResponse(&response)).await?;
+                self.expect_ok("AUTH").await.map_err(auth_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn boxed(self) -> Connection<Box<dyn Io>>
+    where
+        S: 'static,
+    {
+        Connection {
+            stream: Box::new(self.stream),
+            buf: self.buf,
+            status: self.status,
+            timeout: self.timeout,
+            max_line: self.max_line,
+        }
+    }
+}
+
+/// `\0username\0password`, base64: the SASL PLAIN response, kept secret because it is
+/// the password in a thin disguise.
+fn sasl_plain(username: &str, password: &Secret) -> Secret {
+    let mut raw = Vec::with_capacity(username.len() + password.expose().len() + 2);
+    raw.push(0);
+    raw.extend_from_slice(username.as_bytes());
+    raw.push(0);
+    raw.extend_from_slice(password.expose().as_bytes());
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+fn status_for_log(status: &Status) -> String {
+    let (prefix, text) = match status {
+        Status::Ok(text) => ("+OK ", String::from_utf8_lossy(text).into_owned()),
+        Status::Err(reply) => return reply.to_string(),
+        Status::Continue(text) => ("+ ", String::from_utf8_lossy(text).into_owned()),
+    };
+    let mut line = format!("{prefix}{text}");
+    line.truncate(line.floor_char_boundary(200));
+    line
+}
+
+async fn tls_handshake<S: Io + 'static>(
+    cfg: &ServerConfig,
+    stream: S,
+) -> Result<async_native_tls::TlsStream<S>, Pop3Error> {
+    let tls_err = |reason: String| Pop3Error::Tls {
+        host: cfg.host.clone(),
+        reason,
+    };
+    let mut connector = async_native_tls::TlsConnector::new()
+        .min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    if let Some(pem) = &cfg.ca_pem {
+        let cert = native_tls::Certificate::from_pem(pem)
+            .map_err(|e| tls_err(format!("`tls_ca_file` is not a PEM certificate: {e}")))?;
+        connector = connector.add_root_certificate(cert);
+    }
+    if cfg.accept_invalid_certs {
+        warn!(
+            host = %cfg.host,
+            "`tls_accept_invalid_certs: true`: the server's certificate is NOT verified; anyone on the path can read the password"
+        );
+        connector = connector
+            .danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hostnames(true);
+    }
+    match tokio::time::timeout(cfg.timeout, connector.connect(&cfg.host, stream)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(tls_err(e.to_string())),
+        Err(_) => Err(Pop3Error::Timeout {
+            during: "TLS handshake",
+            timeout: cfg.timeout,
+        }),
+    }
+}
+
+/// An authenticated session in the TRANSACTION state.
+pub struct Session {
+    conn: Connection<Box<dyn Io>>,
+    capabilities: Capabilities,
+    max_message: usize,
+}
+
+impl Session {
+    /// Connects, secures the connection as `cfg.tls` says and logs in. Credentials are
+    /// sent only over TLS, or in the clear when `allow_insecure` says so.
+    pub async fn connect(cfg: &ServerConfig) -> Result<Session, Pop3Error> {
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let tcp = match tokio::time::timeout(cfg.timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(source)) => return Err(Pop3Error::Connect { addr, source }),
+            Err(_) => {
+                return Err(Pop3Error::Timeout {
+                    during: "connect",
+                    timeout: cfg.timeout,
+                })
+            }
+        };
+        // Commands are small and we wait for each reply; Nagle would only add latency.
+        let _ = tcp.set_nodelay(true);
+
+        let mut conn = match cfg.tls {
+            TlsMode::Implicit => {
+                let tls = tls_handshake(cfg, tcp).await?;
+                let mut conn = Connection::new(tls, cfg);
+                conn.greeting().await?;
+                conn.boxed()
+            }
+            TlsMode::Starttls => {
+                let mut plain = Connection::new(tcp, cfg);
+                plain.greeting().await?;
+                let capabilities = plain.capa().await?;
+                if !capabilities.has("STLS") {
+                    return Err(Pop3Error::StlsNotOffered);
+                }
+                match plain.simple(Command::Stls).await {
+                    Ok(_) => {}
+                    Err(Pop3Error::Server { reply, .. }) => {
+                        return Err(Pop3Error::StlsRefused(reply))
+                    }
+                    Err(other) => return Err(other),
+                }
+                // Anything the server sent after its +OK and before the handshake was
+                // not protected by TLS and could be an attacker's injected reply
+                // (CVE-2021-39272 class): abort rather than read it later.
+                if !plain.buf.is_empty() {
+                    return Err(Pop3Error::Protocol {
+                        command: "STLS",
+                        detail: format!(
+                            "{} unexpected bytes after +OK, before the TLS handshake (possible injection); no credentials were sent",
+                            plain.buf.len()
+                        ),
+                    });
+                }
+                let tls = tls_handshake(cfg, plain.stream).await?;
+                Connection::new(tls, cfg).boxed()
+            }
+            TlsMode::None => {
+                if !cfg.allow_insecure {
+                    return Err(Pop3Error::InsecureRefused);
+                }
+                let mut conn = Connection::new(tcp, cfg);
+                conn.greeting().await?;
+                conn.boxed()
+            }
+        };
+        // Ask again after STLS: capabilities before TLS are not to be trusted (RFC 2595).
+        let capabilities = conn.capa().await?;
+        conn.authenticate(cfg).await?;
+        Ok(Session {
+            conn,
+            capabilities,
+            max_message: cfg.max_message_size,
+        })
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// Message count and total size (STAT).
+    pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
+        let text = self.conn.simple(Command::Stat).await?;
+        Ok(codec::parse_stat(&text)?)
+    }
+
+    /// Unique ids of every message. Lines with a missing, overlong or invalid id and
+    /// ids listed twice are reported in `skipped` and left alone.
+    pub async fn uidl(&mut self) -> Result<UidlListing, Pop3Error> {
+        let body = match self.conn.multi(Command::Uidl, MAX_LISTING).await {
+            Ok(body) => body,
+            Err(Pop3Error::Server { .. }) => return Err(Pop3Error::NoUidl),
+            Err(other) => return Err(other),
+        };
+        let mut listing = UidlListing::default();
+        for line in codec::lines(&body) {
+            match codec::parse_uidl_line(line) {
+                Ok(entry) => listing.entries.push(entry),
+                Err(e) => listing.skipped.push(e.to_string()),
+            }
+        }
+        remove_duplicate_uids(&mut listing);
+        Ok(listing)
+    }
+
+    /// Size of every message by number (LIST).
+    pub async fn list(&mut self) -> Result<std::collections::HashMap<u32, u64>, Pop3Error> {
+        let body = self.conn.multi(Command::List, MAX_LISTING).await?;
+        let mut sizes = std::collections::HashMap::new();
+        for line in codec::lines(&body) {
+            let (n, size) = codec::parse_list_line(line)?;
+            sizes.insert(n, size);
+        }
+        Ok(sizes)
+    }
+
+    /// The whole message, dot-unstuffed, line endings as the server sent them.
+    pub async fn retr(&mut self, n: u32) -> Result<Bytes, Pop3Error> {
+        self.conn.multi(Command::Retr(n), self.max_message).await
+    }
+
+    /// The headers and the first `lines` lines of the body (TOP).
+    pub async fn top(&mut self, n: u32, lines: u32) -> Result<Bytes, Pop3Error> {
+        self.conn.multi(Command::Top(n, lines), self.max_message).await
+    }
+
+    /// Marks a message deleted; it is removed only when [`Session::quit`] succeeds.
+    pub async fn dele(&mut self, n: u32) -> Result<(), Pop3Error> {
+        self.conn.simple(Command::Dele(n)).await.map(drop)
+    }
+
+    /// Unmarks every message marked deleted in this session.
+    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
+        self.conn.simple(Command::Rset).await.map(drop)
+    }
+
+    pub async fn noop(&mut self) -> Result<(), Pop3Error> {
+        self.conn.simple(Command::Noop).await.map(drop)
+    }
+
+    /// Ends the session and commits the deletions. An error means the server may not
+    /// have removed what was marked; the state still knows those messages were
+    /// delivered, so the next cycle deletes them again instead of re-posting.
+    pub async fn quit(mut self) -> Result<(), Pop3Error> {
+        self.conn.simple(Command::Quit).await.map(drop)
+    }
+}
+
+/// A UID listed twice cannot tell its two messages apart, so neither may be fetched
+/// or deleted by it: both are moved to `skipped`.
+fn remove_duplicate_uids(listing: &mut UidlListing) {
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    for (_, uid) in &listing.entries {
+        *seen.entry(uid.as_str()).or_default() += 1;
+    }
+    let duplicates: std::collections::HashSet<String> = seen
+        .into_iter()
+        .filter(|(_, count)| *count > 1)
+        .map(|(uid, _)| uid.to_string())
+        .collect();
+    if duplicates.is_empty() {
+        return;
+    }
+    listing.entries.retain(|(n, uid)| {
+        let keep = !duplicates.contains(uid);
+        if !keep {
+            listing
+                .skipped
+                .push(format!("message {n}: UID {uid:?} is listed more than once"));
+        }
+        keep
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sasl_plain_is_nul_separated_base64() {
+        let response = sasl_plain("user", &Secret::new("pass"));
+        assert_eq!(response.expose(), "AHVzZXIAcGFzcw==");
+    }
+
+    #[test]
+    fn duplicate_uids_are_skipped_not_fetched() {
+        let mut listing = UidlListing {
+            entries: vec![(1, "a".into()), (2, "b".into()), (3, "a".into())],
+            skipped: vec![],
+        };
+        remove_duplicate_uids(&mut listing);
+        assert_eq!(listing.entries, vec![(2, "b".to_string())]);
+        assert_eq!(listing.skipped.len(), 2);
+        assert!(listing.skipped[0].contains("more than once"));
+    }
+
+    #[test]
+    fn capabilities_match_the_first_word_case_insensitively() {
+        let capa = Capabilities(vec!["SASL PLAIN".into(), "stls".into(), "UIDL".into()]);
+        assert!(capa.has("STLS"));
+        assert!(capa.has("SASL"));
+        assert!(!capa.has("PLAIN"));
+        assert!(!capa.has("PIPELINING"));
+    }
+}

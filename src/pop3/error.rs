@@ -1,0 +1,99 @@
+//! What can go wrong in a POP3 session, with predicates the delivery cycle branches
+//! on. Messages name the cause and what to do; none of them carries a credential.
+
+use std::io;
+use std::time::Duration;
+
+use super::codec::{CodecError, ErrReply, ResponseCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Pop3Error {
+    #[error("cannot connect to {addr}: {source}; check host, port and that the server is up")]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the server sent nothing for {timeout:?} while waiting for the reply to {during}; the session was dropped (raise `timeout` if the server is slow)")]
+    Timeout {
+        during: &'static str,
+        timeout: Duration,
+    },
+    #[error("the connection was closed by the server while waiting for the reply to {during}")]
+    Closed { during: &'static str },
+    #[error("network error during {during}: {source}")]
+    Io {
+        during: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS handshake with {host} failed: {reason}; check the certificate, or set `tls_ca_file` for a private CA")]
+    Tls { host: String, reason: String },
+    #[error("the server sent something pophook cannot read: {0}")]
+    Codec(#[from] CodecError),
+    #[error("`tls: starttls` is set but the server does not offer STLS; no credentials were sent (use `tls: implicit` if the server speaks TLS on another port)")]
+    StlsNotOffered,
+    #[error("the server refused STLS ({0}); no credentials were sent")]
+    StlsRefused(ErrReply),
+    #[error("refusing to send credentials over an unencrypted connection; use `tls: implicit` or `tls: starttls`, or set `allow_insecure: true` for this mailbox")]
+    InsecureRefused,
+    #[error("login rejected: {0}; check username and password")]
+    Auth(ErrReply),
+    #[error("{command} failed: {reply}")]
+    Server {
+        command: &'static str,
+        reply: ErrReply,
+    },
+    #[error("the server does not support UIDL, so messages cannot be identified across sessions; pophook will not fetch or delete anything from this mailbox")]
+    NoUidl,
+    #[error("unexpected reply to {command}: {detail}")]
+    Protocol {
+        command: &'static str,
+        detail: String,
+    },
+}
+
+impl Pop3Error {
+    /// The RFC 2449/3206 response code the server gave, if any.
+    pub fn code(&self) -> Option<&ResponseCode> {
+        match self {
+            Pop3Error::Auth(reply)
+            | Pop3Error::StlsRefused(reply)
+            | Pop3Error::Server { reply, .. } => reply.code.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Worth trying again soon: the network, a timeout, or a server saying "not now"
+    /// (`[IN-USE]`, `[LOGIN-DELAY]`, `[SYS/TEMP]`).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Pop3Error::Connect { .. }
+            | Pop3Error::Timeout { .. }
+            | Pop3Error::Closed { .. }
+            | Pop3Error::Io { .. } => true,
+            _ => matches!(
+                self.code(),
+                Some(ResponseCode::InUse | ResponseCode::LoginDelay | ResponseCode::SysTemp)
+            ),
+        }
+    }
+
+    /// Credentials or configuration are wrong: retrying quickly could lock the account.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Pop3Error::Auth(_)) && !self.is_transient()
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Pop3Error::Timeout { .. })
+    }
+}
+
+impl std::fmt::Display for ErrReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "-ERR [{code}] {}", self.text),
+            None => write!(f, "-ERR {}", self.text),
+        }
+    }
+}

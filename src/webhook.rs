@@ -1,0 +1,264 @@
+//! POSTs an event to its endpoint with the Standard Webhooks headers and signature,
+//! and classifies the answer. Redirects are never followed: a 3xx is a failure.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::secret::Secret;
+
+/// Where and how one mailbox's events are posted; built and validated by `config`.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub url: url::Url,
+    pub timeout: Duration,
+    /// Extra headers (lower-case names); values are secrets because they are often
+    /// `Authorization` tokens.
+    pub headers: Vec<(String, Secret)>,
+    /// The HMAC key as base64 (the part after `whsec_`), when signing is configured.
+    pub signing_key: Option<Secret>,
+    pub include_raw: bool,
+}
+
+/// Why a POST did not count as delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("webhook unreachable: {0}")]
+    Network(String),
+    #[error("webhook did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("webhook answered HTTP {status}{}", retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl DeliveryError {
+    /// The endpoint is unavailable rather than refusing this message: network errors,
+    /// timeouts, 408, 425, 429 and 5xx. Trying the next message now would fail too.
+    pub fn is_endpoint_unavailable(&self) -> bool {
+        match self {
+            DeliveryError::Network(_) | DeliveryError::Timeout(_) => true,
+            DeliveryError::Status { status, .. } => {
+                matches!(status, 408 | 425 | 429) || (500..600).contains(status)
+            }
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeliveryError::Network(_) => "network",
+            DeliveryError::Timeout(_) => "timeout",
+            DeliveryError::Status { status, .. } if (300..400).contains(status) => "redirect",
+            DeliveryError::Status { status, .. } if (400..500).contains(status) => "http_4xx",
+            DeliveryError::Status { .. } => "http_5xx",
+        }
+    }
+}
+
+/// One HTTP client shared by every mailbox, so connections to the same endpoint are
+/// reused.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+}
+
+impl Sender {
+    pub fn new() -> Result<Sender, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pophook/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Sender { client })
+    }
+
+    /// POSTs `body` (a serialised event whose id is `id`). Ok only for a 2xx.
+    pub async fn post(
+        &self,
+        cfg: &WebhookConfig,
+        id: &str,
+        body: Vec<u8>,
+    ) -> Result<(), DeliveryError> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut request = self
+            .client
+            .post(cfg.url.clone())
+            .timeout(cfg.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if let Some(key) = &cfg.signing_key {
+            request = request.header("webhook-signature", sign(key, id, timestamp, &body));
+        }
+        for (name, value) in &cfg.headers {
+            let mut value = reqwest::header::HeaderValue::from_str(value.expose())
+                .map_err(|_| DeliveryError::Network(format!("header {name} has an invalid value")))?;
+            // Keeps the value out of reqwest's and hyper's debug output.
+            value.set_sensitive(true);
+            request = request.header(name.as_str(), value);
+        }
+        let response = request.body(body).send().await.map_err(|e| {
+            if e.is_timeout() {
+                DeliveryError::Timeout(cfg.timeout)
+            } else {
+                DeliveryError::Network(describe(&e))
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(DeliveryError::Status {
+            status: status.as_u16(),
+            retry_after: retry_after(response.headers()),
+        })
+    }
+}
+
+/// The reqwest error and its causes, without the URL (which may carry credentials).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut current: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = current {
+        let part = match e.downcast_ref::<reqwest::Error>() {
+            Some(r) => {
+                let mut r = format!("{}", FmtWithoutUrl(r));
+                if r.is_empty() {
+                    r = "request failed".into();
+                }
+                r
+            }
+            None => e.to_string(),
+        };
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+        current = e.source();
+    }
+    text
+}
+
+struct FmtWithoutUrl<'a>(&'a reqwest::Error);
+
+impl std::fmt::Display for FmtWithoutUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.0;
+        let kind = if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() {
+            "error sending the body"
+        } else if e.is_request() {
+            "error sending the request"
+        } else if e.is_decode() {
+            "error reading the answer"
+        } else {
+            "request failed"
+        };
+        f.write_str(kind)
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at one hour so a confused endpoint
+/// cannot park a mailbox for days.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    const CAP: Duration = Duration::from_secs(3600);
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let delay = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let format = time::format_description::well_known::Rfc2822;
+        let at = time::OffsetDateTime::parse(value, &format).ok()?;
+        let now = time::OffsetDateTime::now_utc();
+        (at - now).try_into().unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(CAP))
+}
+
+/// The HMAC key of a Standard Webhooks secret (`whsec_` + base64 of the key bytes), as
+/// base64 in a [`Secret`]. A secret without the prefix is taken as the base64 part.
+pub fn signing_key(secret: &Secret) -> Result<Secret, &'static str> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let encoded = secret
+        .expose()
+        .strip_prefix("whsec_")
+        .unwrap_or(secret.expose());
+    let bytes = engine.decode(encoded).map_err(|_| {
+        "not a Standard Webhooks secret: expected `whsec_` followed by base64 (make one with `echo whsec_$(head -c 32 /dev/urandom | base64)`)"
+    })?;
+    if bytes.len() < 16 {
+        return Err("the key is shorter than 16 bytes; use 24 to 64 random bytes");
+    }
+    Ok(Secret::new(engine.encode(bytes)))
+}
+
+/// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, as the Standard Webhooks
+/// specification defines it. `key` is the base64 part of the `whsec_` secret.
+pub fn sign(key: &Secret, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    // The key was validated as base64 when the configuration was loaded.
+    let key_bytes = engine.decode(key.expose()).unwrap_or_default();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key_bytes).expect("HMAC accepts any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", engine.encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test vector of the Standard Webhooks reference libraries.
+    #[test]
+    fn signature_matches_the_specification_test_vector() {
+        let key = Secret::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let signature = sign(
+            &key,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(
+            signature,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn unavailable_endpoints_are_told_apart_from_refusals() {
+        let status = |status| DeliveryError::Status {
+            status,
+            retry_after: None,
+        };
+        for code in [408, 425, 429, 500, 502, 503] {
+            assert!(status(code).is_endpoint_unavailable(), "{code}");
+        }
+        for code in [301, 400, 401, 404, 410, 422] {
+            assert!(!status(code).is_endpoint_unavailable(), "{code}");
+        }
+        assert!(DeliveryError::Network("x".into()).is_endpoint_unavailable());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "120".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
+        headers.insert("retry-after", "999999".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3600)));
+        headers.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+}

@@ -1,0 +1,9 @@
+//! Shared test fixtures: a real Dovecot, a recording HTTP receiver, a scripted POP3
+//! server for faults Dovecot won't produce on demand, and throwaway TLS certificates.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod certs;
+pub mod dovecot;
+pub mod receiver;
+pub mod scripted;
+pub mod setup;

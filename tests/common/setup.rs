@@ -1,0 +1,45 @@
+//! Builds pophook configurations for tests: YAML text in, a validated `Config` out,
+//! with its state in a temp dir that lives as long as the returned guard.
+
+use pophook::config::{self, Config};
+
+pub struct TestConfig {
+    pub config: Config,
+    pub yaml: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// `mailboxes_yaml` is the list under `mailboxes:` (already indented by two spaces);
+/// `webhook_yaml` the lines under `webhook:` (indented by two spaces).
+pub fn config(webhook_yaml: &str, mailboxes_yaml: &str) -> TestConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let yaml = format!(
+        "state_dir: {}\nwebhook:\n{webhook_yaml}\nmailboxes:\n{mailboxes_yaml}\n",
+        state.display()
+    );
+    std::fs::write(dir.path().join("config.yaml"), &yaml).unwrap();
+    let config = config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n---\n{yaml}"));
+    TestConfig { config, yaml, dir }
+}
+
+impl TestConfig {
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+}
+
+/// One mailbox entry, plain POP3 on loopback (Dovecot counts loopback as secure).
+pub fn plain_mailbox(name: &str, port: u16, user: &str, password: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    allow_insecure: true\n    username: {user}\n    password: {password}\n    poll_interval: 1s\n    timeout: 10s\n{extra}"
+    )
+}
+
+/// A short test message; `n` makes its subject and body unique.
+pub fn message(n: usize) -> Vec<u8> {
+    format!(
+        "From: Alice <alice@example.com>\r\nTo: support@example.com\r\nSubject: test {n}\r\nMessage-ID: <m{n}@example.com>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\nHello {n}.\r\n"
+    )
+    .into_bytes()
+}
