@@ -235,7 +235,11 @@ fn validate_mailbox(
             "missing; set `password`, `password_file` (e.g. /run/secrets/pop3) or `password_env` (a variable name)",
         )
     })?;
-    if password.expose().bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+    if password
+        .expose()
+        .bytes()
+        .any(|b| b == b'\r' || b == b'\n' || b == 0)
+    {
         return Err(invalid(
             key("password"),
             "contains a line break or NUL byte, which POP3 cannot carry (a password file's single trailing newline is trimmed)",
@@ -244,7 +248,10 @@ fn validate_mailbox(
     let ca_pem = match raw.tls_ca_file {
         Some(path) => {
             let pem = std::fs::read(&path).map_err(|e| {
-                invalid(key("tls_ca_file"), format!("cannot read {}: {e}", path.display()))
+                invalid(
+                    key("tls_ca_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
             native_tls::Certificate::from_pem(&pem).map_err(|e| {
                 invalid(
@@ -331,8 +338,8 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
             "missing; set `webhook.url` (for every mailbox) or a mailbox's own `webhook.url`",
         )
     })?;
-    let url = url::Url::parse(&url)
-        .map_err(|e| invalid(&url_key, format!("not a valid URL ({e})")))?;
+    let url =
+        url::Url::parse(&url).map_err(|e| invalid(&url_key, format!("not a valid URL ({e})")))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) || raw.allow_insecure_webhook.unwrap_or(false) => {}
@@ -406,7 +413,10 @@ fn resolve_secret(
     if sources > 1 {
         return Err(invalid(
             key,
-            format!("set only one of `{0}`, `{0}_file` and `{0}_env`", last_segment(key)),
+            format!(
+                "set only one of `{0}`, `{0}_file` and `{0}_env`",
+                last_segment(key)
+            ),
         ));
     }
     if let Some(path) = file {
@@ -444,7 +454,8 @@ mod tests {
     use super::*;
 
     const WEBHOOK: &str = "webhook:\n  url: http://127.0.0.1:8080/inbound\n";
-    const MAILBOX: &str = "  - name: support\n    host: pop.example.com\n    username: support@example.com\n";
+    const MAILBOX: &str =
+        "  - name: support\n    host: pop.example.com\n    username: support@example.com\n";
 
     fn load(yaml: &str) -> Result<Config, ConfigError> {
         from_yaml(yaml)
@@ -459,8 +470,7 @@ mod tests {
 
     #[test]
     fn a_minimal_config_gets_the_documented_defaults() {
-        let config =
-            load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: pw\n")).unwrap();
+        let config = load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: pw\n")).unwrap();
         let m = &config.mailboxes[0];
         assert_eq!(m.server.tls, TlsMode::Implicit);
         assert_eq!(m.server.port, 995);
@@ -501,7 +511,10 @@ mod tests {
         let e = error(&format!(
             "{WEBHOOK}mailboxes:\n{MAILBOX}    password: hunter2\n    password_env: HOME\n"
         ));
-        assert!(e.contains("only one of `password`, `password_file` and `password_env`"), "{e}");
+        assert!(
+            e.contains("only one of `password`, `password_file` and `password_env`"),
+            "{e}"
+        );
         assert!(!e.contains("hunter2"));
     }
 
@@ -527,7 +540,10 @@ mod tests {
         let e = error(&format!(
             "{WEBHOOK}mailboxes:\n{MAILBOX}    password_env: PH_TEST_UNSET_VAR_XYZ\n"
         ));
-        assert!(e.contains("password_env") && e.contains("PH_TEST_UNSET_VAR_XYZ"), "{e}");
+        assert!(
+            e.contains("password_env") && e.contains("PH_TEST_UNSET_VAR_XYZ"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -622,6 +638,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
     fn environment_variables_override_the_file() {
         use figment::Jail;
         Jail::expect_with(|jail| {

@@ -66,10 +66,17 @@ pub async fn run_cycle(
     report.listed = listing.entries.len();
     let sizes = session.list().await?;
 
-    let present: HashSet<&str> = listing.entries.iter().map(|(_, uid)| uid.as_str()).collect();
+    let present: HashSet<&str> = listing
+        .entries
+        .iter()
+        .map(|(_, uid)| uid.as_str())
+        .collect();
     let pruned = state.prune(name, &present)?;
     if pruned > 0 {
-        debug!(mailbox = name, pruned, "forgot messages no longer on the server");
+        debug!(
+            mailbox = name,
+            pruned, "forgot messages no longer on the server"
+        );
     }
 
     for (number, uidl) in &listing.entries {
@@ -111,7 +118,10 @@ pub async fn run_cycle(
             &raw,
         );
         if let Some(error) = &event.data.parse_error {
-            warn!(mailbox = name, uidl, "message could not be parsed; delivering it raw: {error}");
+            warn!(
+                mailbox = name,
+                uidl, "message could not be parsed; delivering it raw: {error}"
+            );
         }
         let id = event.id().to_string();
         let body = serde_json::to_vec(&event).expect("an event always serialises");
@@ -130,7 +140,10 @@ pub async fn run_cycle(
             }
             Err(error) => {
                 report.failed += 1;
-                warn!(mailbox = name, uidl, id, "not delivered, will retry next cycle: {error}");
+                warn!(
+                    mailbox = name,
+                    uidl, id, "not delivered, will retry next cycle: {error}"
+                );
                 if error.is_endpoint_unavailable() {
                     // Fetching more now would only download messages to fail them too.
                     break;
@@ -155,7 +168,10 @@ async fn dele(
     match session.dele(number).await {
         Ok(()) => Ok(true),
         Err(Pop3Error::Server { reply, .. }) => {
-            warn!(mailbox, uidl, "server refused DELE ({reply}); will try again next cycle");
+            warn!(
+                mailbox,
+                uidl, "server refused DELE ({reply}); will try again next cycle"
+            );
             Ok(false)
         }
         Err(other) => Err(other),

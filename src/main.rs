@@ -10,10 +10,20 @@ use pophook::secret::Secret;
 use pophook::{config, receive, service, shutdown, webhook};
 
 #[derive(Parser)]
-#[command(name = "pophook", version, about = "Turns POP3 mailboxes into webhooks")]
+#[command(
+    name = "pophook",
+    version,
+    about = "Turns POP3 mailboxes into webhooks"
+)]
 struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "POPHOOK_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "POPHOOK_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -98,7 +108,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = config::load(args.config.as_deref())?;
             let outcomes = service::once(&config).await?;
             let ok = outcomes.iter().all(|o| o.is_success());
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Receive(args) => {
             let signing_key = args
@@ -112,10 +126,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "receiving webhooks on http://{}/ ({})",
                 args.listen,
-                if signing_key.is_some() { "verifying signatures" } else { "signatures not checked" }
+                if signing_key.is_some() {
+                    "verifying signatures"
+                } else {
+                    "signatures not checked"
+                }
             );
             let (trigger, shutdown) = shutdown::channel();
-            let options = receive::ReceiveOptions { signing_key, json: args.json };
+            let options = receive::ReceiveOptions {
+                signing_key,
+                json: args.json,
+            };
             let server = tokio::spawn(receive::serve(listener, options, shutdown));
             wait_for_signal().await;
             trigger.trigger();
@@ -142,7 +163,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

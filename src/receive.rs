@@ -90,7 +90,11 @@ fn summary(event: &serde_json::Value) -> String {
         text(&data["subject"]),
         data["size"].as_u64().unwrap_or(0),
         data["attachments"].as_array().map_or(0, Vec::len),
-        if data["parse_error"].is_null() { "" } else { " UNPARSEABLE" },
+        if data["parse_error"].is_null() {
+            ""
+        } else {
+            " UNPARSEABLE"
+        },
         text(&data["id"]),
     )
 }
@@ -113,7 +117,9 @@ pub fn verify(key: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), Stri
         .unwrap_or_default()
         .as_secs();
     if now.abs_diff(timestamp) > TOLERANCE_SECS {
-        return Err(format!("webhook-timestamp {timestamp} is more than 5 minutes from now"));
+        return Err(format!(
+            "webhook-timestamp {timestamp} is more than 5 minutes from now"
+        ));
     }
     let expected = webhook::sign(key, id, timestamp, body);
     let matches = header("webhook-signature")?
@@ -152,7 +158,10 @@ mod tests {
     #[test]
     fn accepts_a_valid_signature_among_several_and_rejects_tampering() {
         let key = Secret::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let headers = signed_headers(&key, "msg_1", now, b"{}");
         assert_eq!(verify(&key, &headers, b"{}"), Ok(()));
         assert!(verify(&key, &headers, b"{ }").is_err());
@@ -163,9 +172,14 @@ mod tests {
     #[test]
     fn rejects_old_timestamps() {
         let key = Secret::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let headers = signed_headers(&key, "msg_1", now - 3600, b"{}");
-        assert!(verify(&key, &headers, b"{}").unwrap_err().contains("5 minutes"));
+        assert!(verify(&key, &headers, b"{}")
+            .unwrap_err()
+            .contains("5 minutes"));
     }
 
     #[test]

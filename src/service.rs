@@ -53,11 +53,7 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
             (index, outcome)
         });
     }
-    let mut outcomes: Vec<(usize, MailboxOutcome)> = tasks
-        .join_all()
-        .await
-        .into_iter()
-        .collect();
+    let mut outcomes: Vec<(usize, MailboxOutcome)> = tasks.join_all().await.into_iter().collect();
     outcomes.sort_by_key(|(index, _)| *index);
     state.flush().await?;
     Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())

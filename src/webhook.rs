@@ -98,8 +98,10 @@ impl Sender {
             request = request.header("webhook-signature", sign(key, id, timestamp, &body));
         }
         for (name, value) in &cfg.headers {
-            let mut value = reqwest::header::HeaderValue::from_str(value.expose())
-                .map_err(|_| DeliveryError::Network(format!("header {name} has an invalid value")))?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+                    DeliveryError::Network(format!("header {name} has an invalid value"))
+                })?;
             // Keeps the value out of reqwest's and hyper's debug output.
             value.set_sensitive(true);
             request = request.header(name.as_str(), value);
@@ -170,7 +172,11 @@ impl std::fmt::Display for FmtWithoutUrl<'_> {
 /// cannot park a mailbox for days.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     const CAP: Duration = Duration::from_secs(3600);
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     let delay = if let Ok(seconds) = value.parse::<u64>() {
         Duration::from_secs(seconds)
     } else {
@@ -228,10 +234,7 @@ mod tests {
             1614265330,
             br#"{"test": 2432232314}"#,
         );
-        assert_eq!(
-            signature,
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]
@@ -256,7 +259,10 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
         headers.insert("retry-after", "999999".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(3600)));
-        headers.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        headers.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
         headers.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&headers), None);

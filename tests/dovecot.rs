@@ -42,7 +42,11 @@ async fn new_messages_are_posted_then_deleted() {
 
     assert!(outcomes[0].is_success(), "{outcomes:?}");
     assert_eq!(subjects(&receiver), ["test 1", "test 2", "test 3"]);
-    assert_eq!(dovecot.message_count("support"), 0, "delivered mail must be deleted");
+    assert_eq!(
+        dovecot.message_count("support"),
+        0,
+        "delivered mail must be deleted"
+    );
     let request = &receiver.accepted()[0];
     let event = request.json();
     assert_eq!(event["type"], "email.received");
@@ -53,7 +57,11 @@ async fn new_messages_are_posted_then_deleted() {
         .header("user-agent")
         .unwrap()
         .starts_with("pophook/"));
-    assert!(request.header("webhook-timestamp").unwrap().parse::<u64>().is_ok());
+    assert!(request
+        .header("webhook-timestamp")
+        .unwrap()
+        .parse::<u64>()
+        .is_ok());
     // Nothing new: a second cycle posts nothing.
     service::once(&cfg.config).await.unwrap();
     assert_eq!(receiver.requests().len(), 3);
@@ -75,7 +83,11 @@ async fn a_failing_webhook_deletes_nothing_and_the_next_cycle_delivers_with_the_
 
     let outcomes = service::once(&cfg.config).await.unwrap();
     assert!(!outcomes[0].is_success());
-    assert_eq!(dovecot.message_count("support"), 2, "nothing may be deleted after a 500");
+    assert_eq!(
+        dovecot.message_count("support"),
+        2,
+        "nothing may be deleted after a 500"
+    );
     let failed_ids: Vec<String> = receiver
         .requests()
         .iter()
@@ -94,7 +106,10 @@ async fn a_failing_webhook_deletes_nothing_and_the_next_cycle_delivers_with_the_
         .map(|r| r.header("webhook-id").unwrap().to_string())
         .collect();
     for id in failed_ids {
-        assert!(delivered_ids.contains(&id), "retry of {id} must reuse its webhook-id");
+        assert!(
+            delivered_ids.contains(&id),
+            "retry of {id} must reuse its webhook-id"
+        );
     }
 }
 
@@ -128,13 +143,27 @@ async fn delete_false_leaves_mail_and_delivers_it_once() {
     let receiver = Receiver::start().await;
     let cfg = config(
         &webhook(&receiver),
-        &plain_mailbox("archive", dovecot.plain_port(), "archive", "pw", "    delete: false\n"),
+        &plain_mailbox(
+            "archive",
+            dovecot.plain_port(),
+            "archive",
+            "pw",
+            "    delete: false\n",
+        ),
     );
 
     service::once(&cfg.config).await.unwrap();
     service::once(&cfg.config).await.unwrap();
-    assert_eq!(subjects(&receiver), ["test 1", "test 2"], "each message exactly once");
-    assert_eq!(dovecot.message_count("archive"), 2, "delete: false keeps mail");
+    assert_eq!(
+        subjects(&receiver),
+        ["test 1", "test 2"],
+        "each message exactly once"
+    );
+    assert_eq!(
+        dovecot.message_count("archive"),
+        2,
+        "delete: false keeps mail"
+    );
 
     // A new message is picked up, the old ones still are not re-sent.
     dovecot.deliver("archive", &message(3));
@@ -217,7 +246,10 @@ async fn several_mailboxes_each_deliver_their_own_mail() {
         assert_eq!(dovecot.message_count(user), 0, "{user}");
     }
     // Ids differ across mailboxes even where Dovecot's UIDLs coincide.
-    let mut ids: Vec<&str> = accepted.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    let mut ids: Vec<&str> = accepted
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 6);
@@ -246,7 +278,10 @@ async fn raw_is_byte_exact_including_lines_that_start_with_a_dot() {
     assert_eq!(String::from_utf8_lossy(&raw), expected);
     assert_eq!(event["data"]["size"], expected.len());
     assert_eq!(
-        event["data"]["text"].as_str().unwrap().replace("\r\n", "\n"),
+        event["data"]["text"]
+            .as_str()
+            .unwrap()
+            .replace("\r\n", "\n"),
         ".leading dot\n..two dots\n.\n...\nend\n"
     );
 }
@@ -291,7 +326,13 @@ async fn a_wrong_password_is_reported_and_nothing_is_touched() {
     let receiver = Receiver::start().await;
     let cfg = config(
         &webhook(&receiver),
-        &plain_mailbox("support", dovecot.plain_port(), "support", "wrong-pass-1234", ""),
+        &plain_mailbox(
+            "support",
+            dovecot.plain_port(),
+            "support",
+            "wrong-pass-1234",
+            "",
+        ),
     );
     let outcomes = service::once(&cfg.config).await.unwrap();
     let error = outcomes[0].result.as_ref().unwrap_err();

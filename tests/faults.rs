@@ -106,7 +106,11 @@ async fn starttls_upgrades_then_asks_capa_again_then_logs_in() {
     let commands = server.commands();
     let stls = commands.iter().position(|c| c == "STLS").unwrap();
     assert_eq!(commands[..stls], ["CAPA"]);
-    assert_eq!(commands[stls + 1], "CAPA", "CAPA must be asked again over TLS");
+    assert_eq!(
+        commands[stls + 1],
+        "CAPA",
+        "CAPA must be asked again over TLS"
+    );
     assert!(commands[stls + 2].starts_with("USER"));
     assert_eq!(receiver.accepted().len(), 2);
     assert!(server.remaining().is_empty());
@@ -220,7 +224,10 @@ async fn a_connection_dropped_mid_retr_posts_nothing_for_it_and_deletes_nothing(
         .map(|r| r.json()["data"]["subject"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(subjects, ["test 1"]);
-    assert!(!server.commands().contains(&"QUIT".to_string()), "no QUIT after an error");
+    assert!(
+        !server.commands().contains(&"QUIT".to_string()),
+        "no QUIT after an error"
+    );
     assert_eq!(server.remaining().len(), 3, "nothing deleted without QUIT");
 
     // The next cycle remembers message 1: it is deleted again, not posted again.
@@ -245,7 +252,9 @@ async fn a_server_without_uidl_gets_a_clear_error_and_nothing_is_fetched() {
     let error = outcomes[0].result.as_ref().unwrap_err();
     assert!(error.contains("does not support UIDL"), "{error}");
     let commands = server.commands();
-    assert!(!commands.iter().any(|c| c.starts_with("RETR") || c.starts_with("DELE")));
+    assert!(!commands
+        .iter()
+        .any(|c| c.starts_with("RETR") || c.starts_with("DELE")));
     assert!(receiver.requests().is_empty());
     assert_eq!(server.remaining().len(), 2);
 }
@@ -295,7 +304,10 @@ async fn duplicate_and_invalid_uids_are_never_fetched_or_deleted() {
     assert_eq!(server.deleted_uids(), ["good"]);
     let commands = server.commands();
     assert_eq!(
-        commands.iter().filter(|c| c.starts_with("RETR")).collect::<Vec<_>>(),
+        commands
+            .iter()
+            .filter(|c| c.starts_with("RETR"))
+            .collect::<Vec<_>>(),
         ["RETR 2"]
     );
 }

@@ -452,7 +452,9 @@ impl Session {
 
     /// The headers and the first `lines` lines of the body (TOP).
     pub async fn top(&mut self, n: u32, lines: u32) -> Result<Bytes, Pop3Error> {
-        self.conn.multi(Command::Top(n, lines), self.max_message).await
+        self.conn
+            .multi(Command::Top(n, lines), self.max_message)
+            .await
     }
 
     /// Marks a message deleted; it is removed only when [`Session::quit`] succeeds.

@@ -11,6 +11,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +84,9 @@ impl Dovecot {
                 .arg("-c")
                 .arg(&conf)
                 .stdin(Stdio::null())
+                // Its own process group, so that `stop` can signal Dovecot's
+                // service processes along with the master.
+                .process_group(0)
                 .stdout(stderr.try_clone().unwrap())
                 .stderr(stderr)
                 .spawn()
@@ -275,25 +279,31 @@ fn wait_until_ready(
     }
 }
 
-/// SIGTERM lets Dovecot stop its service processes too (SIGKILL would orphan them);
-/// it takes about a second.
+/// Sends SIGTERM to the whole process group: the service processes exit at once and
+/// the master, which reaps them, follows (the master alone takes a second to wind
+/// them down). SIGKILL for the group if that does not end it.
 fn stop(master: &mut Child) {
     if let Ok(Some(_)) = master.try_wait() {
         return;
     }
-    let term = Command::new("kill")
-        .args(["-TERM", &master.id().to_string()])
-        .stderr(Stdio::null())
-        .status();
-    if term.is_ok_and(|s| s.success()) {
+    let group = format!("-{}", master.id());
+    let signal = |name: &str| {
+        Command::new("kill")
+            .args([name, "--", &group])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if signal("-TERM") {
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = master.try_wait() {
                 return;
             }
-            thread::sleep(Duration::from_millis(20));
+            thread::sleep(Duration::from_millis(10));
         }
     }
+    signal("-KILL");
     let _ = master.kill();
     let _ = master.wait();
 }
