@@ -1,0 +1,166 @@
+//! The `pophook` binary as cron jobs, operators and containers use it: exit codes,
+//! what `check` prints and leaves alone, config errors, SIGTERM, JSON logs.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::dovecot::Dovecot;
+use common::receiver::{Receiver, Reply};
+use common::setup::{config, message, plain_mailbox};
+
+fn pophook(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pophook"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run pophook")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_exits_zero_only_when_everything_was_delivered() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw-cli");
+    dovecot.deliver("support", &message(1));
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::Status(503));
+    let cfg = config(
+        &format!("  url: {}", receiver.url()),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw-cli", ""),
+    );
+    let path = cfg.path();
+    let path = path.to_str().unwrap();
+
+    let failed = tokio::task::block_in_place(|| pophook(&["once", "--config", path]));
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    assert_eq!(dovecot.message_count("support"), 1);
+
+    receiver.set_default(Reply::Status(204));
+    let ok = tokio::task::block_in_place(|| pophook(&["once", "--config", path]));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(dovecot.message_count("support"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_fails_when_a_mailbox_cannot_be_reached() {
+    let receiver = Receiver::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &format!("  url: {}", receiver.url()),
+        &plain_mailbox("gone", closed, "u", "p", ""),
+    );
+    let out = tokio::task::block_in_place(|| {
+        pophook(&["once", "--config", cfg.path().to_str().unwrap()])
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot connect"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_capabilities_and_count_and_changes_nothing() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw-check-secret");
+    dovecot.deliver("support", &message(1));
+    dovecot.deliver("support", &message(2));
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &format!("  url: {}", receiver.url()),
+        &plain_mailbox(
+            "support",
+            dovecot.plain_port(),
+            "support",
+            "pw-check-secret",
+            "",
+        ),
+    );
+
+    let out = tokio::task::block_in_place(|| {
+        pophook(&["check", "--config", cfg.path().to_str().unwrap()])
+    });
+
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("support: ok"), "{stdout}");
+    assert!(stdout.contains("2 messages"), "{stdout}");
+    assert!(stdout.contains("UIDL"), "capabilities are listed: {stdout}");
+    let all = format!("{stdout}{}", text(&out.stderr));
+    assert!(!all.contains("pw-check-secret"));
+    assert_eq!(dovecot.message_count("support"), 2, "check must not delete");
+    assert!(receiver.requests().is_empty(), "check must not post");
+    assert!(
+        !cfg.dir.path().join("state").exists(),
+        "check must not create or touch the state"
+    );
+}
+
+#[test]
+fn invalid_config_fails_with_one_clear_message_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "webhook: {url: 'http://127.0.0.1:1/'}\nmailboxes:\n  - {name: a, host: h, username: u, password: p, pol_interval: 5s}\n",
+    )
+    .unwrap();
+    let out = pophook(&["once", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("pol_interval"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = pophook(&["check", "--config", "/nonexistent/pophook.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("does not exist"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_stops_cleanly_on_sigterm_with_json_logs() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &format!("  url: {}", receiver.url()),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(cfg.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
+
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("pophook must exit soon after SIGTERM")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in lines {
+        let json: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(json["level"].is_string());
+    }
+    assert!(stderr.contains("pophook stopped"));
+    assert_eq!(dovecot.message_count("support"), 0);
+}
