@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
+use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
 use crate::webhook::WebhookConfig;
 
@@ -19,12 +20,16 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
+const DEFAULT_COMMIT_EVERY: usize = 50;
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub state_dir: PathBuf,
     pub mailboxes: Vec<Mailbox>,
+    /// How long `run` may take after SIGTERM to finish the message in hand and QUIT.
+    pub shutdown_timeout: Duration,
 }
 
 /// One mailbox and the webhook its messages go to.
@@ -36,6 +41,9 @@ pub struct Mailbox {
     pub poll_interval: Duration,
     /// `false`: leave mail on the server and deliver each message once.
     pub delete: bool,
+    /// QUIT (which commits deletions) after this many DELEs and continue in a new
+    /// session, so a dropped connection in a large mailbox does not undo everything.
+    pub commit_every: usize,
     pub webhook: WebhookConfig,
 }
 
@@ -60,6 +68,8 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     state_dir: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    shutdown_timeout: Option<Duration>,
     #[serde(default)]
     webhook: RawWebhook,
     #[serde(default)]
@@ -80,6 +90,20 @@ struct RawWebhook {
     secret_env: Option<String>,
     include_raw: Option<bool>,
     allow_insecure_webhook: Option<bool>,
+    retry: Option<RawRetry>,
+}
+
+/// `webhook.retry`: either a `schedule` or the exponential keys, not both.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    schedule: Option<Vec<humantime_serde::Serde<Duration>>>,
+    max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    initial_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_backoff: Option<Duration>,
+    max_rejections: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +129,7 @@ struct RawMailbox {
     timeout: Option<Duration>,
     max_message_size: Option<usize>,
     delete: Option<bool>,
+    commit_every: Option<usize>,
     #[serde(default)]
     webhook: RawWebhook,
 }
@@ -175,11 +200,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         mailboxes.push(mailbox);
     }
+    let shutdown_timeout = raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    if shutdown_timeout.is_zero() {
+        return Err(invalid("shutdown_timeout", "must be more than 0s"));
+    }
     Ok(Config {
         state_dir: raw
             .state_dir
             .unwrap_or_else(|| PathBuf::from("./pophook-state")),
         mailboxes,
+        shutdown_timeout,
     })
 }
 
@@ -286,12 +316,17 @@ fn validate_mailbox(
         max_line: DEFAULT_MAX_LINE,
         max_message_size: raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
     };
+    let commit_every = raw.commit_every.unwrap_or(DEFAULT_COMMIT_EVERY);
+    if commit_every == 0 {
+        return Err(invalid(key("commit_every"), "must be at least 1"));
+    }
     let webhook = validate_webhook(&key("webhook"), merge(default_webhook, raw.webhook))?;
     Ok(Mailbox {
         name,
         server,
         poll_interval,
         delete: raw.delete.unwrap_or(true),
+        commit_every,
         webhook,
     })
 }
@@ -327,6 +362,7 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
         secret_env,
         include_raw: over.include_raw.or(base.include_raw),
         allow_insecure_webhook: over.allow_insecure_webhook.or(base.allow_insecure_webhook),
+        retry: over.retry.or_else(|| base.retry.clone()),
     }
 }
 
@@ -377,12 +413,49 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
     let signing_key = resolve_secret(&secret_key, raw.secret, raw.secret_file, raw.secret_env)?
         .map(|secret| decode_signing_secret(&secret_key, &secret))
         .transpose()?;
+    let retry = validate_retry(&format!("{key}.retry"), raw.retry.unwrap_or_default())?;
     Ok(WebhookConfig {
         url,
         timeout,
         headers,
         signing_key,
         include_raw: raw.include_raw.unwrap_or(false),
+        retry,
+    })
+}
+
+fn validate_retry(key: &str, raw: RawRetry) -> Result<RetryPolicy, ConfigError> {
+    let defaults = RetryPolicy::default();
+    let exponential_keys =
+        raw.max_attempts.is_some() || raw.initial_backoff.is_some() || raw.max_backoff.is_some();
+    let backoff = match raw.schedule {
+        Some(_) if exponential_keys => return Err(invalid(
+            key,
+            "give either `schedule` or `max_attempts`/`initial_backoff`/`max_backoff`, not both",
+        )),
+        Some(schedule) if schedule.is_empty() => {
+            return Err(invalid(
+                format!("{key}.schedule"),
+                "must list at least one attempt",
+            ))
+        }
+        Some(schedule) => Backoff::Schedule(schedule.into_iter().map(|d| d.into_inner()).collect()),
+        None if exponential_keys => {
+            let max_attempts = raw.max_attempts.unwrap_or(10);
+            if max_attempts == 0 {
+                return Err(invalid(format!("{key}.max_attempts"), "must be at least 1"));
+            }
+            Backoff::Exponential {
+                max_attempts,
+                initial: raw.initial_backoff.unwrap_or(Duration::from_secs(5)),
+                max: raw.max_backoff.unwrap_or(Duration::from_secs(3600)),
+            }
+        }
+        None => defaults.backoff,
+    };
+    Ok(RetryPolicy {
+        backoff,
+        max_rejections: raw.max_rejections.unwrap_or(defaults.max_rejections).max(1),
     })
 }
 

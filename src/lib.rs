@@ -13,6 +13,7 @@
 //! - [`event`]: raw message bytes → the `email.received` JSON event.
 //! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
 //!   classifies the answer.
+//! - [`retry`]: when a failed delivery is tried again, and when it is parked.
 //! - [`state`]: the sled database of what was delivered, keyed by (mailbox, UIDL).
 //! - [`mailbox`]: one mailbox's delivery cycle; the only place that decides to DELE
 //!   or QUIT.
@@ -27,6 +28,7 @@ pub mod event;
 pub mod mailbox;
 pub mod pop3;
 pub mod receive;
+pub mod retry;
 pub mod secret;
 pub mod service;
 pub mod shutdown;

@@ -90,16 +90,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => {
             let config = config::load(args.config.as_deref())?;
+            let grace = config.shutdown_timeout;
             let (trigger, shutdown) = shutdown::channel();
-            let service = tokio::spawn(service::run(config, shutdown));
-            wait_for_signal().await;
+            let mut service = tokio::spawn(service::run(config, shutdown));
+            tokio::select! {
+                joined = &mut service => {
+                    // The service only returns early on a startup error (state locked...).
+                    joined.context("the service task failed")??;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ = wait_for_signal() => {}
+            }
             tracing::info!("shutting down: finishing the message in hand");
             trigger.trigger();
-            match tokio::time::timeout(service::SHUTDOWN_GRACE, service).await {
+            match tokio::time::timeout(grace, service).await {
                 Ok(joined) => joined.context("the service task failed")??,
                 Err(_) => anyhow::bail!(
-                    "shutdown took longer than {:?}; exiting without waiting further (nothing unacknowledged was deleted)",
-                    service::SHUTDOWN_GRACE
+                    "shutdown took longer than `shutdown_timeout` ({grace:?}); exiting without waiting further (nothing unacknowledged was deleted)"
                 ),
             }
             Ok(ExitCode::SUCCESS)

@@ -7,11 +7,21 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Mailbox};
-use crate::mailbox::{self, CycleReport};
+use crate::mailbox::{self, Context, CycleError, CycleReport};
+use crate::pop3::codec::ResponseCode;
 use crate::pop3::Session;
+use crate::retry::mailbox_backoff;
 use crate::shutdown::Shutdown;
-use crate::state::{State, StateError};
+use crate::state::{self, State, StateError};
 use crate::webhook::Sender;
+
+/// The longest a mailbox waits after repeated failed sessions (network, `[IN-USE]`).
+const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// The longest a mailbox waits after repeated rejected logins: long enough not to lock
+/// the account, short enough that a fixed password is noticed within the hour.
+const MAX_AUTH_BACKOFF: Duration = Duration::from_secs(3600);
+/// Never poll more often than this, even when a retry is due "immediately".
+const MIN_WAKE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -37,14 +47,12 @@ impl MailboxOutcome {
 
 /// One cycle over every mailbox, concurrently. Cron jobs and tests read the outcomes.
 pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> {
-    let state = State::open(&config.state_dir)?;
-    let sender = Sender::new()?;
-    let shutdown = Shutdown::never();
+    let ctx = context(config, Shutdown::never())?;
     let mut tasks = JoinSet::new();
     for (index, mailbox) in config.mailboxes.iter().cloned().enumerate() {
-        let (state, sender, shutdown) = (state.clone(), sender.clone(), shutdown.clone());
+        let ctx = ctx.clone();
         tasks.spawn(async move {
-            let result = mailbox::run_cycle(&mailbox, &sender, &state, &shutdown).await;
+            let result = mailbox::run_cycle(&mailbox, &ctx).await;
             log_cycle(&mailbox, &result);
             let outcome = MailboxOutcome {
                 mailbox: mailbox.name.clone(),
@@ -55,15 +63,14 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
     }
     let mut outcomes: Vec<(usize, MailboxOutcome)> = tasks.join_all().await.into_iter().collect();
     outcomes.sort_by_key(|(index, _)| *index);
-    state.flush().await?;
+    ctx.state.flush().await?;
     Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())
 }
 
 /// Polls every mailbox on its own interval until `shutdown` fires; a cycle in progress
 /// finishes the message in hand and QUITs before its task ends.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
-    let state = State::open(&config.state_dir)?;
-    let sender = Sender::new()?;
+    let ctx = context(&config, shutdown)?;
     info!(
         mailboxes = config.mailboxes.len(),
         state_dir = %config.state_dir.display(),
@@ -71,27 +78,79 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError>
     );
     let mut tasks = JoinSet::new();
     for mailbox in config.mailboxes {
-        let (state, sender, shutdown) = (state.clone(), sender.clone(), shutdown.clone());
-        tasks.spawn(poll_forever(mailbox, sender, state, shutdown));
+        tasks.spawn(poll_forever(mailbox, ctx.clone()));
     }
     tasks.join_all().await;
-    state.flush().await?;
+    ctx.state.flush().await?;
     info!("pophook stopped");
     Ok(())
 }
 
-async fn poll_forever(mailbox: Mailbox, sender: Sender, state: State, mut shutdown: Shutdown) {
+fn context(config: &Config, shutdown: Shutdown) -> Result<Context, ServiceError> {
+    Ok(Context {
+        sender: Sender::new()?,
+        state: State::open(&config.state_dir)?,
+        shutdown,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}
+
+async fn poll_forever(mailbox: Mailbox, ctx: Context) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut failures = 0;
+    let mut login_delay = None;
     while !shutdown.is_requested() {
-        let result = mailbox::run_cycle(&mailbox, &sender, &state, &shutdown).await;
+        let result = mailbox::run_cycle(&mailbox, &ctx).await;
         log_cycle(&mailbox, &result);
+        let wait = match &result {
+            Ok(report) => {
+                failures = 0;
+                login_delay = report.login_delay.or(login_delay);
+                next_poll(&mailbox, &ctx.state, login_delay)
+            }
+            Err(error) => {
+                failures += 1;
+                let wait = backoff_after(&mailbox, error, failures, login_delay);
+                warn!(mailbox = %mailbox.name, failures, next_try_in = ?wait, "backing off after a failed session");
+                wait
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(mailbox.poll_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.requested() => {}
         }
     }
 }
 
-fn log_cycle(mailbox: &Mailbox, result: &Result<CycleReport, mailbox::CycleError>) {
+/// The poll interval (at least the server's LOGIN-DELAY), or sooner when a retry
+/// falls due before it.
+fn next_poll(mailbox: &Mailbox, state: &State, login_delay: Option<Duration>) -> Duration {
+    let interval = mailbox.poll_interval.max(login_delay.unwrap_or_default());
+    let retry = match state.earliest_retry_ms(&mailbox.name) {
+        Ok(Some(at)) => Duration::from_millis((at - state::now_ms()).max(0) as u64),
+        _ => interval,
+    };
+    interval.min(retry).max(MIN_WAKE)
+}
+
+/// After a failed session: a growing wait, longer for rejected logins so the account is
+/// not locked, and never shorter than the server's LOGIN-DELAY.
+fn backoff_after(
+    mailbox: &Mailbox,
+    error: &CycleError,
+    failures: u32,
+    login_delay: Option<Duration>,
+) -> Duration {
+    let floor = mailbox.poll_interval.max(login_delay.unwrap_or_default());
+    match error {
+        CycleError::Pop3(e) if e.is_auth() || matches!(e.code(), Some(ResponseCode::SysPerm)) => {
+            mailbox_backoff(floor, failures, MAX_AUTH_BACKOFF)
+        }
+        _ => mailbox_backoff(floor, failures, MAX_TRANSIENT_BACKOFF),
+    }
+}
+
+fn log_cycle(mailbox: &Mailbox, result: &Result<CycleReport, CycleError>) {
     let name = mailbox.name.as_str();
     match result {
         Ok(r) if r.failed > 0 => warn!(
@@ -99,6 +158,7 @@ fn log_cycle(mailbox: &Mailbox, result: &Result<CycleReport, mailbox::CycleError
             listed = r.listed,
             delivered = r.delivered,
             failed = r.failed,
+            parked = r.parked,
             "cycle finished; some messages were not delivered and stay on the server"
         ),
         Ok(r) if r.fetched > 0 || r.deleted > 0 => info!(
@@ -163,6 +223,3 @@ async fn check_one(mailbox: &Mailbox) -> Result<CheckDetails, crate::pop3::Pop3E
         octets,
     })
 }
-
-/// How long `run` may take to wind down after a signal before it gives up waiting.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

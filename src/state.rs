@@ -1,17 +1,62 @@
-//! What pophook remembers, in sled: which (mailbox, UIDL) pairs were delivered. Keyed
-//! by UIDL, never by message number, because numbers change between sessions.
+//! What pophook remembers, in sled: per (mailbox, UIDL), whether a message was
+//! delivered, is waiting for a retry, or is parked; and which endpoints answered 410.
+//! Keyed by UIDL, never by message number, because numbers change between sessions.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// What is known about one message.
+/// What is known about one message. Times are unix seconds, `next_attempt_ms` unix
+/// milliseconds. A message with no record is new.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Record {
-    /// The webhook answered 2xx; `at` is unix seconds.
+    /// The webhook answered 2xx; delete it (when `delete: true`) and never post it again.
     Delivered { at: i64 },
+    /// A POST failed; try again at `next_attempt_ms`. `oversized`: only its headers are
+    /// posted, as a truncated event.
+    Retrying {
+        attempts: u32,
+        next_attempt_ms: i64,
+        last_error: String,
+        #[serde(default)]
+        oversized: bool,
+    },
+    /// Retries are exhausted; left on the server until replayed or dropped.
+    Parked {
+        attempts: u32,
+        last_error: String,
+        at: i64,
+        #[serde(default)]
+        oversized: bool,
+    },
+    /// An oversized message whose headers were posted (truncated); it stays on the server.
+    Announced { at: i64 },
+    /// An operator dropped it from the parked list; it stays on the server, never posted.
+    Dropped { at: i64 },
+}
+
+impl Record {
+    /// A short name for listings: delivered, retrying, parked, announced, dropped.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Record::Delivered { .. } => "delivered",
+            Record::Retrying { .. } => "retrying",
+            Record::Parked { .. } => "parked",
+            Record::Announced { .. } => "announced",
+            Record::Dropped { .. } => "dropped",
+        }
+    }
+}
+
+/// An endpoint that answered 410 Gone, for the webhook configuration it was seen with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisabledEndpoint {
+    /// Identifies the webhook configuration; a changed configuration re-enables.
+    pub fingerprint: String,
+    pub url: String,
+    pub at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +75,7 @@ pub enum StateError {
 pub struct State {
     db: sled::Db,
     messages: sled::Tree,
+    endpoints: sled::Tree,
 }
 
 impl State {
@@ -49,7 +95,12 @@ impl State {
             },
         })?;
         let messages = db.open_tree("messages")?;
-        Ok(State { db, messages })
+        let endpoints = db.open_tree("disabled_endpoints")?;
+        Ok(State {
+            db,
+            messages,
+            endpoints,
+        })
     }
 
     pub fn get(&self, mailbox: &str, uidl: &str) -> Result<Option<Record>, StateError> {
@@ -70,12 +121,85 @@ impl State {
 
     /// Records a delivery. Not durable until [`State::flush`] returns.
     pub fn mark_delivered(&self, mailbox: &str, uidl: &str) -> Result<(), StateError> {
-        let record = Record::Delivered {
-            at: time::OffsetDateTime::now_utc().unix_timestamp(),
-        };
-        let bytes = serde_json::to_vec(&record).expect("a record always serialises");
+        self.put(mailbox, uidl, &Record::Delivered { at: now() })
+    }
+
+    /// Stores a record. Not durable until [`State::flush`] returns.
+    pub fn put(&self, mailbox: &str, uidl: &str, record: &Record) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(record).expect("a record always serialises");
         self.messages.insert(key(mailbox, uidl), bytes)?;
         Ok(())
+    }
+
+    /// Every record of one mailbox, or of all mailboxes with `None`, as
+    /// (mailbox, uidl, record).
+    pub fn records(
+        &self,
+        mailbox: Option<&str>,
+    ) -> Result<Vec<(String, String, Record)>, StateError> {
+        let prefix = mailbox.map(|m| key(m, "")).unwrap_or_default();
+        let mut out = Vec::new();
+        for entry in self.messages.scan_prefix(&prefix) {
+            let (k, v) = entry?;
+            let Some(split) = k.iter().position(|b| *b == 0) else {
+                return Err(StateError::Corrupt(
+                    "a key without a mailbox separator".into(),
+                ));
+            };
+            let record: Record =
+                serde_json::from_slice(&v).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            out.push((
+                String::from_utf8_lossy(&k[..split]).into_owned(),
+                String::from_utf8_lossy(&k[split + 1..]).into_owned(),
+                record,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The earliest `next_attempt_ms` among the mailbox's retrying messages.
+    pub fn earliest_retry_ms(&self, mailbox: &str) -> Result<Option<i64>, StateError> {
+        Ok(self
+            .records(Some(mailbox))?
+            .into_iter()
+            .filter_map(|(_, _, r)| match r {
+                Record::Retrying {
+                    next_attempt_ms, ..
+                } => Some(next_attempt_ms),
+                _ => None,
+            })
+            .min())
+    }
+
+    /// The mailbox's endpoint answered 410 for this webhook configuration.
+    pub fn disable_endpoint(
+        &self,
+        mailbox: &str,
+        endpoint: &DisabledEndpoint,
+    ) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(endpoint).expect("serialises");
+        self.endpoints.insert(mailbox.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Whether the mailbox's endpoint is disabled; a record made for another
+    /// configuration (`fingerprint`) no longer counts and is removed.
+    pub fn disabled_endpoint(
+        &self,
+        mailbox: &str,
+        fingerprint: &str,
+    ) -> Result<Option<DisabledEndpoint>, StateError> {
+        let Some(bytes) = self.endpoints.get(mailbox.as_bytes())? else {
+            return Ok(None);
+        };
+        let endpoint: DisabledEndpoint =
+            serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        if endpoint.fingerprint == fingerprint {
+            Ok(Some(endpoint))
+        } else {
+            self.endpoints.remove(mailbox.as_bytes())?;
+            Ok(None)
+        }
     }
 
     /// Makes every change so far durable; DELE must wait for this.
@@ -104,6 +228,16 @@ impl State {
     pub fn count(&self, mailbox: &str) -> usize {
         self.messages.scan_prefix(key(mailbox, "")).count()
     }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Mailbox names cannot contain NUL (config validates them), so the separator makes
@@ -148,6 +282,68 @@ mod tests {
         assert!(!state.is_delivered("a", "1").unwrap());
         // A mailbox whose name starts with another's is untouched.
         assert!(state.is_delivered("ab", "1").unwrap());
+    }
+
+    #[tokio::test]
+    async fn records_of_every_kind_round_trip_and_list_by_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let retrying = Record::Retrying {
+            attempts: 2,
+            next_attempt_ms: 5_000,
+            last_error: "HTTP 503".into(),
+            oversized: false,
+        };
+        let parked = Record::Parked {
+            attempts: 10,
+            last_error: "HTTP 500".into(),
+            at: 1,
+            oversized: true,
+        };
+        state.put("a", "r", &retrying).unwrap();
+        state.put("a", "p", &parked).unwrap();
+        state
+            .put(
+                "b",
+                "x",
+                &Record::Retrying {
+                    attempts: 1,
+                    next_attempt_ms: 1_000,
+                    last_error: String::new(),
+                    oversized: false,
+                },
+            )
+            .unwrap();
+        state.flush().await.unwrap();
+        assert_eq!(state.get("a", "r").unwrap(), Some(retrying));
+        let a = state.records(Some("a")).unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(a
+            .iter()
+            .any(|(m, u, r)| m == "a" && u == "p" && *r == parked));
+        assert_eq!(state.records(None).unwrap().len(), 3);
+        assert_eq!(state.earliest_retry_ms("a").unwrap(), Some(5_000));
+        assert_eq!(state.earliest_retry_ms("b").unwrap(), Some(1_000));
+    }
+
+    #[test]
+    fn a_disabled_endpoint_stays_disabled_until_its_configuration_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let gone = DisabledEndpoint {
+            fingerprint: "f1".into(),
+            url: "https://x/".into(),
+            at: 1,
+        };
+        state.disable_endpoint("a", &gone).unwrap();
+        assert_eq!(state.disabled_endpoint("a", "f1").unwrap(), Some(gone));
+        assert_eq!(state.disabled_endpoint("b", "f1").unwrap(), None);
+        assert_eq!(state.disabled_endpoint("a", "f2").unwrap(), None);
+        assert_eq!(
+            state.disabled_endpoint("a", "f1").unwrap(),
+            None,
+            "forgotten once the config changed"
+        );
     }
 
     #[test]

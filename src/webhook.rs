@@ -7,6 +7,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 
 /// Where and how one mailbox's events are posted; built and validated by `config`.
@@ -20,6 +21,30 @@ pub struct WebhookConfig {
     /// The HMAC key as base64 (the part after `whsec_`), when signing is configured.
     pub signing_key: Option<Secret>,
     pub include_raw: bool,
+    pub retry: RetryPolicy,
+}
+
+impl WebhookConfig {
+    /// Identifies where and how events are sent (URL, headers, key), so an endpoint
+    /// disabled after a 410 is re-enabled when the configuration changes. A hash: the
+    /// state never holds the secrets themselves.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut hash = Sha256::new();
+        hash.update(self.url.as_str());
+        for (name, value) in &self.headers {
+            hash.update([0]);
+            hash.update(name);
+            hash.update([0]);
+            hash.update(value.expose());
+        }
+        if let Some(key) = &self.signing_key {
+            hash.update([1]);
+            hash.update(key.expose());
+        }
+        let digest = hash.finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Why a POST did not count as delivered.
@@ -48,12 +73,31 @@ impl DeliveryError {
         }
     }
 
+    /// 410 Gone: the endpoint says it no longer exists; stop posting to it.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, DeliveryError::Status { status: 410, .. })
+    }
+
+    /// The endpoint refused this message (3xx, 4xx other than 408, 410, 425, 429):
+    /// retried only a few times, then parked.
+    pub fn is_rejection(&self) -> bool {
+        !self.is_endpoint_unavailable() && !self.is_gone()
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A short label for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             DeliveryError::Network(_) => "network",
             DeliveryError::Timeout(_) => "timeout",
             DeliveryError::Status { status, .. } if (300..400).contains(status) => "redirect",
+            DeliveryError::Status { status: 410, .. } => "gone",
             DeliveryError::Status { status, .. } if (400..500).contains(status) => "http_4xx",
             DeliveryError::Status { .. } => "http_5xx",
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::dovecot::Dovecot;
 use common::receiver::{Receiver, Reply};
-use common::setup::{config, message, plain_mailbox};
+use common::setup::{config, message, plain_mailbox, RETRY_AT_ONCE};
 
 fn pophook(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pophook"))
@@ -30,7 +30,7 @@ async fn once_exits_zero_only_when_everything_was_delivered() {
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(503));
     let cfg = config(
-        &format!("  url: {}", receiver.url()),
+        &format!("  url: {}\n{RETRY_AT_ONCE}", receiver.url()),
         &plain_mailbox("support", dovecot.plain_port(), "support", "pw-cli", ""),
     );
     let path = cfg.path();

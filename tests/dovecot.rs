@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::dovecot::Dovecot;
 use common::receiver::{Receiver, Reply};
-use common::setup::{config, message, plain_mailbox};
+use common::setup::{config, message, plain_mailbox, RETRY_AT_ONCE};
 use pophook::service;
 
 fn webhook(receiver: &Receiver) -> String {
@@ -77,7 +77,7 @@ async fn a_failing_webhook_deletes_nothing_and_the_next_cycle_delivers_with_the_
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(500));
     let cfg = config(
-        &webhook(&receiver),
+        &format!("{}\n{RETRY_AT_ONCE}", webhook(&receiver)),
         &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
     );
 

@@ -89,6 +89,18 @@ impl Capabilities {
     pub fn lines(&self) -> &[String] {
         &self.0
     }
+
+    /// RFC 2449 `LOGIN-DELAY n`: the server allows a new login only every n seconds.
+    pub fn login_delay(&self) -> Option<Duration> {
+        self.0.iter().find_map(|line| {
+            let mut words = line.split_ascii_whitespace();
+            let name = words.next()?;
+            if !name.eq_ignore_ascii_case("LOGIN-DELAY") {
+                return None;
+            }
+            words.next()?.parse().ok().map(Duration::from_secs)
+        })
+    }
 }
 
 /// The answer to UIDL: entries with a valid unique id, and a description of each line
@@ -534,5 +546,8 @@ mod tests {
         assert!(capa.has("SASL"));
         assert!(!capa.has("PLAIN"));
         assert!(!capa.has("PIPELINING"));
+        assert_eq!(capa.login_delay(), None);
+        let capa = Capabilities(vec!["LOGIN-DELAY 900 USER".into()]);
+        assert_eq!(capa.login_delay(), Some(Duration::from_secs(900)));
     }
 }

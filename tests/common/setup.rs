@@ -29,6 +29,10 @@ impl TestConfig {
     }
 }
 
+/// Webhook keys for tests that expect a failed POST to be retried by the very next
+/// cycle: the retry schedule's waits are all zero.
+pub const RETRY_AT_ONCE: &str = "  retry: {schedule: [0s, 0s, 0s, 0s, 0s, 0s]}";
+
 /// One mailbox entry, plain POP3 on loopback (Dovecot counts loopback as secure).
 pub fn plain_mailbox(name: &str, port: u16, user: &str, password: &str, extra: &str) -> String {
     format!(
