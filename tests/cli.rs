@@ -136,7 +136,7 @@ async fn run_stops_cleanly_on_sigterm_with_json_logs() {
         &format!("  url: {}", receiver.url()),
         &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
         .args(["--log-format", "json", "run", "--config"])
         .arg(cfg.path())
         .env_remove("RUST_LOG")
