@@ -37,6 +37,27 @@ pub struct EventMeta<'a> {
     pub include_raw: bool,
     /// Set when only part of the message (its headers) was fetched.
     pub truncated: bool,
+    /// How much of each attachment the webhook gets.
+    pub attachments: AttachmentMode,
+    /// In [`AttachmentMode::Inline`], attachments larger than this (decoded octets) are
+    /// listed without content; `None` inlines every attachment.
+    pub max_inline_attachment_size: Option<u64>,
+}
+
+/// How attachments appear in `data.attachments`, chosen per webhook: receivers that
+/// store files want them inline, ticketing systems often only want to know they exist,
+/// and some want the event small.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentMode {
+    /// Every attachment with its content, except those over
+    /// `max_inline_attachment_size`.
+    #[default]
+    Inline,
+    /// Every attachment listed, no content (`content_omitted: true`).
+    Metadata,
+    /// `attachments: []`.
+    Omit,
 }
 
 /// The webhook payload: `{"type": "email.received", "timestamp": …, "data": {…}}`.
@@ -80,6 +101,15 @@ pub struct EventData {
     pub to: Vec<EmailAddress>,
     pub cc: Vec<EmailAddress>,
     pub bcc: Vec<EmailAddress>,
+    /// An automatic message (vacation notice, autoresponder, bulk mail): a receiver that
+    /// answers mail must not answer it, or two robots mail each other forever.
+    pub auto_reply: bool,
+    /// A delivery status notification (RFC 3464), i.e. a bounce.
+    pub bounce: bool,
+    /// From the topmost `Authentication-Results` header, the one the receiving server
+    /// added; null when there is none. Only as trustworthy as that server: check
+    /// `authserv_id`, since a sender can write the header too.
+    pub authentication_results: Option<AuthenticationResults>,
     /// Every top-level header field, in order, with encoded-words decoded.
     pub headers: Vec<HeaderField>,
     /// The plain-text body, rendered from the HTML when there is no plain-text part.
@@ -118,7 +148,11 @@ pub struct Attachment {
     /// Without angle brackets.
     pub content_id: Option<String>,
     pub disposition: Disposition,
-    pub content_base64: String,
+    /// Null when `content_omitted`.
+    pub content_base64: Option<String>,
+    /// The content was left out by the attachment mode or size limit, not missing from
+    /// the message.
+    pub content_omitted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +160,32 @@ pub struct Attachment {
 pub enum Disposition {
     Attachment,
     Inline,
+}
+
+/// The verdicts of one `Authentication-Results` header (RFC 8601); a field is null when
+/// the header has no result for that method or one we cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthenticationResults {
+    pub spf: Option<AuthVerdict>,
+    /// `pass` when any DKIM signature passed, else the first DKIM result.
+    pub dkim: Option<AuthVerdict>,
+    pub dmarc: Option<AuthVerdict>,
+    /// Who wrote the header, e.g. `mx.example.com`.
+    pub authserv_id: Option<String>,
+}
+
+/// An RFC 8601 result keyword.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthVerdict {
+    Pass,
+    Fail,
+    Softfail,
+    Neutral,
+    None,
+    Temperror,
+    Permerror,
+    Policy,
 }
 
 /// The event id for a (mailbox, UIDL) pair: `msg_` and 32 hex digits of
@@ -165,7 +225,9 @@ pub fn build_event(meta: &EventMeta<'_>, raw: &[u8]) -> Event {
 }
 
 fn event_data(meta: &EventMeta<'_>, raw: &[u8]) -> EventData {
-    event_data_with(meta, raw, extract)
+    event_data_with(meta, raw, |raw| {
+        extract(raw, meta.attachments, meta.max_inline_attachment_size)
+    })
 }
 
 /// `extract` is a parameter only so a test can make it panic.
@@ -204,6 +266,9 @@ fn event_data_with(
         to: parsed.to,
         cc: parsed.cc,
         bcc: parsed.bcc,
+        auto_reply: parsed.auto_reply,
+        bounce: parsed.bounce,
+        authentication_results: parsed.authentication_results,
         headers: parsed.headers,
         text: parsed.text,
         html: parsed.html,
@@ -254,13 +319,20 @@ struct Parsed {
     to: Vec<EmailAddress>,
     cc: Vec<EmailAddress>,
     bcc: Vec<EmailAddress>,
+    auto_reply: bool,
+    bounce: bool,
+    authentication_results: Option<AuthenticationResults>,
     headers: Vec<HeaderField>,
     text: Option<String>,
     html: Option<String>,
     attachments: Vec<Attachment>,
 }
 
-fn extract(raw: &[u8]) -> Result<Parsed, ParseFailure> {
+fn extract(
+    raw: &[u8],
+    mode: AttachmentMode,
+    max_inline: Option<u64>,
+) -> Result<Parsed, ParseFailure> {
     let message = MessageParser::default()
         .parse(raw)
         .ok_or(ParseFailure::Unparseable)?;
@@ -290,6 +362,10 @@ fn extract(raw: &[u8]) -> Result<Parsed, ParseFailure> {
         to: addresses(all(HeaderName::To)),
         cc: addresses(all(HeaderName::Cc)),
         bcc: addresses(all(HeaderName::Bcc)),
+        auto_reply: is_auto_reply(raw, headers),
+        bounce: is_bounce(&message),
+        authentication_results: first(HeaderName::AuthenticationResults)
+            .map(|h| authentication_results(&header_value(raw, h))),
         headers: headers
             .iter()
             .map(|h| HeaderField {
@@ -299,12 +375,16 @@ fn extract(raw: &[u8]) -> Result<Parsed, ParseFailure> {
             .collect(),
         text: text_body(&message),
         html: html_body(&message),
-        attachments: message
-            .attachments
-            .iter()
-            .filter_map(|&id| message.parts.get(id as usize))
-            .filter_map(|part| attachment(raw, part))
-            .collect(),
+        // Omit skips the attachments entirely: no decoding for content nobody gets.
+        attachments: match mode {
+            AttachmentMode::Omit => Vec::new(),
+            AttachmentMode::Inline | AttachmentMode::Metadata => message
+                .attachments
+                .iter()
+                .filter_map(|&id| message.parts.get(id as usize))
+                .filter_map(|part| attachment(raw, part, mode, max_inline))
+                .collect(),
+        },
     })
 }
 
@@ -395,6 +475,182 @@ fn date_rfc3339(date: &mail_parser::DateTime) -> Option<String> {
         .assume_offset(offset)
         .format(&Rfc3339)
         .ok()
+}
+
+/// Whether a machine sent the message on its own, so that a receiver that answers mail
+/// does not answer it: RFC 3834 `Auto-Submitted` with anything but `no`, the
+/// `X-Autoreply` and `X-Autorespond` headers autoresponders add, `Precedence`
+/// `auto_reply`, `bulk` or `junk`, and `X-Auto-Response-Suppress`, with which Exchange
+/// and mass mailers ask not to be answered.
+fn is_auto_reply(raw: &[u8], headers: &[Header<'_>]) -> bool {
+    let keyword = |header: &Header<'_>| {
+        let value = header_value(raw, header);
+        let items = semicolon_list(&value);
+        let first = items.first().map_or("", String::as_str);
+        first
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    headers.iter().any(|header| {
+        let name = header.name.as_str();
+        let is = |expected: &str| name.eq_ignore_ascii_case(expected);
+        if is("x-autoreply") || is("x-autorespond") || is("x-auto-response-suppress") {
+            true
+        } else if is("auto-submitted") {
+            // An empty value counts too: answering a robot costs more than not
+            // answering a person who sent a malformed header.
+            keyword(header) != "no"
+        } else if is("precedence") {
+            matches!(keyword(header).as_str(), "auto_reply" | "bulk" | "junk")
+        } else {
+            false
+        }
+    })
+}
+
+/// Whether the message is a delivery status notification: a part (the root included) of
+/// type `multipart/report; report-type=delivery-status` (RFC 6522) or
+/// `message/delivery-status` (RFC 3464; `message/global-delivery-status`, RFC 6533).
+/// Only the message's own parts count: a bounce forwarded as an attachment makes the
+/// forward no bounce.
+fn is_bounce(message: &Message<'_>) -> bool {
+    message.parts.iter().any(|part| {
+        let Some(ct) = part.content_type() else {
+            return false;
+        };
+        let subtype = ct.subtype().unwrap_or("");
+        if ct.ctype().eq_ignore_ascii_case("multipart") {
+            subtype.eq_ignore_ascii_case("report")
+                && ct
+                    .attribute("report-type")
+                    .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("delivery-status"))
+        } else if ct.ctype().eq_ignore_ascii_case("message") {
+            subtype.eq_ignore_ascii_case("delivery-status")
+                || subtype.eq_ignore_ascii_case("global-delivery-status")
+        } else {
+            false
+        }
+    })
+}
+
+/// Reads one `Authentication-Results` value (RFC 8601):
+/// `authserv-id [version]; method[/version]=result (comment) ptype.prop=value; …`.
+///
+/// Lenient, as headers in the wild are: a missing authserv-id, unknown methods and
+/// properties are skipped, and a result word we do not know leaves its method null.
+fn authentication_results(value: &str) -> AuthenticationResults {
+    let mut results = AuthenticationResults {
+        spf: None,
+        dkim: None,
+        dmarc: None,
+        authserv_id: None,
+    };
+    for (i, item) in semicolon_list(value).iter().enumerate() {
+        let item = item.trim();
+        if i == 0 && (item.starts_with('"') || !item.contains('=')) {
+            results.authserv_id = authserv_id(item);
+            continue;
+        }
+        let Some((method, result)) = item.split_once('=') else {
+            continue;
+        };
+        let method = method.split('/').next().unwrap_or("").trim();
+        let Some(verdict) = result.split_whitespace().next().and_then(auth_verdict) else {
+            continue;
+        };
+        if method.eq_ignore_ascii_case("spf") {
+            results.spf = results.spf.or(Some(verdict));
+        } else if method.eq_ignore_ascii_case("dkim") {
+            // One signature that verifies is enough for the message, whatever others
+            // (mailing-list footers break signatures) say.
+            results.dkim = match results.dkim {
+                Some(AuthVerdict::Pass) => Some(AuthVerdict::Pass),
+                _ if verdict == AuthVerdict::Pass => Some(AuthVerdict::Pass),
+                earlier => earlier.or(Some(verdict)),
+            };
+        } else if method.eq_ignore_ascii_case("dmarc") {
+            results.dmarc = results.dmarc.or(Some(verdict));
+        }
+    }
+    results
+}
+
+/// The authserv-id at the start of the header: a token or a quoted string, followed by
+/// an optional version number.
+fn authserv_id(item: &str) -> Option<String> {
+    let id = match item.strip_prefix('"') {
+        Some(quoted) => {
+            let mut id = String::new();
+            let mut chars = quoted.chars();
+            while let Some(ch) = chars.next() {
+                match ch {
+                    '"' => break,
+                    '\\' => id.extend(chars.next()),
+                    ch => id.push(ch),
+                }
+            }
+            id
+        }
+        None => item.split_whitespace().next().unwrap_or("").to_owned(),
+    };
+    (!id.is_empty()).then_some(id)
+}
+
+fn auth_verdict(word: &str) -> Option<AuthVerdict> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "pass" => AuthVerdict::Pass,
+        // `hardfail` is RFC 5451's old name for SPF `fail`.
+        "fail" | "hardfail" => AuthVerdict::Fail,
+        "softfail" => AuthVerdict::Softfail,
+        "neutral" => AuthVerdict::Neutral,
+        "none" => AuthVerdict::None,
+        "temperror" => AuthVerdict::Temperror,
+        "permerror" => AuthVerdict::Permerror,
+        "policy" => AuthVerdict::Policy,
+        _ => return None,
+    })
+}
+
+/// The `;`-separated items of a structured header value, with RFC 5322 comments
+/// (nested, `\`-escaped) removed; inside a quoted string `;` and `(` are text.
+fn semicolon_list(value: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut item = String::new();
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut chars = value.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' if depth > 0 => {
+                chars.next();
+            }
+            '(' if depth > 0 => depth += 1,
+            ')' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    // `pass(ok)` is two words.
+                    item.push(' ');
+                }
+            }
+            _ if depth > 0 => {}
+            '\\' if quoted => {
+                item.push('\\');
+                item.extend(chars.next());
+            }
+            '"' => {
+                quoted = !quoted;
+                item.push('"');
+            }
+            _ if quoted => item.push(ch),
+            '(' => depth = 1,
+            ';' => items.push(std::mem::take(&mut item)),
+            ch => item.push(ch),
+        }
+    }
+    items.push(item);
+    items
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -630,8 +886,18 @@ fn text_to_html(text: &str) -> String {
     out
 }
 
-fn attachment(raw: &[u8], part: &MessagePart<'_>) -> Option<Attachment> {
+fn attachment(
+    raw: &[u8],
+    part: &MessagePart<'_>,
+    mode: AttachmentMode,
+    max_inline: Option<u64>,
+) -> Option<Attachment> {
     let content = attachment_bytes(raw, part)?;
+    let size = content.len() as u64;
+    let inline = match mode {
+        AttachmentMode::Inline => max_inline.is_none_or(|max| size <= max),
+        AttachmentMode::Metadata | AttachmentMode::Omit => false,
+    };
     let content_type = match part.content_type() {
         Some(ct) => match ct.subtype() {
             Some(subtype) => format!("{}/{}", ct.ctype(), subtype),
@@ -656,10 +922,11 @@ fn attachment(raw: &[u8], part: &MessagePart<'_>) -> Option<Attachment> {
     Some(Attachment {
         filename: part.attachment_name().map(str::to_owned),
         content_type,
-        size: content.len() as u64,
+        size,
         content_id,
         disposition,
-        content_base64: BASE64.encode(&content),
+        content_base64: inline.then(|| BASE64.encode(&content)),
+        content_omitted: !inline,
     })
 }
 
@@ -724,6 +991,8 @@ mod tests {
             received_at: datetime!(2024-03-16 12:00:00 UTC),
             include_raw: false,
             truncated: false,
+            attachments: AttachmentMode::Inline,
+            max_inline_attachment_size: None,
         }
     }
 
@@ -757,10 +1026,11 @@ mod tests {
         data.remove("size");
         data.remove("raw");
         for attachment in data["attachments"].as_array_mut().unwrap() {
-            let content = attachment["content_base64"].as_str().unwrap();
-            let lf = strip_crlf_pairs(&BASE64.decode(content).unwrap());
-            attachment["size"] = lf.len().into();
-            attachment["content_base64"] = BASE64.encode(lf).into();
+            if let Some(content) = attachment["content_base64"].as_str() {
+                let lf = strip_crlf_pairs(&BASE64.decode(content).unwrap());
+                attachment["size"] = lf.len().into();
+                attachment["content_base64"] = BASE64.encode(lf).into();
+            }
         }
         strings(value);
     }
@@ -997,7 +1267,9 @@ mod tests {
         assert_eq!(event.data.attachments.len(), 2);
         for attachment in &event.data.attachments {
             assert_eq!(attachment.content_type, "message/rfc822");
-            let content = BASE64.decode(&attachment.content_base64).unwrap();
+            let content = BASE64
+                .decode(attachment.content_base64.as_ref().unwrap())
+                .unwrap();
             assert_eq!(String::from_utf8(content).unwrap(), inner);
             assert_eq!(attachment.size, inner.len() as u64);
         }
@@ -1050,7 +1322,319 @@ mod tests {
         assert_eq!(event.data.attachments.len(), PARTS);
         let last = event.data.attachments.last().unwrap();
         assert_eq!(last.filename.as_deref(), Some("f4999.bin"));
-        assert_eq!(BASE64.decode(&last.content_base64).unwrap(), b"part 4999");
+        let content = last.content_base64.as_ref().unwrap();
+        assert_eq!(BASE64.decode(content).unwrap(), b"part 4999");
+    }
+
+    #[test]
+    fn automatic_replies_are_flagged_so_receivers_do_not_answer_them() {
+        let auto_reply = |header: &str| {
+            let raw = format!("From: a@example.com\r\n{header}\r\nSubject: x\r\n\r\nbody\r\n");
+            build_event(&meta("1"), raw.as_bytes()).data.auto_reply
+        };
+        for header in [
+            "Auto-Submitted: auto-replied",
+            "Auto-Submitted: auto-generated",
+            "auto-submitted: Auto-Replied; owner-email=\"bob@example.net\"",
+            "Auto-Submitted: (vacation) auto-notified",
+            "Auto-Submitted:",
+            "X-Autoreply: yes",
+            "X-Autorespond: Vacation",
+            "Precedence: bulk",
+            "Precedence: JUNK",
+            "Precedence: auto_reply",
+            "X-Auto-Response-Suppress: OOF, AutoReply",
+        ] {
+            assert!(auto_reply(header), "{header}");
+        }
+        for header in [
+            "Auto-Submitted: no",
+            "Auto-Submitted: No (a person wrote this)",
+            "Precedence: list",
+            "Precedence: bulky",
+            "X-Mailer: autoreply-maker",
+        ] {
+            assert!(!auto_reply(header), "{header}");
+        }
+    }
+
+    #[test]
+    fn delivery_status_notifications_are_bounces_and_other_reports_are_not() {
+        let bounce = |content_type: &str, part_type: &str| {
+            let raw = format!(
+                "From: MAILER-DAEMON@example.net\r\nSubject: x\r\n\
+                 Content-Type: {content_type}; boundary=\"b\"\r\n\r\n\
+                 --b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n\
+                 --b\r\nContent-Type: {part_type}\r\n\r\nAction: failed\r\n--b--\r\n"
+            );
+            build_event(&meta("1"), raw.as_bytes()).data.bounce
+        };
+        assert!(bounce(
+            "multipart/report; report-type=delivery-status",
+            "message/delivery-status"
+        ));
+        assert!(bounce(
+            "Multipart/Report; Report-Type=\"Delivery-Status\"",
+            "text/plain"
+        ));
+        assert!(bounce("multipart/mixed", "message/delivery-status"));
+        assert!(bounce("multipart/mixed", "message/global-delivery-status"));
+        // A read receipt (RFC 8098) is a report but not a bounce.
+        assert!(!bounce(
+            "multipart/report; report-type=disposition-notification",
+            "message/disposition-notification"
+        ));
+        assert!(!bounce("multipart/mixed", "text/plain"));
+
+        // Someone forwarding a bounce has not bounced anything.
+        let forwarded = "From: a@example.com\r\nSubject: fwd\r\n\
+             Content-Type: multipart/mixed; boundary=\"out\"\r\n\r\n\
+             --out\r\nContent-Type: text/plain\r\n\r\nwhy did this bounce?\r\n\
+             --out\r\nContent-Type: message/rfc822\r\n\r\n\
+             From: MAILER-DAEMON@example.net\r\nSubject: failed\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"in\"\r\n\r\n\
+             --in\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed\r\n--in--\r\n\
+             --out--\r\n";
+        let event = build_event(&meta("1"), forwarded.as_bytes());
+        assert_eq!(event.data.attachments.len(), 1);
+        assert!(!event.data.bounce);
+    }
+
+    #[test]
+    fn authentication_results_are_read_leniently() {
+        use AuthVerdict as V;
+        let read = |value: &str| {
+            let r = authentication_results(value);
+            (r.authserv_id, r.spf, r.dkim, r.dmarc)
+        };
+        let id = |id: &str| Some(id.to_owned());
+        let cases = [
+            (
+                "mx.example.com; spf=pass smtp.mailfrom=a@example.org; \
+                 dkim=pass header.d=example.org; dmarc=fail header.from=example.org",
+                (
+                    id("mx.example.com"),
+                    Some(V::Pass),
+                    Some(V::Pass),
+                    Some(V::Fail),
+                ),
+            ),
+            (
+                "mx.example.com 1; spf=softfail",
+                (id("mx.example.com"), Some(V::Softfail), None, None),
+            ),
+            (
+                "\"mx; odd \\\"id\\\"\"; spf=neutral",
+                (id("mx; odd \"id\""), Some(V::Neutral), None, None),
+            ),
+            ("example.org; none", (id("example.org"), None, None, None)),
+            // No authserv-id at all.
+            (
+                "spf=pass; dkim=fail",
+                (None, Some(V::Pass), Some(V::Fail), None),
+            ),
+            // Comments may hold `;`, `=` and nested parentheses.
+            (
+                "mx (a;b=c (d)) ; spf=pass(ok; dkim=fail) smtp.mailfrom=x; dmarc = temperror",
+                (id("mx"), Some(V::Pass), None, Some(V::Temperror)),
+            ),
+            // So may quoted property values.
+            (
+                "mx; dkim=fail header.b=\"x;spf=fail\"; spf=permerror",
+                (id("mx"), Some(V::Permerror), Some(V::Fail), None),
+            ),
+            // DKIM: a pass anywhere wins, otherwise the first result.
+            (
+                "mx; dkim=fail; dkim=neutral",
+                (id("mx"), None, Some(V::Fail), None),
+            ),
+            (
+                "mx; dkim=policy; dkim/1=pass; dkim=fail",
+                (id("mx"), None, Some(V::Pass), None),
+            ),
+            // The first SPF and DMARC result counts.
+            (
+                "mx; spf=fail; spf=pass; dmarc=none; dmarc=pass",
+                (id("mx"), Some(V::Fail), None, Some(V::None)),
+            ),
+            (
+                "MX; SPF=Pass; DKIM=TempError; dmarc=hardfail",
+                (id("MX"), Some(V::Pass), Some(V::Temperror), Some(V::Fail)),
+            ),
+            // Unknown methods and words are skipped, not guessed at.
+            (
+                "mx; dkim-atps=pass; spf=bogus; iprev=pass; dmarc=",
+                (id("mx"), None, None, None),
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(read(value), expected, "{value}");
+        }
+
+        let garbage = [
+            "",
+            ";",
+            ";;;",
+            "(((",
+            ")))",
+            "\"",
+            "\\",
+            "=;=;=",
+            "mx; =pass; spf",
+            "mx; spf=(pass)",
+        ];
+        for value in garbage {
+            let r = authentication_results(value);
+            assert_eq!((r.spf, r.dkim, r.dmarc), (None, None, None), "{value}");
+        }
+        let long = "héllo.example (ü;\\)) ; spf=pass (\"x\\\" ; dkim=\"fail\"";
+        for end in (0..=long.len()).filter(|&end| long.is_char_boundary(end)) {
+            authentication_results(&long[..end]);
+        }
+    }
+
+    #[test]
+    fn the_topmost_authentication_results_header_counts() {
+        let raw = "Authentication-Results: mx.example.com; spf=pass; dkim=none\r\n\
+                   Received: from relay by mx.example.com\r\n\
+                   Authentication-Results: relay.example.org; spf=fail; dmarc=pass\r\n\
+                   From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+        let results = build_event(&meta("1"), raw.as_bytes())
+            .data
+            .authentication_results
+            .unwrap();
+        assert_eq!(
+            results,
+            AuthenticationResults {
+                spf: Some(AuthVerdict::Pass),
+                dkim: Some(AuthVerdict::None),
+                dmarc: None,
+                authserv_id: Some("mx.example.com".to_owned()),
+            }
+        );
+        let json = serde_json::to_value(&results).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "spf": "pass", "dkim": "none", "dmarc": null, "authserv_id": "mx.example.com"
+            })
+        );
+    }
+
+    /// A 3-octet and a 100-octet attachment, in that order.
+    fn two_attachments() -> String {
+        format!(
+            "From: a@example.com\r\nSubject: files\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+             --b\r\nContent-Type: text/csv; name=\"small.csv\"\r\n\
+             Content-Disposition: attachment; filename=\"small.csv\"\r\n\r\na,b\r\n\
+             --b\r\nContent-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"big.bin\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+            BASE64.encode([0u8; 100])
+        )
+    }
+
+    fn attachments_with(
+        mode: AttachmentMode,
+        max_inline_attachment_size: Option<u64>,
+    ) -> Vec<Attachment> {
+        let meta = EventMeta {
+            attachments: mode,
+            max_inline_attachment_size,
+            ..meta("1")
+        };
+        build_event(&meta, two_attachments().as_bytes())
+            .data
+            .attachments
+    }
+
+    /// (filename, size, decoded content or None when omitted)
+    fn summary(attachments: &[Attachment]) -> Vec<(&str, u64, Option<Vec<u8>>)> {
+        attachments
+            .iter()
+            .map(|a| {
+                assert_eq!(a.content_omitted, a.content_base64.is_none());
+                let content = a.content_base64.as_ref().map(|c| BASE64.decode(c).unwrap());
+                (a.filename.as_deref().unwrap(), a.size, content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inline_mode_sends_every_attachment_with_its_content() {
+        let attachments = attachments_with(AttachmentMode::Inline, None);
+        assert_eq!(
+            summary(&attachments),
+            [
+                ("small.csv", 3, Some(b"a,b".to_vec())),
+                ("big.bin", 100, Some(vec![0; 100])),
+            ]
+        );
+        assert_eq!(AttachmentMode::default(), AttachmentMode::Inline);
+    }
+
+    #[test]
+    fn metadata_mode_lists_every_attachment_without_content() {
+        let attachments = attachments_with(AttachmentMode::Metadata, None);
+        assert_eq!(
+            summary(&attachments),
+            [("small.csv", 3, None), ("big.bin", 100, None)]
+        );
+        assert!(attachments.iter().all(|a| a.content_omitted));
+        assert_eq!(attachments[0].content_type, "text/csv");
+        // A limit does not bring content back.
+        assert_eq!(
+            attachments_with(AttachmentMode::Metadata, Some(1000)),
+            attachments
+        );
+    }
+
+    #[test]
+    fn omit_mode_sends_no_attachments_and_the_message_is_otherwise_unchanged() {
+        assert_eq!(attachments_with(AttachmentMode::Omit, None), []);
+        let meta = EventMeta {
+            attachments: AttachmentMode::Omit,
+            ..meta("1")
+        };
+        let event = build_event(&meta, two_attachments().as_bytes());
+        assert_eq!(event.data.text.as_deref(), Some("see attached"));
+        // A message we cannot parse still goes out whole.
+        let event = build_event(&meta, b"");
+        assert_eq!(event.data.raw.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn inline_mode_leaves_out_only_attachments_over_the_size_limit() {
+        assert_eq!(
+            summary(&attachments_with(AttachmentMode::Inline, Some(50))),
+            [
+                ("small.csv", 3, Some(b"a,b".to_vec())),
+                ("big.bin", 100, None)
+            ]
+        );
+        // The limit is inclusive.
+        assert_eq!(
+            summary(&attachments_with(AttachmentMode::Inline, Some(100))),
+            summary(&attachments_with(AttachmentMode::Inline, None))
+        );
+        assert_eq!(
+            summary(&attachments_with(AttachmentMode::Inline, Some(2))),
+            [("small.csv", 3, None), ("big.bin", 100, None)]
+        );
+    }
+
+    #[test]
+    fn attachment_modes_are_spelled_in_lower_case() {
+        for (json, mode) in [
+            ("\"inline\"", AttachmentMode::Inline),
+            ("\"metadata\"", AttachmentMode::Metadata),
+            ("\"omit\"", AttachmentMode::Omit),
+        ] {
+            assert_eq!(serde_json::from_str::<AttachmentMode>(json).unwrap(), mode);
+        }
+        assert!(serde_json::from_str::<AttachmentMode>("\"Inline\"").is_err());
     }
 
     /// Every prefix of every golden message (what a dropped connection or a bug upstream

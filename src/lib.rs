@@ -18,6 +18,7 @@
 //! - [`mailbox`]: one mailbox's delivery cycle; the only place that decides to DELE
 //!   or QUIT.
 //! - [`service`]: every mailbox on its own interval, `once`, `check`, and shutdown.
+//! - [`parked`]: listing, replaying and dropping messages whose retries ran out.
 //! - [`receive`]: `pophook receive`, a debug webhook receiver that checks signatures.
 //! - [`shutdown`]: the stop signal, passed in as a value so tests can fire it.
 //! - [`secret`]: the type that keeps passwords and keys out of logs.
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod event;
 pub mod mailbox;
+pub mod parked;
 pub mod pop3;
 pub mod receive;
 pub mod retry;

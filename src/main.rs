@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use pophook::secret::Secret;
-use pophook::{config, receive, service, shutdown, webhook};
+use pophook::state::{Record, State};
+use pophook::{config, parked, receive, service, shutdown, webhook};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +53,40 @@ enum Command {
     Check(ConfigArg),
     /// A debug webhook receiver: verifies signatures, prints each event, answers 204.
     Receive(ReceiveArgs),
+    /// Messages whose retries ran out: they stay on the server until replayed or dropped.
+    #[command(subcommand)]
+    Parked(ParkedCommand),
+}
+
+#[derive(Subcommand)]
+enum ParkedCommand {
+    /// List parked messages, oldest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver parked messages now (all, or the given ids); deleted after a 2xx as usual.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Event ids (`msg_...`, as in `parked list`); none means every parked message.
+        ids: Vec<String>,
+    },
+    /// Stop tracking parked messages: never posted, left on the server.
+    Drop {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Event ids (`msg_...`, as in `parked list`).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -150,6 +185,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             server.await.context("the receiver task failed")??;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Parked(command) => parked_command(command).await,
         Command::Check(args) => {
             let config = config::load(args.config.as_deref())?;
             println!("configuration: ok ({} mailboxes)", config.mailboxes.len());
@@ -177,6 +213,94 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ParkedCommand::List {
+            config,
+            mailbox,
+            json,
+        } => {
+            let config = config::load(config.config.as_deref())?;
+            let state = State::open(&config.state_dir)?;
+            let messages = parked::list(&state, mailbox.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&messages)?);
+            } else if messages.is_empty() {
+                println!("no parked messages");
+            } else {
+                println!(
+                    "{:<36}  {:<16}  {:>8}  {:<20}  LAST ERROR",
+                    "ID", "MAILBOX", "ATTEMPTS", "PARKED AT"
+                );
+                for m in &messages {
+                    println!(
+                        "{:<36}  {:<16}  {:>8}  {:<20}  {}",
+                        m.id,
+                        m.mailbox,
+                        m.attempts,
+                        format_unix(m.parked_at),
+                        m.last_error
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ParkedCommand::Replay {
+            config,
+            mailbox,
+            ids,
+        } => {
+            let config = config::load(config.config.as_deref())?;
+            let (selected, outcomes) = service::replay(&config, mailbox.as_deref(), &ids).await?;
+            if selected.is_empty() {
+                println!("no parked messages to replay");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let state = State::open(&config.state_dir)?;
+            let mut ok = true;
+            for m in &selected {
+                let status = state.get(&m.mailbox, &m.uidl)?;
+                let delivered = matches!(
+                    status,
+                    Some(Record::Delivered { .. } | Record::Announced { .. }) | None
+                );
+                ok &= delivered;
+                let what = status.map_or("delivered and deleted", |r| r.status());
+                println!("{} [{}]: {what}", m.id, m.mailbox);
+            }
+            ok &= outcomes.iter().all(|o| o.result.is_ok());
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        ParkedCommand::Drop { config, ids } => {
+            let config = config::load(config.config.as_deref())?;
+            let state = State::open(&config.state_dir)?;
+            let selected = parked::select(&state, None, &ids)?;
+            parked::drop(&state, &selected).await?;
+            for m in &selected {
+                println!(
+                    "{} [{}]: dropped; it stays on the server and is never posted",
+                    m.id, m.mailbox
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn format_unix(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
 }
 
 fn init_logging(format: LogFormat) {

@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Mailbox};
 use crate::mailbox::{self, Context, CycleError, CycleReport};
+use crate::parked::{self, ParkedMessage};
 use crate::pop3::codec::ResponseCode;
 use crate::pop3::Session;
 use crate::retry::mailbox_backoff;
@@ -65,6 +66,41 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
     outcomes.sort_by_key(|(index, _)| *index);
     ctx.state.flush().await?;
     Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())
+}
+
+/// Replays parked messages: gives them a fresh schedule and runs one cycle of each
+/// mailbox concerned, which posts them and deletes them after a 2xx.
+pub async fn replay(
+    config: &Config,
+    mailbox: Option<&str>,
+    ids: &[String],
+) -> Result<(Vec<ParkedMessage>, Vec<MailboxOutcome>), ReplayError> {
+    let ctx = context(config, Shutdown::never())?;
+    let selected = parked::select(&ctx.state, mailbox, ids)?;
+    parked::unpark(&ctx.state, &selected).await?;
+    let mut outcomes = Vec::new();
+    for mailbox in &config.mailboxes {
+        if selected.iter().any(|p| p.mailbox == mailbox.name) {
+            let result = mailbox::run_cycle(mailbox, &ctx).await;
+            log_cycle(mailbox, &result);
+            outcomes.push(MailboxOutcome {
+                mailbox: mailbox.name.clone(),
+                result: result.map_err(|e| e.to_string()),
+            });
+        }
+    }
+    ctx.state.flush().await?;
+    Ok((selected, outcomes))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Select(#[from] parked::SelectError),
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Polls every mailbox on its own interval until `shutdown` fires; a cycle in progress

@@ -65,6 +65,8 @@ pub enum Reply {
     /// Wait, then answer with the status. A 2xx counts as accepted once the wait is
     /// over, even if the client gave up waiting meanwhile.
     Delay(Duration, u16),
+    /// Answer with the status and `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
 }
 
 pub struct Receiver {
@@ -251,11 +253,16 @@ async fn answer(
         let default = state.default;
         state.queued.pop_front().unwrap_or(default)
     };
+    let mut retry_after = None;
     let status = match reply {
         Reply::Close => return Err(HangUp),
         Reply::Status(status) => status,
         Reply::Delay(wait, status) => {
             tokio::time::sleep(wait).await;
+            status
+        }
+        Reply::RetryAfter(status, seconds) => {
+            retry_after = Some(seconds);
             status
         }
     };
@@ -266,8 +273,9 @@ async fn answer(
         state.accepted.push(recorded);
         shared.accepted.send_replace(state.accepted.len());
     }
-    Ok(Response::builder()
-        .status(status)
-        .body(Full::new(Bytes::new()))
-        .unwrap())
+    let mut response = Response::builder().status(status);
+    if let Some(seconds) = retry_after {
+        response = response.header("retry-after", seconds.to_string());
+    }
+    Ok(response.body(Full::new(Bytes::new())).unwrap())
 }

@@ -1,0 +1,165 @@
+//! Parked messages: those whose retries ran out. They stay on the server; an operator
+//! lists them, replays them (a fresh retry schedule, tried at once) or drops them
+//! (never posted, left on the server).
+
+use serde::Serialize;
+
+use crate::event::event_id;
+use crate::state::{self, Record, State, StateError};
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ParkedMessage {
+    pub mailbox: String,
+    pub uidl: String,
+    /// The event id (`webhook-id`) the message is posted with.
+    pub id: String,
+    pub attempts: u32,
+    pub last_error: String,
+    /// Unix seconds.
+    pub parked_at: i64,
+    pub oversized: bool,
+}
+
+/// Every parked message, optionally of one mailbox, oldest first.
+pub fn list(state: &State, mailbox: Option<&str>) -> Result<Vec<ParkedMessage>, StateError> {
+    let mut parked: Vec<ParkedMessage> = state
+        .records(mailbox)?
+        .into_iter()
+        .filter_map(|(mailbox, uidl, record)| match record {
+            Record::Parked {
+                attempts,
+                last_error,
+                at,
+                oversized,
+            } => Some(ParkedMessage {
+                id: event_id(&mailbox, &uidl),
+                mailbox,
+                uidl,
+                attempts,
+                last_error,
+                parked_at: at,
+                oversized,
+            }),
+            _ => None,
+        })
+        .collect();
+    parked.sort_by_key(|p| (p.parked_at, p.mailbox.clone(), p.uidl.clone()));
+    Ok(parked)
+}
+
+/// The parked messages that `ids` name (all of them when `ids` is empty), or an error
+/// naming the first id that is not parked.
+pub fn select(
+    state: &State,
+    mailbox: Option<&str>,
+    ids: &[String],
+) -> Result<Vec<ParkedMessage>, SelectError> {
+    let parked = list(state, mailbox)?;
+    if ids.is_empty() {
+        return Ok(parked);
+    }
+    ids.iter()
+        .map(|id| {
+            parked
+                .iter()
+                .find(|p| &p.id == id)
+                .cloned()
+                .ok_or_else(|| SelectError::NotParked(id.clone()))
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("{0} is not a parked message (see `pophook parked list`)")]
+    NotParked(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Gives each message a fresh retry schedule, due now. The next cycle of its mailbox
+/// fetches and posts it, and deletes it after a 2xx as usual.
+pub async fn unpark(state: &State, messages: &[ParkedMessage]) -> Result<(), StateError> {
+    for m in messages {
+        state.put(
+            &m.mailbox,
+            &m.uidl,
+            &Record::Retrying {
+                attempts: 0,
+                next_attempt_ms: 0,
+                last_error: m.last_error.clone(),
+                oversized: m.oversized,
+            },
+        )?;
+    }
+    state.flush().await
+}
+
+/// Forgets the messages as deliveries: never posted, left on the server. Pruned from
+/// the state once they are gone from the server.
+pub async fn drop(state: &State, messages: &[ParkedMessage]) -> Result<(), StateError> {
+    for m in messages {
+        state.put(&m.mailbox, &m.uidl, &Record::Dropped { at: state::now() })?;
+    }
+    state.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parked(state: &State, mailbox: &str, uidl: &str, at: i64) {
+        state
+            .put(
+                mailbox,
+                uidl,
+                &Record::Parked {
+                    attempts: 3,
+                    last_error: "HTTP 422".into(),
+                    at,
+                    oversized: false,
+                },
+            )
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn list_select_unpark_and_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        parked(&state, "a", "u1", 20);
+        parked(&state, "b", "u2", 10);
+        state.mark_delivered("a", "u3").unwrap();
+
+        let all = list(&state, None).unwrap();
+        assert_eq!(
+            all.iter().map(|p| p.uidl.as_str()).collect::<Vec<_>>(),
+            ["u2", "u1"],
+            "oldest first, delivered ones are not parked"
+        );
+        assert_eq!(all[0].id, event_id("b", "u2"));
+        assert_eq!(list(&state, Some("a")).unwrap().len(), 1);
+
+        let one = select(&state, None, &[event_id("a", "u1")]).unwrap();
+        assert_eq!(one.len(), 1);
+        let missing = select(&state, None, &["msg_nope".into()]).unwrap_err();
+        assert!(missing.to_string().contains("msg_nope"));
+
+        unpark(&state, &one).await.unwrap();
+        assert!(matches!(
+            state.get("a", "u1").unwrap(),
+            Some(Record::Retrying {
+                attempts: 0,
+                next_attempt_ms: 0,
+                ..
+            })
+        ));
+        let rest = select(&state, Some("b"), &[]).unwrap();
+        drop(&state, &rest).await.unwrap();
+        assert!(matches!(
+            state.get("b", "u2").unwrap(),
+            Some(Record::Dropped { .. })
+        ));
+        assert!(list(&state, None).unwrap().is_empty());
+    }
+}
