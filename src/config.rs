@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Yaml};
 use figment::Figment;
 use serde::Deserialize;
 
+use crate::event::AttachmentMode;
 use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::retry::{Backoff, RetryPolicy};
@@ -89,6 +90,8 @@ struct RawWebhook {
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
     include_raw: Option<bool>,
+    attachments: Option<AttachmentMode>,
+    max_inline_attachment_size: Option<u64>,
     allow_insecure_webhook: Option<bool>,
     retry: Option<RawRetry>,
 }
@@ -361,6 +364,10 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
         secret_file,
         secret_env,
         include_raw: over.include_raw.or(base.include_raw),
+        attachments: over.attachments.or(base.attachments),
+        max_inline_attachment_size: over
+            .max_inline_attachment_size
+            .or(base.max_inline_attachment_size),
         allow_insecure_webhook: over.allow_insecure_webhook.or(base.allow_insecure_webhook),
         retry: over.retry.or_else(|| base.retry.clone()),
     }
@@ -420,6 +427,8 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         headers,
         signing_key,
         include_raw: raw.include_raw.unwrap_or(false),
+        attachments: raw.attachments.unwrap_or_default(),
+        max_inline_attachment_size: raw.max_inline_attachment_size,
         retry,
     })
 }
@@ -558,6 +567,35 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(starttls.mailboxes[0].server.port, 110);
+    }
+
+    #[test]
+    fn attachment_mode_defaults_to_inline_and_a_mailbox_can_override_it() {
+        let sales = concat!(
+            "  - name: sales\n    host: pop.example.com\n    username: sales@example.com\n",
+            "    password: b\n    webhook:\n      attachments: omit\n",
+        );
+        let config = load(&format!(
+            "{WEBHOOK}  attachments: metadata\n  max_inline_attachment_size: 1000\n\
+             mailboxes:\n{MAILBOX}    password: a\n{sales}"
+        ))
+        .unwrap();
+        let (first, second) = (&config.mailboxes[0].webhook, &config.mailboxes[1].webhook);
+        assert_eq!(first.attachments, AttachmentMode::Metadata);
+        assert_eq!(first.max_inline_attachment_size, Some(1000));
+        assert_eq!(second.attachments, AttachmentMode::Omit);
+        assert_eq!(second.max_inline_attachment_size, Some(1000));
+
+        let config = load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n")).unwrap();
+        assert_eq!(
+            config.mailboxes[0].webhook.attachments,
+            AttachmentMode::Inline
+        );
+        assert_eq!(config.mailboxes[0].webhook.max_inline_attachment_size, None);
+        let e = error(&format!(
+            "{WEBHOOK}  attachments: links\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(e.contains("links"), "{e}");
     }
 
     #[test]

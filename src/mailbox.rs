@@ -228,6 +228,8 @@ async fn run_session(
                 received_at: time::OffsetDateTime::now_utc(),
                 include_raw: mailbox.webhook.include_raw,
                 truncated: oversized,
+                attachments: mailbox.webhook.attachments,
+                max_inline_attachment_size: mailbox.webhook.max_inline_attachment_size,
             },
             &raw,
         );

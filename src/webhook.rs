@@ -7,6 +7,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::event::AttachmentMode;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 
@@ -21,6 +22,10 @@ pub struct WebhookConfig {
     /// The HMAC key as base64 (the part after `whsec_`), when signing is configured.
     pub signing_key: Option<Secret>,
     pub include_raw: bool,
+    /// How much of each attachment goes into the event.
+    pub attachments: AttachmentMode,
+    /// Attachments larger than this are sent as metadata (`content_omitted: true`).
+    pub max_inline_attachment_size: Option<u64>,
     pub retry: RetryPolicy,
 }
 

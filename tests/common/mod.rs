@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod dovecot;
+pub mod proxy;
 pub mod receiver;
 pub mod scripted;
 pub mod setup;
