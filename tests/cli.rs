@@ -164,3 +164,69 @@ async fn run_stops_cleanly_on_sigterm_with_json_logs() {
     assert!(stderr.contains("pophook stopped"));
     assert_eq!(dovecot.message_count("support"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_pophook_on_the_same_state_dir_refuses_to_start() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &format!("  url: {}", receiver.url()),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+    let mut first = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
+        .args(["run", "--config"])
+        .arg(cfg.path())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait until the first one holds the state: its database files exist.
+    let state = cfg.dir.path().join("state");
+    for _ in 0..100 {
+        if state.join("db").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let second = tokio::task::block_in_place(|| {
+        pophook(&["once", "--config", cfg.path().to_str().unwrap()])
+    });
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by another pophook"), "{stderr}");
+    first.start_kill().unwrap();
+    let _ = first.wait().await;
+}
+
+#[test]
+fn a_state_database_that_cannot_be_opened_is_reported_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // The state_dir is a file: sled cannot open it as a database directory.
+    let state = dir.path().join("state");
+    std::fs::write(&state, b"precious").unwrap();
+    let path = dir.path().join("pophook.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir: {}\nwebhook: {{url: 'http://127.0.0.1:1/'}}\nmailboxes:\n  - {{name: a, host: 127.0.0.1, port: 1, tls: none, allow_insecure: true, username: u, password: p}}\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = pophook(&["once", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the state database"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Do not delete it"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        b"precious",
+        "never deleted or changed"
+    );
+}
