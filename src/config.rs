@@ -85,7 +85,7 @@ struct RawWebhook {
     url: Option<String>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
-    headers: Option<BTreeMap<String, Secret>>,
+    headers: Option<BTreeMap<String, RawHeaderValue>>,
     secret: Option<Secret>,
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
@@ -94,6 +94,21 @@ struct RawWebhook {
     max_inline_attachment_size: Option<u64>,
     allow_insecure_webhook: Option<bool>,
     retry: Option<RawRetry>,
+}
+
+/// A header value: inline, or `{file: PATH}` / `{env: VAR}` like every other secret.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawHeaderValue {
+    Inline(Secret),
+    Source(HeaderSource),
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct HeaderSource {
+    file: Option<PathBuf>,
+    env: Option<String>,
 }
 
 /// `webhook.retry`: either a `schedule` or the exponential keys, not both.
@@ -406,6 +421,19 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
     let mut headers = Vec::new();
     for (name, value) in raw.headers.unwrap_or_default() {
         let header_key = format!("{key}.headers.{name}");
+        let value = match value {
+            RawHeaderValue::Inline(value) => value,
+            RawHeaderValue::Source(source) => {
+                if source.file.is_some() == source.env.is_some() {
+                    return Err(invalid(
+                        &header_key,
+                        "give the value as a string, or exactly one of `file` and `env`",
+                    ));
+                }
+                resolve_secret(&header_key, None, source.file, source.env)?
+                    .expect("exactly one source was given")
+            }
+        };
         reqwest::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(&header_key, "not a valid HTTP header name"))?;
         reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
@@ -596,6 +624,58 @@ mod tests {
             "{WEBHOOK}  attachments: links\nmailboxes:\n{MAILBOX}    password: a\n"
         ));
         assert!(e.contains("links"), "{e}");
+    }
+
+    #[test]
+    fn header_values_come_inline_from_files_or_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "Bearer from-file\n").unwrap();
+        std::env::set_var("PH_TEST_HEADER_VAR", "from-env");
+        let config = load(&format!(
+            "{WEBHOOK}  headers:\n    Authorization: {{file: {}}}\n    X-Env: {{env: PH_TEST_HEADER_VAR}}\n    X-Inline: plain\n\
+             mailboxes:\n{MAILBOX}    password: a\n",
+            file.display()
+        ))
+        .unwrap();
+        let headers: Vec<(&str, &str)> = config.mailboxes[0]
+            .webhook
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("authorization", "Bearer from-file"),
+                ("x-env", "from-env"),
+                ("x-inline", "plain")
+            ]
+        );
+        let e = error(&format!(
+            "{WEBHOOK}  headers:\n    Authorization: {{file: /x, env: Y}}\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(e.contains("headers.Authorization"), "{e}");
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+                .unwrap();
+        // Point its secret files at real files.
+        let mut yaml = example.clone();
+        for secret in ["/run/secrets/webhook-secret", "/run/secrets/pop3-support"] {
+            let path = dir.path().join(secret.rsplit('/').next().unwrap());
+            std::fs::write(&path, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+            yaml = yaml.replace(secret, path.to_str().unwrap());
+        }
+        let config = load(&yaml).unwrap_or_else(|e| panic!("config.example.yaml: {e}"));
+        let m = &config.mailboxes[0];
+        assert_eq!(m.name, "support");
+        assert_eq!(m.webhook.retry, crate::retry::RetryPolicy::default());
+        assert!(m.webhook.signing_key.is_some());
     }
 
     #[test]
