@@ -156,7 +156,7 @@ async fn run_session(
         }
         let number = *number;
         let record = state.get(name, uidl)?;
-        let (attempts, known_oversized) = match &record {
+        let (attempts, known_oversized, since) = match &record {
             Some(Record::Delivered { .. }) => {
                 // Delivered in an earlier session whose QUIT never happened (crash, drop).
                 if mailbox.delete && dele(&mut session, name, number, uidl).await? {
@@ -179,9 +179,10 @@ async fn run_session(
             Some(Record::Retrying {
                 attempts,
                 oversized,
+                since,
                 ..
-            }) => (*attempts, *oversized),
-            None => (0, false),
+            }) => (*attempts, *oversized, *since),
+            None => (0, false, state::now()),
         };
         if endpoint_failing {
             report.waiting += 1;
@@ -209,6 +210,7 @@ async fn run_session(
                         next_attempt_ms: 0,
                         last_error: format!("larger than max_message_size ({limit} bytes)"),
                         oversized: true,
+                        since,
                     },
                 )?;
                 state.flush().await?;
@@ -281,7 +283,12 @@ async fn run_session(
             Err(failure) => {
                 report.failed += 1;
                 endpoint_failing = failure.is_endpoint_unavailable();
-                if record_failure(mailbox, state, uidl, &id, attempts + 1, oversized, &failure)? {
+                let failed = Failed {
+                    attempts: attempts + 1,
+                    oversized,
+                    since,
+                };
+                if record_failure(mailbox, state, uidl, &id, failed, &failure)? {
                     report.parked += 1;
                     report.parked_listed += 1;
                 }
@@ -295,6 +302,15 @@ async fn run_session(
     Ok(SessionEnd::Finished)
 }
 
+/// A message whose latest attempt failed.
+struct Failed {
+    /// Attempts so far, this one included.
+    attempts: u32,
+    oversized: bool,
+    /// When its first attempt failed.
+    since: i64,
+}
+
 /// Schedules the next attempt, or parks the message when its retries are used up.
 /// Returns whether it was parked.
 fn record_failure(
@@ -302,11 +318,15 @@ fn record_failure(
     state: &State,
     uidl: &str,
     id: &str,
-    attempts: u32,
-    oversized: bool,
+    failed: Failed,
     failure: &DeliveryError,
 ) -> Result<bool, StateError> {
     let name = mailbox.name.as_str();
+    let Failed {
+        attempts,
+        oversized,
+        since,
+    } = failed;
     let delay = mailbox.webhook.retry.next_delay(
         attempts,
         failure.is_rejection(),
@@ -325,6 +345,7 @@ fn record_failure(
                     next_attempt_ms: state::now_ms() + delay.as_millis() as i64,
                     last_error,
                     oversized,
+                    since,
                 },
             )?;
             Ok(false)
@@ -339,6 +360,7 @@ fn record_failure(
                     last_error,
                     at: state::now(),
                     oversized,
+                    since,
                 },
             )?;
             Ok(true)

@@ -31,6 +31,7 @@ pub fn list(state: &State, mailbox: Option<&str>) -> Result<Vec<ParkedMessage>, 
                 last_error,
                 at,
                 oversized,
+                ..
             } => Some(ParkedMessage {
                 id: event_id(&mailbox, &uidl),
                 mailbox,
@@ -89,6 +90,7 @@ pub async fn unpark(state: &State, messages: &[ParkedMessage]) -> Result<(), Sta
                 next_attempt_ms: 0,
                 last_error: m.last_error.clone(),
                 oversized: m.oversized,
+                since: state::now(),
             },
         )?;
     }
@@ -118,6 +120,7 @@ mod tests {
                     last_error: "HTTP 422".into(),
                     at,
                     oversized: false,
+                    since: at,
                 },
             )
             .unwrap();

@@ -22,6 +22,9 @@ pub enum Record {
         last_error: String,
         #[serde(default)]
         oversized: bool,
+        /// When the first attempt failed (unix seconds): the age of an undelivered message.
+        #[serde(default)]
+        since: i64,
     },
     /// Retries are exhausted; left on the server until replayed or dropped.
     Parked {
@@ -30,6 +33,9 @@ pub enum Record {
         at: i64,
         #[serde(default)]
         oversized: bool,
+        /// When the first attempt failed (unix seconds).
+        #[serde(default)]
+        since: i64,
     },
     /// An oversized message whose headers were posted (truncated); it stays on the server.
     Announced { at: i64 },
@@ -293,12 +299,14 @@ mod tests {
             next_attempt_ms: 5_000,
             last_error: "HTTP 503".into(),
             oversized: false,
+            since: 1,
         };
         let parked = Record::Parked {
             attempts: 10,
             last_error: "HTTP 500".into(),
             at: 1,
             oversized: true,
+            since: 1,
         };
         state.put("a", "r", &retrying).unwrap();
         state.put("a", "p", &parked).unwrap();
