@@ -319,6 +319,7 @@ mod tests {
                     next_attempt_ms: 1_000,
                     last_error: String::new(),
                     oversized: false,
+                    since: 1,
                 },
             )
             .unwrap();
