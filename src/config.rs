@@ -22,6 +22,7 @@ const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
 const DEFAULT_COMMIT_EVERY: usize = 50;
+const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The validated configuration.
@@ -92,6 +93,7 @@ struct RawWebhook {
     include_raw: Option<bool>,
     attachments: Option<AttachmentMode>,
     max_inline_attachment_size: Option<u64>,
+    max_in_flight: Option<usize>,
     allow_insecure_webhook: Option<bool>,
     retry: Option<RawRetry>,
 }
@@ -380,6 +382,7 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
         secret_env,
         include_raw: over.include_raw.or(base.include_raw),
         attachments: over.attachments.or(base.attachments),
+        max_in_flight: over.max_in_flight.or(base.max_in_flight),
         max_inline_attachment_size: over
             .max_inline_attachment_size
             .or(base.max_inline_attachment_size),
@@ -449,6 +452,13 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         .map(|secret| decode_signing_secret(&secret_key, &secret))
         .transpose()?;
     let retry = validate_retry(&format!("{key}.retry"), raw.retry.unwrap_or_default())?;
+    let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if !(1..=256).contains(&max_in_flight) {
+        return Err(invalid(
+            format!("{key}.max_in_flight"),
+            "must be between 1 (strict mailbox order) and 256",
+        ));
+    }
     Ok(WebhookConfig {
         url,
         timeout,
@@ -457,6 +467,7 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         include_raw: raw.include_raw.unwrap_or(false),
         attachments: raw.attachments.unwrap_or_default(),
         max_inline_attachment_size: raw.max_inline_attachment_size,
+        max_in_flight,
         retry,
     })
 }

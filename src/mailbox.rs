@@ -2,18 +2,22 @@
 //! retry, post it, and delete it only after the webhook's 2xx was recorded durably.
 //! This is the only module that sends DELE or QUIT.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Mailbox;
 use crate::event::{self, EventMeta};
 use crate::pop3::codec::CodecError;
+use crate::pop3::pipeline::{Fetch, FetchError, Pipeline};
 use crate::pop3::{Pop3Error, Session};
 use crate::shutdown::Shutdown;
 use crate::state::{self, DisabledEndpoint, Record, State, StateError};
-use crate::webhook::{DeliveryError, Sender};
+use crate::webhook::{DeliveryError, Sender, WebhookConfig};
 
 /// What every cycle shares: where to post, where to remember, when to stop.
 #[derive(Clone)]
@@ -104,6 +108,30 @@ enum SessionEnd {
     CommitPoint,
 }
 
+/// Acknowledged messages are flushed to the state in batches of this many, or sooner
+/// when no POST is in flight: one fsync per batch instead of one per message. DELE
+/// waits for the flush that covers it.
+const FLUSH_BATCH: usize = 32;
+
+/// Why a session stopped taking new messages.
+enum Stop {
+    Shutdown,
+    /// The endpoint looks down: fetching more now would only fail them too.
+    EndpointFailing,
+    EndpointGone,
+    CommitPoint,
+    /// The session broke; in-flight POSTs are still awaited and recorded first.
+    Failed(CycleError),
+}
+
+/// What a POST task hands back.
+struct Posted {
+    fetch: Fetch,
+    id: String,
+    /// `None`: abandoned because shutdown's grace ran out.
+    outcome: Option<Result<(), DeliveryError>>,
+}
+
 async fn run_session(
     mailbox: &Mailbox,
     ctx: &Context,
@@ -118,6 +146,13 @@ async fn run_session(
 
     let listing = session.uidl().await?;
     let sizes = session.list().await?;
+    // One scan of the mailbox's records instead of a lookup per listed message, so a
+    // poll that finds nothing new stays cheap with 100,000 remembered UIDLs.
+    let records: HashMap<String, Record> = state
+        .records(Some(name))?
+        .into_iter()
+        .map(|(_, uidl, record)| (uidl, record))
+        .collect();
     if first {
         for reason in &listing.skipped {
             warn!(mailbox = name, "left on the server, not fetched: {reason}");
@@ -129,8 +164,12 @@ async fn run_session(
             .iter()
             .map(|(_, uid)| uid.as_str())
             .collect();
-        report.renumbered = detect_renumbering(mailbox, state, &present)?;
-        let pruned = state.prune(name, &present)?;
+        report.renumbered = detect_renumbering(mailbox, &records, &present);
+        let mut pruned = 0;
+        for uidl in records.keys().filter(|u| !present.contains(u.as_str())) {
+            state.remove(name, uidl)?;
+            pruned += 1;
+        }
         if pruned > 0 {
             debug!(
                 mailbox = name,
@@ -139,29 +178,20 @@ async fn run_session(
         }
     }
 
+    // Plan the session: deletions left over from earlier sessions go first, then the
+    // messages that are new or due for a retry, in mailbox order.
+    let mut pipe = Pipeline::new(session);
     let mut deletions = 0;
-    // Set once the endpoint looks down: fetching more now would only fail them too.
-    let mut endpoint_failing = false;
+    let mut retries: HashMap<String, (u32, i64)> = HashMap::new();
+    let now_ms = state::now_ms();
+    let limit = mailbox.server.max_message_size;
     for (number, uidl) in &listing.entries {
-        if ctx.shutdown.is_requested() {
-            info!(
-                mailbox = name,
-                "shutdown requested; ending the cycle after the message in hand"
-            );
-            break;
-        }
-        if deletions >= mailbox.commit_every {
-            session.quit().await?;
-            return Ok(SessionEnd::CommitPoint);
-        }
-        let number = *number;
-        let record = state.get(name, uidl)?;
-        let (attempts, known_oversized, since) = match &record {
+        let (attempts, known_oversized, since) = match records.get(uidl) {
             Some(Record::Delivered { .. }) => {
                 // Delivered in an earlier session whose QUIT never happened (crash, drop).
-                if mailbox.delete && dele(&mut session, name, number, uidl).await? {
+                if mailbox.delete && deletions < mailbox.commit_every {
+                    pipe.dele(*number, uidl.clone()).await?;
                     deletions += 1;
-                    report.deleted += 1;
                 }
                 continue;
             }
@@ -172,7 +202,7 @@ async fn run_session(
             Some(Record::Announced { .. } | Record::Dropped { .. }) => continue,
             Some(Record::Retrying {
                 next_attempt_ms, ..
-            }) if *next_attempt_ms > state::now_ms() => {
+            }) if *next_attempt_ms > now_ms => {
                 report.waiting += 1;
                 continue;
             }
@@ -184,90 +214,167 @@ async fn run_session(
             }) => (*attempts, *oversized, *since),
             None => (0, false, state::now()),
         };
-        if endpoint_failing {
-            report.waiting += 1;
-            continue;
-        }
+        let listed_size = sizes.get(number).copied().unwrap_or(0);
+        retries.insert(uidl.clone(), (attempts, since));
+        pipe.queue(Fetch {
+            number: *number,
+            uidl: uidl.clone(),
+            headers_only: known_oversized || listed_size > limit as u64,
+            expected_size: listed_size.min(limit as u64) as usize,
+        });
+    }
 
-        let limit = mailbox.server.max_message_size;
-        let oversized = known_oversized || sizes.get(&number).is_some_and(|s| *s > limit as u64);
-        let fetched = if oversized {
-            session.top(number, 0).await
-        } else {
-            session.retr(number).await
-        };
-        let raw = match fetched {
-            Ok(raw) => raw,
-            Err(Pop3Error::Codec(CodecError::ResponseTooLarge { .. })) if !oversized => {
-                // LIST understated the size. The connection is mid-response and must be
-                // dropped; remember to fetch only the headers next time.
-                warn!(mailbox = name, uidl, limit, "message grew past `max_message_size` while downloading; its headers will be posted as a truncated event");
-                state.put(
-                    name,
-                    uidl,
-                    &Record::Retrying {
-                        attempts,
-                        next_attempt_ms: 0,
-                        last_error: format!("larger than max_message_size ({limit} bytes)"),
-                        oversized: true,
-                        since,
-                    },
-                )?;
-                state.flush().await?;
-                return Err(Pop3Error::Codec(CodecError::ResponseTooLarge { limit }).into());
+    let webhook = Arc::new(mailbox.webhook.clone());
+    let mut posts: JoinSet<Posted> = JoinSet::new();
+    // Recorded as delivered but not yet flushed; and, when deleting, not yet DELEd.
+    let mut unflushed = 0;
+    let mut to_delete: Vec<(u32, String)> = Vec::new();
+    let mut stop: Option<Stop> = None;
+    loop {
+        // Start downloads and POSTs while there is room.
+        while stop.is_none() && posts.len() < mailbox.webhook.max_in_flight && pipe.remaining() > 0
+        {
+            if ctx.shutdown.is_requested() {
+                info!(
+                    mailbox = name,
+                    "shutdown requested; finishing the messages in hand"
+                );
+                stop = Some(Stop::Shutdown);
+                break;
             }
-            Err(other) => return Err(other.into()),
-        };
-        report.fetched += 1;
-        report.bytes_fetched += raw.len() as u64;
-        if oversized {
-            warn!(mailbox = name, uidl, limit, "message is larger than `max_message_size`: posting its headers only (truncated); it stays on the server");
+            if deletions + to_delete.len() + posts.len() >= mailbox.commit_every {
+                stop = Some(Stop::CommitPoint);
+                break;
+            }
+            let (fetch, raw) = match pipe.next_message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(FetchError { fetch, error }) => {
+                    if let (Some(fetch), Pop3Error::Codec(CodecError::ResponseTooLarge { .. })) =
+                        (&fetch, &error)
+                    {
+                        remember_oversized(mailbox, state, fetch, &retries).await?;
+                    }
+                    stop = Some(Stop::Failed(error.into()));
+                    break;
+                }
+            };
+            report.fetched += 1;
+            report.bytes_fetched += raw.len() as u64;
+            if fetch.headers_only {
+                warn!(mailbox = name, uidl = %fetch.uidl, limit, "message is larger than `max_message_size`: posting its headers only (truncated); it stays on the server");
+            }
+            posts.spawn(deliver(
+                ctx.clone(),
+                webhook.clone(),
+                name.to_string(),
+                fetch,
+                raw,
+            ));
         }
-        let event = event::build_event(
-            &EventMeta {
-                mailbox: name,
-                uidl,
-                received_at: time::OffsetDateTime::now_utc(),
-                include_raw: mailbox.webhook.include_raw,
-                truncated: oversized,
-                attachments: mailbox.webhook.attachments,
-                max_inline_attachment_size: mailbox.webhook.max_inline_attachment_size,
-            },
-            &raw,
-        );
-        drop(raw);
-        if let Some(error) = &event.data.parse_error {
-            warn!(
-                mailbox = name,
-                uidl, "message could not be parsed; delivering it raw: {error}"
-            );
-        }
-        let id = event.id().to_string();
-        let body = serde_json::to_vec(&event).expect("an event always serialises");
 
-        let Some(result) = post_within_grace(mailbox, ctx, &id, body).await else {
-            warn!(mailbox = name, uidl, id, "shutdown grace ran out during the POST; the message stays on the server and is posted again (same webhook-id) after restart");
+        let Some(joined) = posts.join_next().await else {
             break;
         };
-        match result {
-            Ok(()) => {
-                // The order that makes deletion safe: record, make it durable, then DELE.
-                let done = if oversized {
-                    Record::Announced { at: state::now() }
-                } else {
-                    Record::Delivered { at: state::now() }
-                };
-                state.put(name, uidl, &done)?;
-                state.flush().await?;
-                report.delivered += 1;
-                debug!(mailbox = name, uidl, id, "delivered");
-                if mailbox.delete && !oversized && dele(&mut session, name, number, uidl).await? {
+        match joined {
+            Ok(posted) => {
+                let result = record_outcome(mailbox, state, fingerprint, &retries, posted, report)?;
+                if let Some(reason) = result.stop {
+                    stop.get_or_insert(reason);
+                }
+                if let Some(deletion) = result.delete {
+                    to_delete.push(deletion);
+                }
+                unflushed += usize::from(result.recorded_delivery);
+            }
+            Err(e) => {
+                // Nothing was recorded for it, so it stays on the server and is retried.
+                error!(mailbox = name, "a delivery task failed: {e}");
+                report.failed += 1;
+            }
+        }
+
+        // The order that makes deletion safe: recorded, flushed, then DELE.
+        if unflushed >= FLUSH_BATCH || posts.is_empty() {
+            state.flush().await?;
+            unflushed = 0;
+            if !matches!(stop, Some(Stop::Failed(_))) {
+                for (number, uidl) in to_delete.drain(..) {
+                    if let Err(error) = pipe.dele(number, uidl).await {
+                        stop = Some(Stop::Failed(error.into()));
+                        break;
+                    }
                     deletions += 1;
-                    report.deleted += 1;
                 }
             }
-            Err(failure) if failure.is_gone() => {
-                report.failed += 1;
+        }
+    }
+
+    // Failures and their schedules must survive a restart too.
+    state.flush().await?;
+    if matches!(stop, Some(Stop::EndpointFailing | Stop::EndpointGone)) {
+        report.waiting += pipe.remaining();
+    }
+    if let Some(Stop::Failed(error)) = stop {
+        // Dropped without QUIT: nothing marked in this session is deleted.
+        count_deleted(&mut pipe, name, report);
+        return Err(error);
+    }
+    pipe.drain().await?;
+    count_deleted(&mut pipe, name, report);
+    // QUIT commits this session's DELEs.
+    pipe.into_session().quit().await?;
+    Ok(match stop {
+        Some(Stop::CommitPoint) => SessionEnd::CommitPoint,
+        _ => SessionEnd::Finished,
+    })
+}
+
+/// What handling one finished POST asks of the session loop.
+struct Recorded {
+    stop: Option<Stop>,
+    /// Delete this message once the state is flushed.
+    delete: Option<(u32, String)>,
+    /// A delivery was written to the state (and awaits a flush).
+    recorded_delivery: bool,
+}
+
+/// Writes the outcome of one POST to the state: delivered, a retry, parked, or the
+/// endpoint disabled. Not flushed here; the session loop flushes in batches.
+fn record_outcome(
+    mailbox: &Mailbox,
+    state: &State,
+    fingerprint: &str,
+    retries: &HashMap<String, (u32, i64)>,
+    posted: Posted,
+    report: &mut CycleReport,
+) -> Result<Recorded, StateError> {
+    let name = mailbox.name.as_str();
+    let uidl = posted.fetch.uidl.as_str();
+    let mut recorded = Recorded {
+        stop: None,
+        delete: None,
+        recorded_delivery: false,
+    };
+    match posted.outcome {
+        Some(Ok(())) => {
+            let done = if posted.fetch.headers_only {
+                Record::Announced { at: state::now() }
+            } else {
+                Record::Delivered { at: state::now() }
+            };
+            state.put(name, uidl, &done)?;
+            recorded.recorded_delivery = true;
+            report.delivered += 1;
+            debug!(mailbox = name, uidl, id = %posted.id, "delivered");
+            if mailbox.delete && !posted.fetch.headers_only {
+                recorded.delete = Some((posted.fetch.number, posted.fetch.uidl.clone()));
+            }
+        }
+        Some(Err(failure)) if failure.is_gone() => {
+            report.failed += 1;
+            recorded.stop = Some(Stop::EndpointGone);
+            if !report.endpoint_disabled {
                 report.endpoint_disabled = true;
                 error!(mailbox = name, url = %mailbox.webhook.url, "the webhook answered 410 Gone: no more events are posted for this mailbox and its mail stays on the server until the webhook configuration changes");
                 state.disable_endpoint(
@@ -278,28 +385,110 @@ async fn run_session(
                         at: state::now(),
                     },
                 )?;
-                break;
             }
-            Err(failure) => {
-                report.failed += 1;
-                endpoint_failing = failure.is_endpoint_unavailable();
-                let failed = Failed {
-                    attempts: attempts + 1,
-                    oversized,
-                    since,
-                };
-                if record_failure(mailbox, state, uidl, &id, failed, &failure)? {
-                    report.parked += 1;
-                    report.parked_listed += 1;
-                }
+        }
+        Some(Err(failure)) => {
+            report.failed += 1;
+            if failure.is_endpoint_unavailable() {
+                recorded.stop = Some(Stop::EndpointFailing);
+            }
+            let (attempts, since) = retries.get(uidl).copied().unwrap_or((0, state::now()));
+            let failed = Failed {
+                attempts: attempts + 1,
+                oversized: posted.fetch.headers_only,
+                since,
+            };
+            if record_failure(mailbox, state, uidl, &posted.id, failed, &failure)? {
+                report.parked += 1;
+                report.parked_listed += 1;
+            }
+        }
+        None => {
+            warn!(mailbox = name, uidl, id = %posted.id, "shutdown grace ran out during the POST; the message stays on the server and is posted again (same webhook-id) after restart");
+            recorded.stop = Some(Stop::Shutdown);
+        }
+    }
+    Ok(recorded)
+}
+
+/// Builds the event and POSTs it; runs as its own task so that parsing and the HTTP
+/// round trips of several messages overlap with each other and with the next download.
+async fn deliver(
+    ctx: Context,
+    webhook: Arc<WebhookConfig>,
+    mailbox: String,
+    fetch: Fetch,
+    raw: Bytes,
+) -> Posted {
+    let event = event::build_event(
+        &EventMeta {
+            mailbox: &mailbox,
+            uidl: &fetch.uidl,
+            received_at: time::OffsetDateTime::now_utc(),
+            include_raw: webhook.include_raw,
+            truncated: fetch.headers_only,
+            attachments: webhook.attachments,
+            max_inline_attachment_size: webhook.max_inline_attachment_size,
+        },
+        &raw,
+    );
+    if let Some(error) = &event.data.parse_error {
+        warn!(mailbox, uidl = %fetch.uidl, "message could not be parsed; delivering it raw: {error}");
+    }
+    let id = event.id().to_string();
+    // Room for attachments as base64 and for `raw` when included, so a large message's
+    // JSON is written once instead of re-allocated each time it doubles.
+    let raw_base64 = if webhook.include_raw {
+        raw.len() / 3 * 4
+    } else {
+        0
+    };
+    let mut body = Vec::with_capacity(raw.len() + raw.len() / 2 + raw_base64 + 4096);
+    drop(raw);
+    serde_json::to_writer(&mut body, &event).expect("an event always serialises");
+    drop(event);
+    let outcome = post_within_grace(&ctx, &webhook, &id, body).await;
+    Posted { fetch, id, outcome }
+}
+
+/// LIST understated the size and the download hit `max_message_size`: remember it so
+/// the next session fetches only the headers (this connection must be dropped).
+async fn remember_oversized(
+    mailbox: &Mailbox,
+    state: &State,
+    fetch: &Fetch,
+    retries: &HashMap<String, (u32, i64)>,
+) -> Result<(), StateError> {
+    let limit = mailbox.server.max_message_size;
+    warn!(mailbox = %mailbox.name, uidl = %fetch.uidl, limit, "message grew past `max_message_size` while downloading; its headers will be posted as a truncated event");
+    let (attempts, since) = retries
+        .get(&fetch.uidl)
+        .copied()
+        .unwrap_or((0, state::now()));
+    state.put(
+        &mailbox.name,
+        &fetch.uidl,
+        &Record::Retrying {
+            attempts,
+            next_attempt_ms: 0,
+            last_error: format!("larger than max_message_size ({limit} bytes)"),
+            oversized: true,
+            since,
+        },
+    )?;
+    state.flush().await
+}
+
+/// Counts the DELEs the server accepted; a refused one stays and is retried next cycle.
+fn count_deleted(pipe: &mut Pipeline, mailbox: &str, report: &mut CycleReport) {
+    for deleted in pipe.take_deleted() {
+        match deleted.result {
+            Ok(()) => report.deleted += 1,
+            Err(reply) => {
+                warn!(mailbox, uidl = %deleted.uidl, "server refused DELE ({reply}); will try again next cycle")
             }
         }
     }
-
-    // Failures and their schedules must survive a restart; QUIT commits this session's DELEs.
-    state.flush().await?;
-    session.quit().await?;
-    Ok(SessionEnd::Finished)
 }
 
 /// A message whose latest attempt failed.
@@ -368,11 +557,12 @@ fn record_failure(
     }
 }
 
-/// Posts, but gives up once shutdown was requested and `shutdown_timeout` passed, so
-/// SIGTERM ends the process in bounded time. `None`: abandoned, nothing recorded.
+/// Posts, but gives up once shutdown was requested and most of `shutdown_timeout`
+/// passed, so SIGTERM ends the process in bounded time. `None`: abandoned, nothing
+/// recorded.
 async fn post_within_grace(
-    mailbox: &Mailbox,
     ctx: &Context,
+    webhook: &WebhookConfig,
     id: &str,
     body: Vec<u8>,
 ) -> Option<Result<(), DeliveryError>> {
@@ -380,7 +570,7 @@ async fn post_within_grace(
     // Two thirds for the POST, the rest for QUIT.
     let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
     tokio::select! {
-        result = ctx.sender.post(&mailbox.webhook, id, body) => Some(result),
+        result = ctx.sender.post(webhook, id, body) => Some(result),
         _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
     }
 }
@@ -390,22 +580,18 @@ async fn post_within_grace(
 /// delivered again. Only records of messages expected to still be on the server count.
 fn detect_renumbering(
     mailbox: &Mailbox,
-    state: &State,
+    records: &HashMap<String, Record>,
     present: &HashSet<&str>,
-) -> Result<bool, StateError> {
-    let expected: Vec<String> = state
-        .records(Some(&mailbox.name))?
-        .into_iter()
-        .filter(|(_, _, r)| !(mailbox.delete && matches!(r, Record::Delivered { .. })))
-        .map(|(_, uidl, _)| uidl)
+) -> bool {
+    let expected: Vec<&str> = records
+        .iter()
+        .filter(|(_, r)| !(mailbox.delete && matches!(r, Record::Delivered { .. })))
+        .map(|(uidl, _)| uidl.as_str())
         .collect();
     if expected.len() < 10 {
-        return Ok(false);
+        return false;
     }
-    let still_listed = expected
-        .iter()
-        .filter(|u| present.contains(u.as_str()))
-        .count();
+    let still_listed = expected.iter().filter(|u| present.contains(*u)).count();
     let vanished = expected.len() - still_listed;
     let new = present.len() - still_listed;
     let renumbered = vanished * 2 > expected.len() && new * 2 >= expected.len();
@@ -418,26 +604,5 @@ fn detect_renumbering(
             "most remembered UIDLs are gone and most listed ones are new: the server may have renumbered its UIDLs (migration?); the new ones are delivered as new messages"
         );
     }
-    Ok(renumbered)
-}
-
-/// DELE; a `-ERR` is logged and the message stays (it is delivered and remembered, so
-/// a later cycle tries again). A broken connection is an error.
-async fn dele(
-    session: &mut Session,
-    mailbox: &str,
-    number: u32,
-    uidl: &str,
-) -> Result<bool, Pop3Error> {
-    match session.dele(number).await {
-        Ok(()) => Ok(true),
-        Err(Pop3Error::Server { reply, .. }) => {
-            warn!(
-                mailbox,
-                uidl, "server refused DELE ({reply}); will try again next cycle"
-            );
-            Ok(false)
-        }
-        Err(other) => Err(other),
-    }
+    renumbered
 }

@@ -137,6 +137,12 @@ impl State {
         Ok(())
     }
 
+    /// Forgets one message.
+    pub fn remove(&self, mailbox: &str, uidl: &str) -> Result<(), StateError> {
+        self.messages.remove(key(mailbox, uidl))?;
+        Ok(())
+    }
+
     /// Every record of one mailbox, or of all mailboxes with `None`, as
     /// (mailbox, uidl, record).
     pub fn records(

@@ -26,6 +26,8 @@ pub struct WebhookConfig {
     pub attachments: AttachmentMode,
     /// Attachments larger than this are sent as metadata (`content_omitted: true`).
     pub max_inline_attachment_size: Option<u64>,
+    /// POSTs in flight at once for one mailbox; 1 keeps strict mailbox order.
+    pub max_in_flight: usize,
     pub retry: RetryPolicy,
 }
 

@@ -196,7 +196,12 @@ async fn gone_disables_the_endpoint_until_the_configuration_changes() {
     .await;
     let receiver = Receiver::start().await;
     receiver.push_replies([Reply::Status(410)]);
-    let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
+    // One POST at a time, so "nothing after the 410" is exact (with more in flight,
+    // those already sent still finish; nothing new starts).
+    let cfg = config(
+        &hook(&receiver, "  max_in_flight: 1"),
+        &mailbox(server.port(), ""),
+    );
 
     let report = once(&cfg).await;
     assert!(report.endpoint_disabled);
@@ -212,7 +217,7 @@ async fn gone_disables_the_endpoint_until_the_configuration_changes() {
 
     // A changed webhook configuration (here a new header) enables it again.
     let fixed = config(
-        &hook(&receiver, "  headers: {X-Fixed: 'yes'}"),
+        &hook(&receiver, "  max_in_flight: 1\n  headers: {X-Fixed: 'yes'}"),
         &mailbox(server.port(), ""),
     );
     let yaml = fixed.yaml.replace(

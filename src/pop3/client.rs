@@ -179,7 +179,16 @@ impl<S: Io> Connection<S> {
         during: &'static str,
         max_total: usize,
     ) -> Result<Bytes, Pop3Error> {
-        let mut decoder = MultiLineDecoder::new(self.max_line, max_total);
+        self.read_body_sized(during, max_total, 0).await
+    }
+
+    async fn read_body_sized(
+        &mut self,
+        during: &'static str,
+        max_total: usize,
+        expected: usize,
+    ) -> Result<Bytes, Pop3Error> {
+        let mut decoder = MultiLineDecoder::with_capacity(self.max_line, max_total, expected);
         loop {
             if let Some(body) = decoder.decode(&mut self.buf)? {
                 trace!(target: WIRE, "S: [{} bytes of {during} data]", body.len());
@@ -472,6 +481,34 @@ impl Session {
     /// Marks a message deleted; it is removed only when [`Session::quit`] succeeds.
     pub async fn dele(&mut self, n: u32) -> Result<(), Pop3Error> {
         self.conn.simple(Command::Dele(n)).await.map(drop)
+    }
+
+    /// The server accepts several commands before their replies (RFC 2449 PIPELINING).
+    pub fn pipelining(&self) -> bool {
+        self.capabilities.has("PIPELINING")
+    }
+
+    /// Sends a command without reading its reply; for [`super::pipeline`].
+    pub(super) async fn send(&mut self, cmd: Command<'_>) -> Result<(), Pop3Error> {
+        self.conn.send(&cmd).await
+    }
+
+    /// Reads the `+OK`/`-ERR` of an earlier command; for [`super::pipeline`].
+    pub(super) async fn read_reply(&mut self, verb: &'static str) -> Result<Bytes, Pop3Error> {
+        self.conn.expect_ok(verb).await
+    }
+
+    /// Reads the status and body of an earlier RETR or TOP; `expected` is the size LIST
+    /// gave, to allocate once. For [`super::pipeline`].
+    pub(super) async fn read_message(
+        &mut self,
+        verb: &'static str,
+        expected: usize,
+    ) -> Result<Bytes, Pop3Error> {
+        self.conn.expect_ok(verb).await?;
+        self.conn
+            .read_body_sized(verb, self.max_message, expected)
+            .await
     }
 
     /// Unmarks every message marked deleted in this session.

@@ -199,10 +199,16 @@ pub struct MultiLineDecoder {
 impl MultiLineDecoder {
     /// `max_line` bounds each line including its terminator; `max_total` bounds the body.
     pub fn new(max_line: usize, max_total: usize) -> Self {
+        Self::with_capacity(max_line, max_total, 0)
+    }
+
+    /// Like `new`, with room for `expected` body bytes reserved up front (LIST's size):
+    /// a large message is then copied once, not re-allocated as it doubles.
+    pub fn with_capacity(max_line: usize, max_total: usize, expected: usize) -> Self {
         MultiLineDecoder {
             max_line,
             max_total,
-            body: BytesMut::new(),
+            body: BytesMut::with_capacity(expected.min(max_total)),
             scanned: 0,
         }
     }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod codec;
 mod command;
 mod error;
+pub mod pipeline;
 
 pub use client::{AuthMethod, ServerConfig, Session, TlsMode};
 pub use error::Pop3Error;

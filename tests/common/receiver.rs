@@ -86,6 +86,9 @@ struct State {
     accepted: Vec<Recorded>,
     queued: VecDeque<Reply>,
     default: Reply,
+    /// Requests being answered right now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 impl Receiver {
@@ -102,6 +105,8 @@ impl Receiver {
                 accepted: Vec::new(),
                 queued: VecDeque::new(),
                 default: Reply::Status(204),
+                in_flight: 0,
+                max_in_flight: 0,
             }),
             accepted: watch::Sender::new(0),
         });
@@ -121,6 +126,11 @@ impl Receiver {
     /// Every request received so far, in order, however it was answered.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        self.state().max_in_flight
     }
 
     /// The requests answered with a 2xx, in order.
@@ -250,9 +260,19 @@ async fn answer(
     let reply = {
         let mut state = shared.state.lock().unwrap();
         state.requests.push(recorded.clone());
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
         let default = state.default;
         state.queued.pop_front().unwrap_or(default)
     };
+    // Counted down when this answer is done, whichever way it ends.
+    struct Leaving<'a>(&'a Shared);
+    impl Drop for Leaving<'_> {
+        fn drop(&mut self) {
+            self.0.state.lock().unwrap().in_flight -= 1;
+        }
+    }
+    let _leaving = Leaving(&shared);
     let mut retry_after = None;
     let status = match reply {
         Reply::Close => return Err(HangUp),

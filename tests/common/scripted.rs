@@ -206,6 +206,12 @@ impl Scripted {
         self.server.shared().sessions
     }
 
+    /// Commands the client sent before it had the reply to the previous one: more than
+    /// zero means it pipelined (which a server without PIPELINING need not accept).
+    pub fn pipelined_commands(&self) -> usize {
+        self.server.shared().pipelined
+    }
+
     /// Messages still in the mailbox; deletions take effect only on a successful QUIT.
     pub fn remaining(&self) -> Vec<Vec<u8>> {
         self.server
@@ -250,6 +256,8 @@ struct Shared {
     commands: Vec<String>,
     sessions: usize,
     deleted_uids: Vec<String>,
+    /// Commands that arrived before the reply to the previous one was written.
+    pipelined: usize,
 }
 
 #[derive(Clone)]
@@ -326,6 +334,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session<'_>,
 ) -> io::Result<End> {
     while let Some(line) = conn.read_line().await? {
+        if conn.buf.contains(&b'\n') {
+            session.server.shared().pipelined += 1;
+        }
         match session.respond(&line) {
             Action::Reply(bytes) => conn.write(&bytes).await?,
             Action::Stall => {

@@ -1,0 +1,556 @@
+//! End-to-end benchmark of `pophook once` (issue 6): a deterministic corpus delivered
+//! into a throwaway Dovecot, pophook run as a child process posting to a local receiver,
+//! wall time and peak RSS measured, and the same mailbox re-delivered and drained by a
+//! bare pipelined POP3 client to measure the floor. Run it with `scripts/bench.sh`.
+//!
+//! # Layout
+//! - `corpus`: the seeded message generator for each scenario.
+//! - `receiver`: a hyper webhook endpoint that answers 204 (optionally after a delay)
+//!   and notes which Message-IDs arrived.
+//! - `child`: runs `pophook once` under GNU time, with a timeout.
+//! - `floor`: the bare pipelined RETR+DELE client, plain or implicit TLS.
+//! - `report`: the table, the issue's targets and the BENCHMARKS.md section.
+//!
+//! Options (after `--` with cargo): `--only 1,3` runs some scenarios; `--quick` runs
+//! small versions and writes nothing; `--no-write` leaves BENCHMARKS.md alone;
+//! `--max-in-flight` passes `webhook.max_in_flight` in scenario 2 (only once pophook
+//! has that key: its configuration rejects unknown keys); `--wrap 'CMD ARGS'` runs
+//! pophook under CMD (e.g. `perf record -g -o /tmp/perf.data --`) and writes nothing;
+//! `--repeat N` runs everything N times and reports the run with the median wall time.
+
+mod child;
+mod corpus;
+mod floor;
+mod receiver;
+mod report;
+
+// The tests' Dovecot fixture, reused as it is (it finds `certs` as `super::certs`).
+#[allow(dead_code)]
+#[path = "../../tests/common/certs.rs"]
+mod certs;
+#[allow(dead_code)]
+#[path = "../../tests/common/dovecot.rs"]
+mod dovecot;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use corpus::Corpus;
+use dovecot::Dovecot;
+use receiver::Receiver;
+use report::{Row, RunResult};
+
+const PASSWORD: &str = "bench-password";
+/// Scenario 4's message, and the `max_message_size` its configuration allows.
+const HUGE: usize = 50 * 1024 * 1024;
+const HUGE_LIMIT: usize = 64 * 1024 * 1024;
+/// Per-command timeout of pophook's POP3 session and of the floor's socket.
+const POP3_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Options {
+    only: Option<Vec<u8>>,
+    quick: bool,
+    write: bool,
+    max_in_flight: bool,
+    wrap: Vec<String>,
+    repeat: usize,
+}
+
+impl Options {
+    fn parse() -> Result<Options, String> {
+        let mut options = Options {
+            only: None,
+            quick: false,
+            write: true,
+            max_in_flight: false,
+            wrap: Vec::new(),
+            repeat: 1,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                // `cargo bench` passes `--bench` to every bench target.
+                "--bench" => {}
+                "--quick" => {
+                    options.quick = true;
+                    options.write = false;
+                }
+                "--no-write" => options.write = false,
+                "--max-in-flight" => options.max_in_flight = true,
+                "--only" => {
+                    let list = args.next().ok_or("--only needs a list, e.g. 1,3")?;
+                    let ids = list
+                        .split(',')
+                        .map(|s| s.trim().parse::<u8>().map_err(|_| format!("--only {list}")))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    options.only = Some(ids);
+                }
+                "--repeat" => {
+                    options.repeat = args
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--repeat needs a count, e.g. 3")?;
+                }
+                "--wrap" => {
+                    let cmd = args.next().ok_or("--wrap needs a command")?;
+                    options.wrap = cmd.split_whitespace().map(String::from).collect();
+                    options.write = false;
+                }
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        Ok(options)
+    }
+
+    fn wants(&self, scenario: u8) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.contains(&scenario))
+    }
+}
+
+/// What one scenario delivers and how it is run.
+struct Scenario {
+    id: u8,
+    corpus: Corpus,
+    /// How long the receiver takes to answer each request.
+    delay: Duration,
+    max_message_size: Option<usize>,
+    /// Bound on each pophook run.
+    timeout: Duration,
+    runs: Vec<Run>,
+}
+
+enum Run {
+    Pophook {
+        tls: bool,
+        max_in_flight: Option<u32>,
+    },
+    Floor {
+        tls: bool,
+    },
+    NotApplicable(String, String),
+}
+
+fn scenarios(options: &Options) -> Vec<Scenario> {
+    // `--quick` checks the harness itself in seconds.
+    let scale = |n: usize| if options.quick { n / 20 } else { n };
+    let in_flight = if options.max_in_flight {
+        vec![
+            Run::Pophook {
+                tls: false,
+                max_in_flight: Some(1),
+            },
+            Run::Pophook {
+                tls: false,
+                max_in_flight: Some(4),
+            },
+        ]
+    } else {
+        vec![
+            Run::Pophook {
+                tls: false,
+                max_in_flight: None,
+            },
+            Run::NotApplicable(
+                report::in_flight_run(4),
+                "n/a: `webhook.max_in_flight` does not exist yet (`--max-in-flight`)".into(),
+            ),
+        ]
+    };
+    let plain_and_floor = || {
+        vec![
+            Run::Pophook {
+                tls: false,
+                max_in_flight: None,
+            },
+            Run::Floor { tls: false },
+        ]
+    };
+    let all = vec![
+        Scenario {
+            id: 1,
+            corpus: corpus::mixed("s1", scale(2000), 1),
+            delay: Duration::ZERO,
+            max_message_size: None,
+            timeout: Duration::from_secs(300),
+            runs: vec![
+                Run::Pophook {
+                    tls: false,
+                    max_in_flight: None,
+                },
+                Run::Floor { tls: false },
+                Run::Pophook {
+                    tls: true,
+                    max_in_flight: None,
+                },
+                Run::Floor { tls: true },
+            ],
+        },
+        Scenario {
+            id: 2,
+            corpus: corpus::mixed("s2", scale(500), 2),
+            delay: Duration::from_millis(20),
+            max_message_size: None,
+            timeout: Duration::from_secs(300),
+            runs: in_flight,
+        },
+        Scenario {
+            id: 3,
+            corpus: corpus::small("s3", scale(10_000), 3),
+            delay: Duration::ZERO,
+            max_message_size: None,
+            timeout: Duration::from_secs(600),
+            runs: plain_and_floor(),
+        },
+        Scenario {
+            id: 4,
+            corpus: corpus::huge("s4", if options.quick { HUGE / 10 } else { HUGE }, 4),
+            delay: Duration::ZERO,
+            max_message_size: Some(HUGE_LIMIT),
+            timeout: Duration::from_secs(300),
+            runs: plain_and_floor(),
+        },
+    ];
+    all.into_iter().filter(|s| options.wants(s.id)).collect()
+}
+
+/// Everything the runs share.
+struct Bench {
+    dovecot: Dovecot,
+    receiver: Receiver,
+    pophook: PathBuf,
+    work: tempfile::TempDir,
+    wrap: Vec<String>,
+    secret: String,
+}
+
+fn main() -> ExitCode {
+    let options = match Options::parse() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !Path::new(child::GNU_TIME).exists() {
+        eprintln!(
+            "error: {} is missing: apt-get install time (scripts/bench.sh does)",
+            child::GNU_TIME
+        );
+        return ExitCode::FAILURE;
+    }
+    // The receiver gets one thread: pophook and Dovecot need the rest of the machine.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("start the receiver's runtime");
+    let bench = Bench {
+        dovecot: Dovecot::start(),
+        receiver: Receiver::start(&runtime),
+        pophook: PathBuf::from(env!("CARGO_BIN_EXE_pophook")),
+        work: tempfile::Builder::new()
+            .prefix("pophook-bench-")
+            .tempdir()
+            .expect("create the bench's work dir"),
+        wrap: options.wrap.clone(),
+        secret: format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        ),
+    };
+    eprintln!(
+        "pophook: {}; Dovecot on 127.0.0.1:{} (plain) and :{} (TLS)",
+        bench.pophook.display(),
+        bench.dovecot.plain_port(),
+        bench.dovecot.tls_port()
+    );
+
+    // Before the runs, so the load average is the one they started under.
+    let machine = report::machine();
+    let mut rows = Vec::new();
+    for scenario in scenarios(&options) {
+        let user = format!("bench{}", scenario.id);
+        bench.dovecot.add_user(&user, PASSWORD);
+        eprintln!(
+            "== scenario {}: {} messages, {:.1} MiB",
+            scenario.id,
+            scenario.corpus.len(),
+            scenario.corpus.bytes() as f64 / 1024.0 / 1024.0
+        );
+        for run in &scenario.runs {
+            let tries = (0..options.repeat)
+                .map(|_| bench.run(&scenario, &user, run))
+                .collect();
+            let row = report::median(tries);
+            let table = report::table(std::slice::from_ref(&row));
+            eprintln!("{}", table.lines().nth(2).unwrap_or_default());
+            rows.push(row);
+        }
+    }
+
+    let table = report::table(&rows);
+    let targets = report::targets(&rows);
+    println!("\n{table}\n{targets}");
+    if options.write {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| {
+            let args: Vec<String> = std::env::args()
+                .skip(1)
+                .filter(|a| a != "--bench")
+                .collect();
+            format!("cargo bench --bench e2e -- {}", args.join(" "))
+        });
+        let date = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .unwrap_or_default();
+        let section = format!(
+            "## {date} — {}\n\nCommand: `{}`\n\n{}\n{table}\n{targets}\n",
+            report::revision(repo),
+            command.trim(),
+            machine,
+        );
+        let path = repo.join("BENCHMARKS.md");
+        match report::append(&path, &section) {
+            Ok(()) => eprintln!("appended the figures to {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if rows.iter().any(Row::is_failure) {
+        eprintln!("error: some runs failed (see the table)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+impl Bench {
+    fn run(&self, scenario: &Scenario, user: &str, run: &Run) -> Row {
+        let corpus = &scenario.corpus;
+        let row = |run: String, result: RunResult| Row {
+            scenario: scenario.id,
+            run,
+            messages: corpus.len(),
+            bytes: corpus.bytes(),
+            result,
+        };
+        let (name, result) = match run {
+            Run::NotApplicable(name, why) => {
+                return row(name.clone(), RunResult::NotApplicable(why.clone()))
+            }
+            Run::Pophook { tls, max_in_flight } => {
+                let name = match max_in_flight {
+                    Some(n) => report::in_flight_run(*n),
+                    None if scenario.id == 2 => report::IN_FLIGHT_ABSENT.into(),
+                    None if *tls => report::POPHOOK_TLS.into(),
+                    None => report::POPHOOK_PLAIN.into(),
+                };
+                (name, self.pophook(scenario, user, *tls, *max_in_flight))
+            }
+            Run::Floor { tls } => {
+                let name = if *tls {
+                    report::FLOOR_TLS
+                } else {
+                    report::FLOOR_PLAIN
+                };
+                (name.to_string(), self.floor(corpus, user, *tls))
+            }
+        };
+        match &result {
+            RunResult::Failed(why) => eprintln!("scenario {}, {name}: FAILED: {why}", scenario.id),
+            RunResult::Measured {
+                problem: Some(why), ..
+            } => eprintln!("scenario {}, {name}: FAILED: {why}", scenario.id),
+            _ => {}
+        }
+        if !matches!(result, RunResult::Measured { problem: None, .. }) {
+            // Leave the mailbox empty for the next run whatever happened.
+            let _ = floor::drain(
+                self.addr(false),
+                user,
+                PASSWORD,
+                floor::Transport::Plain,
+                POP3_TIMEOUT,
+            );
+        }
+        row(name, result)
+    }
+
+    fn addr(&self, tls: bool) -> SocketAddr {
+        let port = if tls {
+            self.dovecot.tls_port()
+        } else {
+            self.dovecot.plain_port()
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn deliver(&self, corpus: &Corpus, user: &str) {
+        for message in &corpus.messages {
+            self.dovecot.deliver(user, message);
+        }
+    }
+
+    fn pophook(
+        &self,
+        scenario: &Scenario,
+        user: &str,
+        tls: bool,
+        max_in_flight: Option<u32>,
+    ) -> RunResult {
+        let corpus = &scenario.corpus;
+        self.deliver(corpus, user);
+        self.receiver.reset(scenario.delay);
+        let dir = match tempfile::tempdir_in(self.work.path()) {
+            Ok(dir) => dir,
+            Err(e) => return RunResult::Failed(format!("temp dir: {e}")),
+        };
+        let config = dir.path().join("pophook.yaml");
+        let yaml = self.config(dir.path(), scenario, user, tls, max_in_flight);
+        if let Err(e) = fs::write(&config, yaml) {
+            return RunResult::Failed(format!("write the config: {e}"));
+        }
+        let child = match child::run_once(
+            &self.pophook,
+            &config,
+            dir.path(),
+            &self.wrap,
+            scenario.timeout,
+        ) {
+            Ok(child) => child,
+            Err(e) => return RunResult::Failed(e),
+        };
+        let received = self.receiver.take();
+        let mut problem = check_arrivals(corpus, &received.message_ids);
+        if problem.is_none() {
+            problem = self.check_empty(user);
+        }
+        if problem.is_none() {
+            if let Some(n) = max_in_flight {
+                if received.max_concurrent > u64::from(n) {
+                    problem = Some(format!(
+                        "{} requests at once with max_in_flight {n}",
+                        received.max_concurrent
+                    ));
+                }
+            }
+        }
+        RunResult::Measured {
+            wall: child.wall,
+            max_rss_kib: Some(child.max_rss_kib),
+            cpu: Some(child.cpu),
+            problem,
+        }
+    }
+
+    fn floor(&self, corpus: &Corpus, user: &str, tls: bool) -> RunResult {
+        self.deliver(corpus, user);
+        let ca_pem = match fs::read(self.dovecot.ca_file()) {
+            Ok(pem) => pem,
+            Err(e) => return RunResult::Failed(format!("read the CA: {e}")),
+        };
+        let transport = if tls {
+            floor::Transport::Tls { ca_pem: &ca_pem }
+        } else {
+            floor::Transport::Plain
+        };
+        match floor::drain(self.addr(tls), user, PASSWORD, transport, POP3_TIMEOUT) {
+            Ok(drained) => {
+                let mut problem = (drained.messages != corpus.len())
+                    .then(|| format!("{} of {} messages drained", drained.messages, corpus.len()));
+                if problem.is_none() && drained.bytes != corpus.bytes() {
+                    problem = Some(format!(
+                        "{} bytes drained, {} delivered",
+                        drained.bytes,
+                        corpus.bytes()
+                    ));
+                }
+                if problem.is_none() {
+                    problem = self.check_empty(user);
+                }
+                RunResult::Measured {
+                    wall: drained.wall,
+                    max_rss_kib: None,
+                    cpu: None,
+                    problem,
+                }
+            }
+            Err(e) => RunResult::Failed(format!("floor: {e}")),
+        }
+    }
+
+    fn check_empty(&self, user: &str) -> Option<String> {
+        match self.dovecot.message_count(user) {
+            0 => None,
+            left => Some(format!("{left} messages left in the mailbox")),
+        }
+    }
+
+    fn config(
+        &self,
+        dir: &Path,
+        scenario: &Scenario,
+        user: &str,
+        tls: bool,
+        max_in_flight: Option<u32>,
+    ) -> String {
+        let mut webhook = format!(
+            "  url: {}\n  timeout: 60s\n  secret: {}\n",
+            self.receiver.url(),
+            self.secret
+        );
+        if let Some(n) = max_in_flight {
+            webhook.push_str(&format!("  max_in_flight: {n}\n"));
+        }
+        let mut mailbox = format!(
+            "  - name: bench\n    host: 127.0.0.1\n    port: {}\n    username: {user}\n    password: {PASSWORD}\n    timeout: {}s\n",
+            if tls { self.dovecot.tls_port() } else { self.dovecot.plain_port() },
+            POP3_TIMEOUT.as_secs(),
+        );
+        if tls {
+            mailbox.push_str(&format!(
+                "    tls: implicit\n    tls_ca_file: {}\n",
+                self.dovecot.ca_file().display()
+            ));
+        } else {
+            mailbox.push_str("    tls: none\n    allow_insecure: true\n");
+        }
+        if let Some(size) = scenario.max_message_size {
+            mailbox.push_str(&format!("    max_message_size: {size}\n"));
+        }
+        format!(
+            "state_dir: {}\nwebhook:\n{webhook}mailboxes:\n{mailbox}",
+            dir.join("state").display()
+        )
+    }
+}
+
+/// Every message arrived exactly once, recognised by its Message-ID.
+fn check_arrivals(corpus: &Corpus, arrived: &[String]) -> Option<String> {
+    let mut arrived = arrived.to_vec();
+    arrived.sort();
+    let mut expected = corpus.message_ids.clone();
+    expected.sort();
+    if arrived == expected {
+        return None;
+    }
+    let missing = expected
+        .iter()
+        .filter(|id| arrived.binary_search(id).is_err())
+        .count();
+    Some(format!(
+        "{} requests for {} messages, {missing} never arrived",
+        arrived.len(),
+        expected.len()
+    ))
+}
