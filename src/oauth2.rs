@@ -86,14 +86,14 @@ pub enum TokenError {
     Invalid { from: String, reason: &'static str },
     #[error("cannot reach the token endpoint {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("the token endpoint {url} refused: HTTP {status}{detail}; check `client_id`, the client secret, the refresh token and `scope`")]
+    #[error("{from} refused: HTTP {status}{detail}; check `client_id`, the client secret, the refresh token and `scope`")]
     Refused {
-        url: String,
+        from: String,
         status: u16,
         detail: String,
     },
-    #[error("the token endpoint {url} sent an answer pophook cannot use: {reason}")]
-    BadAnswer { url: String, reason: String },
+    #[error("the answer from {from} cannot be used: {reason}")]
+    BadAnswer { from: String, reason: String },
 }
 
 impl TokenError {
@@ -204,7 +204,7 @@ impl TokenSource {
             Provider::Command(command) => {
                 let output = run_command(command, self.timeout).await?;
                 if output.trim_start().starts_with('{') {
-                    parse_token_response("the output of `token_command`", 200, output.as_bytes())?
+                    parse_token_response("`token_command`", 200, output.as_bytes())?
                 } else {
                     TokenResponse {
                         access_token: checked_token(&output, "the output of `token_command`")?,
@@ -296,18 +296,19 @@ impl TokenSource {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_OUTPUT {
                 return Err(TokenError::BadAnswer {
-                    url: url.to_string(),
+                    from: format!("the token endpoint {url}"),
                     reason: format!("the answer is larger than {MAX_OUTPUT} bytes"),
                 });
             }
         }
-        parse_token_response(url.as_str(), status, &body).map_err(|e| match e {
+        let from = format!("the token endpoint {url}");
+        parse_token_response(&from, status, &body).map_err(|e| match e {
             TokenError::Refused {
-                url,
+                from,
                 status,
                 detail,
             } => TokenError::Refused {
-                url,
+                from,
                 status,
                 detail: scrub(&detail, secrets),
             },
@@ -322,11 +323,12 @@ fn reuse_for(expires_in: Duration) -> Duration {
     expires_in.saturating_sub(MAX_EXPIRY_MARGIN.min(expires_in / 10))
 }
 
-/// Parses a token endpoint's answer. `from` names it in errors; nothing from the body
+/// Parses a token endpoint's answer. `from` names its sender in errors ("the token
+/// endpoint https://…"); nothing from the body
 /// but the endpoint's own `error` and `error_description` is repeated.
 fn parse_token_response(from: &str, status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
     let bad = |reason: &str| TokenError::BadAnswer {
-        url: from.to_string(),
+        from: from.to_string(),
         reason: reason.to_string(),
     };
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
@@ -343,7 +345,7 @@ fn parse_token_response(from: &str, status: u16, body: &[u8]) -> Result<TokenRes
             _ => String::new(),
         };
         return Err(TokenError::Refused {
-            url: from.to_string(),
+            from: from.to_string(),
             status,
             detail,
         });
@@ -571,24 +573,30 @@ mod tests {
     #[test]
     fn a_token_response_gives_the_token_its_lifetime_and_a_rotated_refresh_token() {
         let body = br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0eXAi.x.y","refresh_token":"rt-2"}"#;
-        let response = parse_token_response("https://t", 200, body).unwrap();
+        let response = parse_token_response("the token endpoint https://t", 200, body).unwrap();
         assert_eq!(response.access_token.expose(), "eyJ0eXAi.x.y");
         assert_eq!(response.expires_in, Some(Duration::from_secs(3599)));
         assert_eq!(response.refresh_token.unwrap().expose(), "rt-2");
 
         let body = br#"{"access_token":"a","expires_in":"120"}"#;
-        let response = parse_token_response("https://t", 200, body).unwrap();
+        let response = parse_token_response("the token endpoint https://t", 200, body).unwrap();
         assert_eq!(response.expires_in, Some(Duration::from_secs(120)));
         assert!(response.refresh_token.is_none());
 
-        let response = parse_token_response("https://t", 200, br#"{"access_token":"a"}"#).unwrap();
+        let response = parse_token_response(
+            "the token endpoint https://t",
+            200,
+            br#"{"access_token":"a"}"#,
+        )
+        .unwrap();
         assert_eq!(response.expires_in, None);
     }
 
     #[test]
     fn unusable_token_responses_are_errors_that_do_not_repeat_the_body() {
-        let error =
-            |status, body: &[u8]| parse_token_response("https://t", status, body).unwrap_err();
+        let error = |status, body: &[u8]| {
+            parse_token_response("the token endpoint https://t", status, body).unwrap_err()
+        };
 
         let e = error(400, br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#);
         assert!(!e.is_transient());

@@ -451,3 +451,21 @@ fn a_tenant_means_the_microsoft_token_endpoint() {
     );
     assert!(!printed.contains(CLIENT_SECRET), "{printed}");
 }
+
+#[tokio::test]
+async fn an_unreachable_token_endpoint_is_transient() {
+    let server = scripted(&["tok-1"], 0).await;
+    let receiver = Receiver::start().await;
+    let cfg = setup(
+        &receiver,
+        &server,
+        "      token_url: http://127.0.0.1:1/token\n      client_id: app\n      client_secret: s\n",
+    );
+    let error = login(&cfg).await.unwrap_err();
+    let text = error.to_string();
+    assert!(error.is_transient() && !error.is_auth(), "{text}");
+    assert!(
+        text.contains("cannot reach the token endpoint http://127.0.0.1:1/token"),
+        "{text}"
+    );
+}
