@@ -5,6 +5,7 @@
 mod common;
 
 use base64::Engine as _;
+use common::dovecot::Dovecot;
 use common::receiver::Receiver;
 use common::scripted::{Script, Scripted};
 use common::setup::{config, message, TestConfig};
@@ -332,6 +333,55 @@ async fn a_token_endpoint_refusing_the_client_is_an_auth_error_and_nothing_is_se
     tokens.push_replies([TokenReply::Error(503, "temporarily_unavailable", "busy")]);
     let error = login(&cfg).await.unwrap_err();
     assert!(error.is_transient() && !error.is_auth(), "{error}");
+}
+
+/// A real Dovecot with `passdb { driver = oauth2 }`, validating each token against the
+/// mock endpoint's introspection: a revoked token is refused with Dovecot's own error
+/// challenge, and the new one gets in.
+#[tokio::test(flavor = "multi_thread")]
+async fn dovecot_accepts_a_fresh_token_after_refusing_a_revoked_one() {
+    let tokens = TokenServer::start(Some(3600)).await;
+    tokens.set_subject("oauth");
+    let dovecot = Dovecot::start_oauth2(&tokens.introspection_url());
+    dovecot.add_user("oauth", "not-used-by-xoauth2");
+    dovecot.deliver("oauth", &message(1));
+    dovecot.deliver("oauth", &message(2));
+    let receiver = Receiver::start().await;
+    let mailbox = format!(
+        "  - name: dovecot-oauth\n    host: {}\n    port: {}\n    tls: none\n    allow_insecure: true\n    username: oauth\n    auth: xoauth2\n    timeout: 10s\n    oauth2:\n{}",
+        dovecot.host(),
+        dovecot.plain_port(),
+        client_credentials(&tokens),
+    );
+    let cfg = config(
+        &format!("  url: {}\n  timeout: 5s", receiver.url()),
+        &mailbox,
+    );
+
+    // A first cycle caches tok-1; then it is revoked.
+    let outcomes = service::once(&cfg.config).await.unwrap();
+    assert!(outcomes[0].is_success(), "{outcomes:?}\n{}", dovecot.log());
+    assert_eq!(receiver.accepted().len(), 2);
+    assert_eq!(dovecot.message_count("oauth"), 0);
+    tokens.revoke("tok-1");
+    dovecot.deliver("oauth", &message(3));
+
+    let outcomes = service::once(&cfg.config).await.unwrap();
+    assert!(outcomes[0].is_success(), "{outcomes:?}\n{}", dovecot.log());
+    assert_eq!(receiver.accepted().len(), 3);
+    assert_eq!(dovecot.message_count("oauth"), 0);
+    assert_eq!(
+        tokens.requests().len(),
+        2,
+        "one refresh after the rejection"
+    );
+    assert!(tokens.introspections() >= 3, "Dovecot checked every token");
+
+    // Revoking every token makes the login an auth error.
+    tokens.revoke("tok-2");
+    tokens.revoke("tok-3");
+    let error = login(&cfg).await.unwrap_err();
+    assert!(error.is_auth(), "{error}");
 }
 
 fn config_error(oauth2_and_more: &str) -> String {

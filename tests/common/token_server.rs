@@ -1,6 +1,8 @@
 //! A mock OAuth2 token endpoint (RFC 6749 §5) for tests: issues `tok-1`, `tok-2`, … with
 //! a chosen `expires_in`, rotates refresh tokens (`rt-1`, `rt-2`, …) like Microsoft,
-//! records every request's form, and can answer with a scripted error instead.
+//! records every request's form, and can answer with a scripted error instead. At
+//! `/introspect` it answers RFC 7662 introspection for the tokens it issued, so a real
+//! Dovecot can validate them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,6 +41,10 @@ struct State {
     issued: usize,
     expires_in: Option<u64>,
     queued: VecDeque<TokenReply>,
+    /// The `username` introspection reports for active tokens.
+    subject: String,
+    revoked: Vec<String>,
+    introspections: usize,
 }
 
 impl TokenServer {
@@ -53,6 +59,9 @@ impl TokenServer {
             issued: 0,
             expires_in,
             queued: VecDeque::new(),
+            subject: "user".to_string(),
+            revoked: Vec::new(),
+            introspections: 0,
         }));
         let server = tokio::spawn(serve(listener, state.clone()));
         TokenServer {
@@ -67,7 +76,27 @@ impl TokenServer {
         format!("http://{}/token", self.addr)
     }
 
-    /// Every request's form, in order.
+    /// `http://127.0.0.1:PORT/introspect`.
+    pub fn introspection_url(&self) -> String {
+        format!("http://{}/introspect", self.addr)
+    }
+
+    /// The user the issued tokens belong to, as introspection reports it.
+    pub fn set_subject(&self, username: &str) {
+        self.state.lock().unwrap().subject = username.to_string();
+    }
+
+    /// From now on introspection says this token is not active.
+    pub fn revoke(&self, token: &str) {
+        self.state.lock().unwrap().revoked.push(token.to_string());
+    }
+
+    /// How many introspection requests were answered.
+    pub fn introspections(&self) -> usize {
+        self.state.lock().unwrap().introspections
+    }
+
+    /// Every token request's form, in order.
     pub fn requests(&self) -> Vec<Form> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -107,10 +136,26 @@ async fn answer(
     state: Arc<Mutex<State>>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let introspect = request.uri().path() == "/introspect";
     let body = request.into_body().collect().await?.to_bytes();
     let form: Form = url::form_urlencoded::parse(&body).into_owned().collect();
     let (status, json) = {
         let mut state = state.lock().unwrap();
+        if introspect {
+            state.introspections += 1;
+            let token = form.get("token").cloned().unwrap_or_default();
+            let issued = token
+                .strip_prefix("tok-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= 1 && n <= state.issued);
+            let active = issued && !state.revoked.contains(&token);
+            let json = if active {
+                serde_json::json!({"active": true, "username": state.subject})
+            } else {
+                serde_json::json!({"active": false})
+            };
+            return Ok(json_response(200, json));
+        }
         let refresh_grant = form.get("grant_type").map(String::as_str) == Some("refresh_token");
         state.requests.push(form);
         match state.queued.pop_front().unwrap_or(TokenReply::Token) {
@@ -135,9 +180,13 @@ async fn answer(
             ),
         }
     };
-    Ok(Response::builder()
+    Ok(json_response(status, json))
+}
+
+fn json_response(status: u16, json: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(json.to_string())))
-        .unwrap())
+        .unwrap()
 }
