@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Yaml};
@@ -11,6 +12,7 @@ use figment::Figment;
 use serde::Deserialize;
 
 use crate::event::AttachmentMode;
+use crate::oauth2::{Provider, TokenSource};
 use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::retry::{Backoff, RetryPolicy};
@@ -143,6 +145,7 @@ struct RawMailbox {
     password_file: Option<PathBuf>,
     password_env: Option<String>,
     auth: Option<AuthMethod>,
+    oauth2: Option<RawOAuth2>,
     #[serde(default, with = "humantime_serde")]
     poll_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -152,6 +155,25 @@ struct RawMailbox {
     commit_every: Option<usize>,
     #[serde(default)]
     webhook: RawWebhook,
+}
+
+/// `mailboxes[].oauth2`: exactly one token source — `token_file`, `token_command`, or
+/// a token endpoint (client credentials, or a refresh token).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth2 {
+    token_file: Option<PathBuf>,
+    token_command: Option<String>,
+    tenant: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_env: Option<String>,
+    refresh_token: Option<Secret>,
+    refresh_token_file: Option<PathBuf>,
+    refresh_token_env: Option<String>,
+    scope: Option<String>,
 }
 
 // ---- loading --------------------------------------------------------------------
@@ -273,18 +295,34 @@ fn validate_mailbox(
     if username.bytes().any(|b| b.is_ascii_control()) {
         return Err(invalid(key("username"), "contains a control character"));
     }
+    let auth = raw.auth.unwrap_or(AuthMethod::User);
+    if raw.oauth2.is_some() && auth != AuthMethod::XOAuth2 {
+        return Err(invalid(
+            key("auth"),
+            "set `auth: xoauth2` to log in with the token from `oauth2`",
+        ));
+    }
     let password = resolve_secret(
         &key("password"),
         raw.password,
         raw.password_file,
         raw.password_env,
-    )?
-    .ok_or_else(|| {
-        invalid(
-            key("password"),
-            "missing; set `password`, `password_file` (e.g. /run/secrets/pop3) or `password_env` (a variable name)",
-        )
-    })?;
+    )?;
+    let password = match (auth, password) {
+        (AuthMethod::XOAuth2, None) => Secret::new(""),
+        (AuthMethod::XOAuth2, Some(_)) => {
+            return Err(invalid(
+                key("password"),
+                "not used with `auth: xoauth2`, which logs in with the token from `oauth2`; remove it",
+            ))
+        }
+        (_, password) => password.ok_or_else(|| {
+            invalid(
+                key("password"),
+                "missing; set `password`, `password_file` (e.g. /run/secrets/pop3) or `password_env` (a variable name)",
+            )
+        })?,
+    };
     if password
         .expose()
         .bytes()
@@ -321,6 +359,14 @@ fn validate_mailbox(
     if timeout.is_zero() {
         return Err(invalid(key("timeout"), "must be more than 0s"));
     }
+    let oauth2 = match raw.oauth2 {
+        Some(oauth2) => Some(Arc::new(validate_oauth2(&key("oauth2"), oauth2, &name, timeout)?)),
+        None if auth == AuthMethod::XOAuth2 => return Err(invalid(
+            key("oauth2"),
+            "missing; `auth: xoauth2` needs a token source: `token_file`, `token_command`, or `client_id` with `tenant` (Microsoft 365) or `token_url`",
+        )),
+        None => None,
+    };
 
     let server = ServerConfig {
         port: raw.port.unwrap_or(tls.default_port()),
@@ -331,7 +377,8 @@ fn validate_mailbox(
         accept_invalid_certs: raw.tls_accept_invalid_certs,
         username,
         password,
-        auth: raw.auth.unwrap_or(AuthMethod::User),
+        auth,
+        oauth2,
         timeout,
         max_line: DEFAULT_MAX_LINE,
         max_message_size: raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
@@ -505,6 +552,159 @@ fn validate_retry(key: &str, raw: RawRetry) -> Result<RetryPolicy, ConfigError> 
         backoff,
         max_rejections: raw.max_rejections.unwrap_or(defaults.max_rejections).max(1),
     })
+}
+
+fn validate_oauth2(
+    base: &str,
+    raw: RawOAuth2,
+    mailbox: &str,
+    timeout: Duration,
+) -> Result<TokenSource, ConfigError> {
+    let key = |field: &str| format!("{base}.{field}");
+    let endpoint_keys: Vec<&str> = [
+        ("tenant", raw.tenant.is_some()),
+        ("token_url", raw.token_url.is_some()),
+        ("client_id", raw.client_id.is_some()),
+        (
+            "client_secret",
+            raw.client_secret.is_some()
+                || raw.client_secret_file.is_some()
+                || raw.client_secret_env.is_some(),
+        ),
+        (
+            "refresh_token",
+            raw.refresh_token.is_some()
+                || raw.refresh_token_file.is_some()
+                || raw.refresh_token_env.is_some(),
+        ),
+        ("scope", raw.scope.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    let mut sources = Vec::new();
+    if raw.token_file.is_some() {
+        sources.push("`token_file`".to_string());
+    }
+    if raw.token_command.is_some() {
+        sources.push("`token_command`".to_string());
+    }
+    if !endpoint_keys.is_empty() {
+        sources.push(format!(
+            "a token endpoint (`{}`)",
+            endpoint_keys.join("`, `")
+        ));
+    }
+    match sources.len() {
+        0 => return Err(invalid(
+            base,
+            "no token source; set `token_file`, `token_command`, or `client_id` with `tenant` (Microsoft 365) or `token_url`",
+        )),
+        1 => {}
+        _ => return Err(invalid(
+            base,
+            format!("give exactly one token source, not {}", sources.join(" and ")),
+        )),
+    }
+
+    let provider = if let Some(path) = raw.token_file {
+        // Read now so a wrong path is reported at startup; it is read again on every login.
+        std::fs::metadata(&path).map_err(|e| {
+            invalid(
+                key("token_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Provider::File(path)
+    } else if let Some(command) = raw.token_command {
+        if command.trim().is_empty() {
+            return Err(invalid(key("token_command"), "is empty"));
+        }
+        Provider::Command(command)
+    } else {
+        let tenant_given = raw.tenant.is_some();
+        let token_url = match (raw.tenant, raw.token_url) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    key("token_url"),
+                    "give `tenant` (Microsoft 365) or `token_url`, not both",
+                ))
+            }
+            (Some(tenant), None) => {
+                let tenant_ok = !tenant.is_empty()
+                    && tenant
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if !tenant_ok {
+                    return Err(invalid(
+                        key("tenant"),
+                        "must be the directory (tenant) ID or a domain such as contoso.onmicrosoft.com",
+                    ));
+                }
+                crate::oauth2::microsoft_token_url(&tenant)
+            }
+            (None, Some(url)) => url,
+            (None, None) => {
+                return Err(invalid(
+                    key("token_url"),
+                    "missing; set `token_url` (Gmail: https://oauth2.googleapis.com/token) or `tenant` (Microsoft 365)",
+                ))
+            }
+        };
+        let token_url = url::Url::parse(&token_url)
+            .map_err(|e| invalid(key("token_url"), format!("not a valid URL: {e}")))?;
+        if token_url.scheme() != "https"
+            && !(token_url.scheme() == "http" && is_loopback(&token_url))
+        {
+            return Err(invalid(
+                key("token_url"),
+                "must be https (plain http only to a loopback address): the request carries the client secret",
+            ));
+        }
+        let client_id = raw
+            .client_id
+            .filter(|id| !id.trim().is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    key("client_id"),
+                    "missing; the application (client) ID the provider issued for pophook",
+                )
+            })?;
+        let client_secret = resolve_secret(
+            &key("client_secret"),
+            raw.client_secret,
+            raw.client_secret_file,
+            raw.client_secret_env,
+        )?;
+        let refresh_token = resolve_secret(
+            &key("refresh_token"),
+            raw.refresh_token,
+            raw.refresh_token_file,
+            raw.refresh_token_env,
+        )?;
+        match refresh_token {
+            Some(refresh_token) => Provider::RefreshToken {
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scope: raw.scope,
+            },
+            None => Provider::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret: client_secret.ok_or_else(|| invalid(
+                    key("client_secret"),
+                    "missing; the client credentials flow needs `client_secret`, `client_secret_file` or `client_secret_env` (or give a `refresh_token` for the refresh-token flow)",
+                ))?,
+                // App-only POP access to Microsoft 365 always asks for this scope.
+                scope: raw.scope.or_else(|| {
+                    tenant_given.then(|| crate::oauth2::MICROSOFT_POP_SCOPE.to_string())
+                }),
+            },
+        }
+    };
+    TokenSource::new(mailbox, provider, timeout).map_err(|reason| invalid(base, reason))
 }
 
 fn is_loopback(url: &url::Url) -> bool {

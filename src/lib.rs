@@ -10,6 +10,8 @@
 //!   multi-line bodies (dot-unstuffing, line and size limits).
 //! - [`pop3::client`]: one POP3 session over TCP or TLS — greeting, CAPA, STLS,
 //!   authentication, UIDL/LIST/RETR/DELE/QUIT — with a timeout on every await.
+//! - [`oauth2`]: access tokens for `auth: xoauth2` from a file, a command or a token
+//!   endpoint (client credentials, refresh token), cached until shortly before expiry.
 //! - [`event`]: raw message bytes → the `email.received` JSON event.
 //! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
 //!   classifies the answer.
@@ -27,6 +29,7 @@
 pub mod config;
 pub mod event;
 pub mod mailbox;
+pub mod oauth2;
 pub mod parked;
 pub mod pop3;
 pub mod receive;

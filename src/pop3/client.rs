@@ -2,6 +2,7 @@
 //! then the transaction commands. It never decides what to delete, and never QUITs
 //! by itself: QUIT commits deletions, so only [`Session::quit`] sends it, on purpose.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use tracing::{trace, warn};
 use super::codec::{self, MultiLineDecoder, Status, StatusDecoder};
 use super::command::Command;
 use super::error::Pop3Error;
+use crate::oauth2::{self, TokenSource};
 use crate::secret::Secret;
 
 /// Where protocol traces go: `RUST_LOG=pophook::wire=trace` shows every command
@@ -51,6 +53,10 @@ pub enum AuthMethod {
     User,
     /// SASL PLAIN (RFC 5034).
     Plain,
+    /// SASL XOAUTH2 with an OAuth2 access token from [`ServerConfig::oauth2`]
+    /// (Microsoft 365, Gmail).
+    #[serde(rename = "xoauth2")]
+    XOAuth2,
 }
 
 /// Everything needed to open an authenticated session; built and validated by `config`.
@@ -64,8 +70,12 @@ pub struct ServerConfig {
     pub ca_pem: Option<Vec<u8>>,
     pub accept_invalid_certs: bool,
     pub username: String,
+    /// For `user` and `plain`; empty with `xoauth2`.
     pub password: Secret,
     pub auth: AuthMethod,
+    /// Where `xoauth2` gets its tokens; `config` sets it exactly when `auth` is `xoauth2`.
+    /// Shared, so every session of a mailbox reuses one cached token.
+    pub oauth2: Option<Arc<TokenSource>>,
     /// Bound on every network wait: connect, handshake, each read and write.
     pub timeout: Duration,
     pub max_line: usize,
@@ -272,8 +282,101 @@ impl<S: Io> Connection<S> {
                 self.send(&Command::SaslResponse(&response)).await?;
                 self.expect_ok("AUTH").await.map_err(auth_err)?;
             }
+            AuthMethod::XOAuth2 => {
+                let tokens = cfg
+                    .oauth2
+                    .as_ref()
+                    .ok_or(Pop3Error::Token(oauth2::TokenError::NotConfigured))?;
+                self.xoauth2(&cfg.username, tokens).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Logs in with a (cached) token; if the server rejects it, once more with a new
+    /// one, because a cached token can be revoked or expire early.
+    async fn xoauth2(&mut self, username: &str, tokens: &TokenSource) -> Result<(), Pop3Error> {
+        let mut form = XOAuth2Form::TwoStep;
+        let token = tokens.token().await?;
+        let rejection = match self.xoauth2_attempt(username, &token, &mut form).await? {
+            None => return Ok(()),
+            Some(rejection) => rejection,
+        };
+        // [IN-USE], [LOGIN-DELAY], [SYS/TEMP]: the token is fine, the server is busy.
+        if rejection.is_transient() {
+            return Err(Pop3Error::Auth(rejection.reply));
+        }
+        let token = tokens.refresh(&token).await?;
+        match self.xoauth2_attempt(username, &token, &mut form).await? {
+            None => Ok(()),
+            Some(rejection) if rejection.is_transient() => Err(Pop3Error::Auth(rejection.reply)),
+            Some(Rejection { reply, challenge }) => Err(Pop3Error::TokenRejected {
+                reply,
+                challenge: challenge
+                    .map(|c| format!(" (server said: {c})"))
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// One XOAUTH2 exchange: `None` when logged in, the rejection otherwise. Two-step
+    /// first (Microsoft 365 needs it); a server that refuses `AUTH XOAUTH2` alone gets
+    /// the initial-response form, and keeps getting it in this session.
+    async fn xoauth2_attempt(
+        &mut self,
+        username: &str,
+        token: &Secret,
+        form: &mut XOAuth2Form,
+    ) -> Result<Option<Rejection>, Pop3Error> {
+        let response = oauth2::xoauth2_response(username, token);
+        if *form == XOAuth2Form::TwoStep {
+            self.send(&Command::AuthXOAuth2(None)).await?;
+            match self.read_status("AUTH").await? {
+                Status::Continue(_) => {
+                    self.send(&Command::SaslResponse(&response)).await?;
+                    return self.xoauth2_outcome().await;
+                }
+                Status::Err(reply) => {
+                    trace!(target: WIRE, "AUTH XOAUTH2 without a response refused ({reply}); sending it on one line");
+                    *form = XOAuth2Form::InitialResponse;
+                }
+                Status::Ok(_) => {
+                    return Err(Pop3Error::Protocol {
+                        command: "AUTH",
+                        detail: "+OK before any credentials were sent".into(),
+                    })
+                }
+            }
+        }
+        self.send(&Command::AuthXOAuth2(Some(&response))).await?;
+        self.xoauth2_outcome().await
+    }
+
+    /// The server's verdict on an XOAUTH2 response. A refusal may come as an error
+    /// challenge (`+ <base64 JSON>`) that the client acknowledges with an empty line
+    /// before the final -ERR (Gmail does this).
+    async fn xoauth2_outcome(&mut self) -> Result<Option<Rejection>, Pop3Error> {
+        match self.read_status("AUTH").await? {
+            Status::Ok(_) => Ok(None),
+            Status::Err(reply) => Ok(Some(Rejection {
+                reply,
+                challenge: None,
+            })),
+            Status::Continue(challenge) => {
+                self.send(&Command::SaslEmpty).await?;
+                match self.read_status("AUTH").await? {
+                    Status::Err(reply) => Ok(Some(Rejection {
+                        reply,
+                        challenge: oauth2::describe_challenge(&challenge),
+                    })),
+                    Status::Ok(_) => Ok(None),
+                    Status::Continue(_) => Err(Pop3Error::Protocol {
+                        command: "AUTH",
+                        detail: "a second SASL challenge after the XOAUTH2 error challenge".into(),
+                    }),
+                }
+            }
+        }
     }
 
     fn boxed(self) -> Connection<Box<dyn Io>>
@@ -287,6 +390,28 @@ impl<S: Io> Connection<S> {
             timeout: self.timeout,
             max_line: self.max_line,
         }
+    }
+}
+
+/// How this session sends the XOAUTH2 response.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum XOAuth2Form {
+    /// `AUTH XOAUTH2`, then the response after the server's `+`.
+    TwoStep,
+    /// `AUTH XOAUTH2 <response>` (RFC 4954-style initial response).
+    InitialResponse,
+}
+
+/// The server said no to an XOAUTH2 login.
+struct Rejection {
+    reply: super::codec::ErrReply,
+    /// The decoded error challenge, if the server sent one.
+    challenge: Option<String>,
+}
+
+impl Rejection {
+    fn is_transient(&self) -> bool {
+        Pop3Error::Auth(self.reply.clone()).is_transient()
     }
 }
 

@@ -14,6 +14,11 @@ pub enum Command<'a> {
     AuthPlain,
     /// A SASL response line (base64 of the credentials).
     SaslResponse(&'a Secret),
+    /// `AUTH XOAUTH2`, alone (the response follows as [`Command::SaslResponse`]) or
+    /// with the base64 response on the same line, which carries the OAuth2 token.
+    AuthXOAuth2(Option<&'a Secret>),
+    /// The empty line that answers a SASL error challenge, so the server can say -ERR.
+    SaslEmpty,
     Stat,
     Uidl,
     List,
@@ -31,6 +36,8 @@ impl Command<'_> {
         let line = match self {
             Command::Pass(secret) => format!("PASS {}", secret.expose()),
             Command::SaslResponse(secret) => secret.expose().to_string(),
+            Command::AuthXOAuth2(Some(secret)) => format!("AUTH XOAUTH2 {}", secret.expose()),
+            Command::SaslEmpty => String::new(),
             other => other.to_string(),
         };
         let mut bytes = line.into_bytes();
@@ -47,6 +54,8 @@ impl Command<'_> {
             Command::Pass(_) => "PASS",
             Command::AuthPlain => "AUTH",
             Command::SaslResponse(_) => "AUTH",
+            Command::AuthXOAuth2(_) => "AUTH",
+            Command::SaslEmpty => "AUTH",
             Command::Stat => "STAT",
             Command::Uidl => "UIDL",
             Command::List => "LIST",
@@ -69,6 +78,9 @@ impl fmt::Display for Command<'_> {
             Command::Pass(_) => f.write_str("PASS [redacted]"),
             Command::AuthPlain => f.write_str("AUTH PLAIN"),
             Command::SaslResponse(_) => f.write_str("[redacted SASL response]"),
+            Command::AuthXOAuth2(None) => f.write_str("AUTH XOAUTH2"),
+            Command::AuthXOAuth2(Some(_)) => f.write_str("AUTH XOAUTH2 [redacted]"),
+            Command::SaslEmpty => f.write_str("[empty line: acknowledging the server's error]"),
             Command::Retr(n) => write!(f, "RETR {n}"),
             Command::Top(n, lines) => write!(f, "TOP {n} {lines}"),
             Command::Dele(n) => write!(f, "DELE {n}"),
@@ -92,6 +104,16 @@ mod tests {
         let response = Command::SaslResponse(&sasl);
         assert_eq!(response.to_wire(), b"AHVzZXIAaHVudGVyMg==\r\n");
         assert!(!response.to_string().contains("AHVz"));
+
+        let xoauth2 = Secret::new("dXNlcj1hAWF1dGg9QmVhcmVyIHRvawEB");
+        let one_line = Command::AuthXOAuth2(Some(&xoauth2));
+        assert_eq!(
+            one_line.to_wire(),
+            b"AUTH XOAUTH2 dXNlcj1hAWF1dGg9QmVhcmVyIHRvawEB\r\n"
+        );
+        assert_eq!(one_line.to_string(), "AUTH XOAUTH2 [redacted]");
+        assert_eq!(Command::AuthXOAuth2(None).to_wire(), b"AUTH XOAUTH2\r\n");
+        assert_eq!(Command::SaslEmpty.to_wire(), b"\r\n");
     }
 
     #[test]

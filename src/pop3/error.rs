@@ -5,6 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use super::codec::{CodecError, ErrReply, ResponseCode};
+use crate::oauth2::TokenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Pop3Error {
@@ -39,6 +40,15 @@ pub enum Pop3Error {
     InsecureRefused,
     #[error("login rejected: {0}; check username and password")]
     Auth(ErrReply),
+    #[error("cannot get an OAuth2 token: {0}")]
+    Token(#[from] TokenError),
+    /// The server refused a cached token and then a newly fetched one.
+    #[error("XOAUTH2 login rejected, also with a newly fetched token: {reply}{challenge}; check that `username` is the mailbox the token is for, that the token's scope allows POP (Microsoft 365: https://outlook.office365.com/.default, Gmail: https://mail.google.com/) and that POP is enabled for the mailbox")]
+    TokenRejected {
+        reply: ErrReply,
+        /// The server's decoded error challenge, as " (server said: ...)", or empty.
+        challenge: String,
+    },
     #[error("{command} failed: {reply}")]
     Server {
         command: &'static str,
@@ -58,6 +68,7 @@ impl Pop3Error {
     pub fn code(&self) -> Option<&ResponseCode> {
         match self {
             Pop3Error::Auth(reply)
+            | Pop3Error::TokenRejected { reply, .. }
             | Pop3Error::StlsRefused(reply)
             | Pop3Error::Server { reply, .. } => reply.code.as_ref(),
             _ => None,
@@ -72,6 +83,7 @@ impl Pop3Error {
             | Pop3Error::Timeout { .. }
             | Pop3Error::Closed { .. }
             | Pop3Error::Io { .. } => true,
+            Pop3Error::Token(e) => e.is_transient(),
             _ => matches!(
                 self.code(),
                 Some(ResponseCode::InUse | ResponseCode::LoginDelay | ResponseCode::SysTemp)
@@ -80,8 +92,12 @@ impl Pop3Error {
     }
 
     /// Credentials or configuration are wrong: retrying quickly could lock the account.
+    /// A token endpoint refusing the client's credentials counts too.
     pub fn is_auth(&self) -> bool {
-        matches!(self, Pop3Error::Auth(_)) && !self.is_transient()
+        matches!(
+            self,
+            Pop3Error::Auth(_) | Pop3Error::TokenRejected { .. } | Pop3Error::Token(_)
+        ) && !self.is_transient()
     }
 
     pub fn is_timeout(&self) -> bool {

@@ -57,6 +57,33 @@ impl Dovecot {
     /// Starts a fresh Dovecot with no users, listening on two new loopback ports, and
     /// returns once both answer with a `+OK` greeting.
     pub fn start() -> Dovecot {
+        Dovecot::start_with(|_| String::new())
+    }
+
+    /// Like [`Dovecot::start`], and also offers SASL XOAUTH2, accepting a token when
+    /// `introspection_url` (RFC 7662, token POSTed as a form) says it is `active` for
+    /// a `username` that is the login name. Users still need [`Dovecot::add_user`].
+    pub fn start_oauth2(introspection_url: &str) -> Dovecot {
+        Dovecot::start_with(|dir| {
+            let ext = dir.join("oauth2.conf.ext");
+            fs::write(
+                &ext,
+                format!(
+                    "introspection_mode = post\nintrospection_url = {introspection_url}\n\
+                     username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+                ),
+            )
+            .unwrap();
+            format!(
+                "auth_mechanisms = plain login xoauth2\n\
+                 passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {}\n}}\n",
+                ext.display()
+            )
+        })
+    }
+
+    /// `extra` is appended to the configuration; it gets the server's directory.
+    fn start_with(extra: impl Fn(&Path) -> String) -> Dovecot {
         require_dovecot();
         let dir = tempfile::Builder::new()
             .prefix("pophook-dovecot-")
@@ -77,7 +104,8 @@ impl Dovecot {
             // Only a port clash is worth another attempt; start each with an empty log.
             let _ = fs::remove_file(dir.path().join("dovecot.log"));
             let conf = dir.path().join("dovecot.conf");
-            fs::write(&conf, config(dir.path(), &certs, plain_port, tls_port)).unwrap();
+            let text = config(dir.path(), &certs, plain_port, tls_port) + &extra(dir.path());
+            fs::write(&conf, text).unwrap();
             let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
             let mut master = Command::new(DOVECOT)
                 .arg("-F")

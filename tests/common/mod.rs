@@ -1,5 +1,6 @@
 //! Shared test fixtures: a real Dovecot, a recording HTTP receiver, a scripted POP3
-//! server for faults Dovecot won't produce on demand, and throwaway TLS certificates.
+//! server for faults Dovecot won't produce on demand, a mock OAuth2 token endpoint,
+//! and throwaway TLS certificates.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod certs;
@@ -8,3 +9,4 @@ pub mod proxy;
 pub mod receiver;
 pub mod scripted;
 pub mod setup;
+pub mod token_server;

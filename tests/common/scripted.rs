@@ -1,4 +1,4 @@
-//! A scripted in-process POP3 server (RFC 1939, with CAPA, STLS and SASL PLAIN) over one
+//! A scripted in-process POP3 server (RFC 1939, with CAPA, STLS, SASL PLAIN and XOAUTH2) over one
 //! shared in-memory mailbox, with knobs to misbehave in ways Dovecot won't on demand.
 //!
 //! The protocol logic is [`Session::respond`], which turns one command line into an
@@ -51,6 +51,15 @@ pub struct Script {
     pub capa: bool,
     /// CAPA lists "SASL PLAIN" and AUTH PLAIN works, with or without an initial response.
     pub sasl_plain: bool,
+    /// `Some(tokens)`: CAPA lists XOAUTH2 and `AUTH XOAUTH2` logs in `user` with exactly
+    /// `user=<user>^Aauth=Bearer <token>^A^A` for one of these tokens (change them with
+    /// [`Scripted::set_xoauth2_tokens`], e.g. to expire one), two-step or on one line.
+    /// Other responses get a Gmail-style error challenge, then -ERR.
+    pub xoauth2: Option<Vec<String>>,
+    /// `AUTH XOAUTH2` without the response on the same line answers -ERR.
+    pub xoauth2_one_line_only: bool,
+    /// A rejected XOAUTH2 response gets -ERR at once instead of an error challenge.
+    pub xoauth2_plain_reject: bool,
     pub user: String,
     pub password: String,
     /// Sent instead of "+OK" when PASS or AUTH would succeed, e.g. "-ERR [IN-USE] locked".
@@ -82,6 +91,9 @@ impl Default for Script {
             implicit_tls: false,
             capa: true,
             sasl_plain: true,
+            xoauth2: None,
+            xoauth2_one_line_only: false,
+            xoauth2_plain_reject: false,
             user: "user".to_string(),
             password: "secret".to_string(),
             login_error: None,
@@ -107,6 +119,9 @@ impl fmt::Debug for Script {
             .field("implicit_tls", &self.implicit_tls)
             .field("capa", &self.capa)
             .field("sasl_plain", &self.sasl_plain)
+            .field("xoauth2", &self.xoauth2.as_ref().map(|t| t.len()))
+            .field("xoauth2_one_line_only", &self.xoauth2_one_line_only)
+            .field("xoauth2_plain_reject", &self.xoauth2_plain_reject)
             .field("user", &self.user)
             .field("password", &"[redacted]")
             .field("login_error", &self.login_error)
@@ -175,11 +190,13 @@ impl Scripted {
                 data: Arc::from(data.as_slice()),
             })
             .collect();
+        let xoauth2_tokens = script.xoauth2.clone().unwrap_or_default();
         let server = Arc::new(Server {
             script,
             acceptor,
             shared: Mutex::new(Shared {
                 mailbox,
+                xoauth2_tokens,
                 ..Shared::default()
             }),
         });
@@ -222,6 +239,11 @@ impl Scripted {
             .collect()
     }
 
+    /// Replaces the XOAUTH2 tokens accepted from now on.
+    pub fn set_xoauth2_tokens(&self, tokens: &[&str]) {
+        self.server.shared().xoauth2_tokens = tokens.iter().map(|t| t.to_string()).collect();
+    }
+
     /// UIDs removed by committed QUITs, in order of removal.
     pub fn deleted_uids(&self) -> Vec<String> {
         self.server.shared().deleted_uids.clone()
@@ -258,6 +280,7 @@ struct Shared {
     deleted_uids: Vec<String>,
     /// Commands that arrived before the reply to the previous one was written.
     pipelined: usize,
+    xoauth2_tokens: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -428,6 +451,10 @@ enum Auth {
     User(String),
     /// "AUTH PLAIN" without an initial response was answered "+ "; the next line is it.
     AwaitingPlain,
+    /// "AUTH XOAUTH2" was answered "+ "; the next line is the response.
+    AwaitingXOAuth2,
+    /// An XOAUTH2 error challenge was sent; the client's (empty) line gets -ERR.
+    AwaitingXOAuth2Ack,
 }
 
 /// The mailbox as one session sees it: a snapshot taken at login plus its DELE marks.
@@ -478,8 +505,14 @@ impl<'a> Session<'a> {
     fn respond(&mut self, line: &[u8]) -> Action {
         self.record(line);
         let text = String::from_utf8_lossy(line);
-        if let State::Authorization(Auth::AwaitingPlain) = self.state {
-            return self.plain_response(&text);
+        match self.state {
+            State::Authorization(Auth::AwaitingPlain) => return self.plain_response(&text),
+            State::Authorization(Auth::AwaitingXOAuth2) => return self.xoauth2_response(&text),
+            State::Authorization(Auth::AwaitingXOAuth2Ack) => {
+                self.state = State::Authorization(Auth::Start);
+                return err("[AUTH] Invalid credentials (Failure)");
+            }
+            _ => {}
         }
         let mut words = text.split(' ');
         let verb = words.next().unwrap_or_default().to_ascii_uppercase();
@@ -536,6 +569,19 @@ impl<'a> Session<'a> {
                         _ => err("syntax error"),
                     }
                 }
+                ("AUTH", [mech, rest @ ..])
+                    if self.script.xoauth2.is_some() && mech.eq_ignore_ascii_case("XOAUTH2") =>
+                {
+                    match rest {
+                        [] if self.script.xoauth2_one_line_only => err("initial response required"),
+                        [] => {
+                            *auth = Auth::AwaitingXOAuth2;
+                            Action::Reply(b"+ \r\n".to_vec())
+                        }
+                        [initial] => self.xoauth2_response(initial),
+                        _ => err("syntax error"),
+                    }
+                }
                 ("STLS", []) => self.stls(),
                 _ => err("unknown command"),
             },
@@ -553,8 +599,11 @@ impl<'a> Session<'a> {
         if self.script.uidl {
             capa.push_str("UIDL\r\n");
         }
-        if self.script.sasl_plain {
-            capa.push_str("SASL PLAIN\r\n");
+        match (self.script.sasl_plain, self.script.xoauth2.is_some()) {
+            (true, true) => capa.push_str("SASL PLAIN XOAUTH2\r\n"),
+            (true, false) => capa.push_str("SASL PLAIN\r\n"),
+            (false, true) => capa.push_str("SASL XOAUTH2\r\n"),
+            (false, false) => {}
         }
         if !self.tls
             && matches!(
@@ -604,10 +653,41 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The XOAUTH2 response: base64 of `user=<user>^Aauth=Bearer <token>^A^A`, checked
+    /// byte for byte against the accepted tokens.
+    fn xoauth2_response(&mut self, response: &str) -> Action {
+        self.state = State::Authorization(Auth::Start);
+        if response == "*" {
+            return err("AUTH cancelled");
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(response)
+            .unwrap_or_default();
+        let accepted = self.server.shared().xoauth2_tokens.iter().any(|token| {
+            decoded
+                == format!("user={}\x01auth=Bearer {token}\x01\x01", self.script.user).as_bytes()
+        });
+        if accepted {
+            return self.open_maildrop();
+        }
+        if self.script.xoauth2_plain_reject {
+            return err("[AUTH] Invalid credentials");
+        }
+        self.state = State::Authorization(Auth::AwaitingXOAuth2Ack);
+        let challenge = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#);
+        Action::Reply(format!("+ {challenge}\r\n").into_bytes())
+    }
+
     fn login(&mut self, user: &str, password: &str) -> Action {
         if user != self.script.user || password != self.script.password {
             return err("[AUTH] invalid credentials");
         }
+        self.open_maildrop()
+    }
+
+    /// A successful login: `login_error` if set, else the TRANSACTION state.
+    fn open_maildrop(&mut self) -> Action {
         if let Some(reply) = &self.script.login_error {
             return Action::Reply(format!("{reply}\r\n").into_bytes());
         }

@@ -1,0 +1,724 @@
+//! OAuth2 access tokens for `auth: xoauth2`: where they come from (a file, a command or
+//! a token endpoint), how long one is reused, and the SASL XOAUTH2 string that carries it.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::AsyncReadExt;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::{debug, info};
+use url::Url;
+
+use crate::secret::Secret;
+
+/// A token file, command output or token endpoint answer larger than this is refused;
+/// access tokens are a few KiB at most.
+const MAX_OUTPUT: usize = 64 * 1024;
+/// A token is refreshed this long before it expires at most (10% of its lifetime for
+/// short-lived ones), so it cannot expire between fetching it and logging in.
+const MAX_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// The token endpoint Microsoft 365 uses for a tenant (a GUID or a domain).
+pub fn microsoft_token_url(tenant: &str) -> String {
+    format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
+}
+
+/// The scope for app-only POP access to Microsoft 365 mailboxes.
+pub const MICROSOFT_POP_SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// Where access tokens come from; built and validated by `config`.
+pub enum Provider {
+    /// Read on every login: whatever renews the file owns the token's expiry.
+    File(PathBuf),
+    /// `sh -c COMMAND` on every login; its trimmed stdout is the token, or an OAuth2
+    /// token response (JSON), whose `expires_in` then lets the token be reused.
+    Command(String),
+    /// RFC 6749 §4.4: the application's own credentials (Microsoft 365 app-only access).
+    ClientCredentials {
+        token_url: Url,
+        client_id: String,
+        client_secret: Secret,
+        scope: Option<String>,
+    },
+    /// RFC 6749 §6: a long-lived refresh token from a one-time user consent (Gmail).
+    RefreshToken {
+        token_url: Url,
+        client_id: String,
+        client_secret: Option<Secret>,
+        refresh_token: Secret,
+        scope: Option<String>,
+    },
+}
+
+/// Prints where tokens come from, never a secret, and not the command (it may hold one).
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provider::File(path) => write!(f, "token_file {}", path.display()),
+            Provider::Command(_) => f.write_str("token_command"),
+            Provider::ClientCredentials { token_url, .. } => {
+                write!(f, "client credentials at {token_url}")
+            }
+            Provider::RefreshToken { token_url, .. } => write!(f, "refresh token at {token_url}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("`auth: xoauth2` is set but the mailbox has no `oauth2` token source")]
+    NotConfigured,
+    #[error("cannot read the token file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The command's stderr is never included: it may print credentials.
+    #[error("`token_command` {detail}")]
+    Command { detail: String, timed_out: bool },
+    #[error("{from} is not a usable access token: {reason}")]
+    Invalid { from: String, reason: &'static str },
+    #[error("cannot reach the token endpoint {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{from} refused: HTTP {status}{detail}; check `client_id`, the client secret, the refresh token and `scope`")]
+    Refused {
+        from: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("the answer from {from} cannot be used: {reason}")]
+    BadAnswer { from: String, reason: String },
+}
+
+impl TokenError {
+    /// Worth trying again soon: the endpoint was unreachable or overloaded, or the
+    /// command was too slow. Everything else needs the configuration fixed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TokenError::Unreachable { .. } => true,
+            TokenError::Refused { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            TokenError::Command { timed_out, .. } => *timed_out,
+            _ => false,
+        }
+    }
+}
+
+/// One mailbox's tokens: fetched on demand, reused until shortly before they expire.
+pub struct TokenSource {
+    /// For logs.
+    mailbox: String,
+    provider: Provider,
+    /// Bound on a token request or command.
+    timeout: Duration,
+    http: reqwest::Client,
+    /// Held across a fetch, so concurrent logins of one mailbox fetch once.
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    token: Option<Cached>,
+    /// The newest refresh token, when the endpoint rotated it (Microsoft does on every
+    /// use). Kept in memory only: a restart starts again from the configured one.
+    rotated_refresh_token: Option<Secret>,
+}
+
+struct Cached {
+    token: Secret,
+    reuse_until: Instant,
+}
+
+/// A token endpoint's successful answer (RFC 6749 §5.1).
+#[derive(Debug)]
+struct TokenResponse {
+    access_token: Secret,
+    expires_in: Option<Duration>,
+    refresh_token: Option<Secret>,
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSource {
+    /// `timeout` bounds each token request and command run.
+    pub fn new(mailbox: &str, provider: Provider, timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            // The request carries credentials; a redirect would resend them elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pophook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client for the token endpoint: {e}"))?;
+        Ok(TokenSource {
+            mailbox: mailbox.to_string(),
+            provider,
+            timeout,
+            http,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// A token to log in with: the cached one while it is fresh, else a new one.
+    pub async fn token(&self) -> Result<Secret, TokenError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = &cache.token {
+            if Instant::now() < cached.reuse_until {
+                return Ok(cached.token.clone());
+            }
+        }
+        self.fetch(&mut cache).await
+    }
+
+    /// A new token after the server rejected `rejected` (revoked, or expired early).
+    /// If another login already replaced it, that newer token is returned instead.
+    pub async fn refresh(&self, rejected: &Secret) -> Result<Secret, TokenError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = &cache.token {
+            if cached.token != *rejected && Instant::now() < cached.reuse_until {
+                return Ok(cached.token.clone());
+            }
+        }
+        info!(mailbox = %self.mailbox, "the server rejected the OAuth2 token; getting a new one");
+        cache.token = None;
+        self.fetch(&mut cache).await
+    }
+
+    async fn fetch(&self, cache: &mut Cache) -> Result<Secret, TokenError> {
+        let response = match &self.provider {
+            Provider::File(path) => TokenResponse {
+                access_token: read_token_file(path).await?,
+                expires_in: None,
+                refresh_token: None,
+            },
+            Provider::Command(command) => {
+                let output = run_command(command, self.timeout).await?;
+                if output.trim_start().starts_with('{') {
+                    parse_token_response("`token_command`", 200, output.as_bytes())?
+                } else {
+                    TokenResponse {
+                        access_token: checked_token(&output, "the output of `token_command`")?,
+                        expires_in: None,
+                        refresh_token: None,
+                    }
+                }
+            }
+            Provider::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => {
+                let mut form = vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_secret", client_secret.expose()),
+                ];
+                form.extend(scope.as_deref().map(|s| ("scope", s)));
+                self.request(token_url, &form, &[client_secret]).await?
+            }
+            Provider::RefreshToken {
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scope,
+            } => {
+                let refresh_token = cache
+                    .rotated_refresh_token
+                    .as_ref()
+                    .unwrap_or(refresh_token);
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.expose()),
+                    ("client_id", client_id),
+                ];
+                form.extend(
+                    client_secret
+                        .as_ref()
+                        .map(|s| ("client_secret", s.expose())),
+                );
+                form.extend(scope.as_deref().map(|s| ("scope", s)));
+                let secrets: Vec<&Secret> = [Some(refresh_token), client_secret.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let response = self.request(token_url, &form, &secrets).await?;
+                if let Some(rotated) = &response.refresh_token {
+                    debug!(mailbox = %self.mailbox, "the token endpoint rotated the refresh token; using the new one from now on");
+                    cache.rotated_refresh_token = Some(rotated.clone());
+                }
+                response
+            }
+        };
+        let reuse_for = response.expires_in.map(reuse_for).unwrap_or_default();
+        debug!(mailbox = %self.mailbox, source = ?self.provider, ?reuse_for, "got an OAuth2 access token");
+        cache.token = (!reuse_for.is_zero()).then(|| Cached {
+            token: response.access_token.clone(),
+            reuse_until: Instant::now() + reuse_for,
+        });
+        Ok(response.access_token)
+    }
+
+    /// POSTs `form` to the token endpoint. `secrets` are blanked out of any error text
+    /// the endpoint sends back, in case it echoes what it got.
+    async fn request(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        secrets: &[&Secret],
+    ) -> Result<TokenResponse, TokenError> {
+        let unreachable = |e: reqwest::Error| TokenError::Unreachable {
+            url: url.to_string(),
+            reason: error_chain(&e.without_url()),
+        };
+        let mut response = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(form)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_OUTPUT {
+                return Err(TokenError::BadAnswer {
+                    from: format!("the token endpoint {url}"),
+                    reason: format!("the answer is larger than {MAX_OUTPUT} bytes"),
+                });
+            }
+        }
+        let from = format!("the token endpoint {url}");
+        parse_token_response(&from, status, &body).map_err(|e| match e {
+            TokenError::Refused {
+                from,
+                status,
+                detail,
+            } => TokenError::Refused {
+                from,
+                status,
+                detail: scrub(&detail, secrets),
+            },
+            other => other,
+        })
+    }
+}
+
+/// How long a token that expires in `expires_in` is reused: up to a minute less, and
+/// at most 90% of its lifetime, so short-lived tokens are still reused a little.
+fn reuse_for(expires_in: Duration) -> Duration {
+    expires_in.saturating_sub(MAX_EXPIRY_MARGIN.min(expires_in / 10))
+}
+
+/// Parses a token endpoint's answer. `from` names its sender in errors ("the token
+/// endpoint https://…"); nothing from the body
+/// but the endpoint's own `error` and `error_description` is repeated.
+fn parse_token_response(from: &str, status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
+    let bad = |reason: &str| TokenError::BadAnswer {
+        from: from.to_string(),
+        reason: reason.to_string(),
+    };
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if !(200..300).contains(&status) {
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|j| j.get(name))
+                .and_then(|v| v.as_str())
+                .map(loggable)
+        };
+        let detail = match (field("error"), field("error_description")) {
+            (Some(error), Some(description)) => format!(" ({error}: {description})"),
+            (Some(error), None) => format!(" ({error})"),
+            _ => String::new(),
+        };
+        return Err(TokenError::Refused {
+            from: from.to_string(),
+            status,
+            detail,
+        });
+    }
+    let json = json.ok_or_else(|| bad("not JSON"))?;
+    let access_token = match json.get("access_token") {
+        Some(serde_json::Value::String(token)) => {
+            checked_token(token, &format!("the access_token from {from}"))?
+        }
+        _ => return Err(bad("no `access_token` string in it")),
+    };
+    if let Some(kind) = json.get("token_type").and_then(|t| t.as_str()) {
+        if !kind.eq_ignore_ascii_case("bearer") {
+            return Err(bad("`token_type` is not Bearer, which XOAUTH2 needs"));
+        }
+    }
+    // A number per RFC 6749; some endpoints send it as a string.
+    let expires_in = match json.get("expires_in") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(Duration::from_secs),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok().map(Duration::from_secs),
+        Some(_) => None,
+    };
+    let refresh_token = json
+        .get("refresh_token")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    Ok(TokenResponse {
+        access_token,
+        expires_in,
+        refresh_token,
+    })
+}
+
+/// A token as read or received, trimmed. An access token is one word of printable
+/// ASCII (RFC 6750 `b64token`); anything else would break the XOAUTH2 string.
+fn checked_token(raw: &str, from: &str) -> Result<Secret, TokenError> {
+    let token = raw.trim();
+    let invalid = |reason| TokenError::Invalid {
+        from: from.to_string(),
+        reason,
+    };
+    if token.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "it contains spaces, line breaks or non-ASCII characters",
+        ));
+    }
+    Ok(Secret::new(token))
+}
+
+async fn read_token_file(path: &Path) -> Result<Secret, TokenError> {
+    let file_error = |source| TokenError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(file_error)?;
+    let mut text = String::new();
+    file.take(MAX_OUTPUT as u64 + 1)
+        .read_to_string(&mut text)
+        .await
+        .map_err(file_error)?;
+    let from = format!("the token file {}", path.display());
+    if text.len() > MAX_OUTPUT {
+        return Err(TokenError::Invalid {
+            from,
+            reason: "it is larger than 64 KiB",
+        });
+    }
+    checked_token(&text, &from)
+}
+
+/// Runs `sh -c command` with no stdin and stderr discarded (it may print credentials),
+/// and returns its stdout. The command is killed when `timeout` runs out.
+async fn run_command(command: &str, timeout: Duration) -> Result<String, TokenError> {
+    let failed = |detail: String| TokenError::Command {
+        detail,
+        timed_out: false,
+    };
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed(format!("cannot be started with `sh -c`: {e}")))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let run = async {
+        let mut output = Vec::new();
+        (&mut stdout)
+            .take(MAX_OUTPUT as u64 + 1)
+            .read_to_end(&mut output)
+            .await?;
+        if output.len() > MAX_OUTPUT {
+            // Don't wait for a command that keeps writing; dropping `child` kills it.
+            return Ok((None, output));
+        }
+        Ok::<_, io::Error>((Some(child.wait().await?), output))
+    };
+    let (status, output) = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return Err(failed(format!("failed: {e}"))),
+        Err(_) => {
+            return Err(TokenError::Command {
+                detail: format!("did not finish within {timeout:?} and was stopped (raise the mailbox's `timeout` if it is slow)"),
+                timed_out: true,
+            })
+        }
+    };
+    match status {
+        None => Err(failed(format!(
+            "printed more than {MAX_OUTPUT} bytes; it should print only the access token"
+        ))),
+        Some(status) if !status.success() => Err(failed(format!(
+            "{status}; its error output is not logged because it may contain credentials: run the command by hand to see it"
+        ))),
+        Some(_) => String::from_utf8(output)
+            .map_err(|_| failed("printed something that is not UTF-8".to_string())),
+    }
+}
+
+/// The SASL XOAUTH2 initial response: base64 of
+/// `user=<username>^Aauth=Bearer <token>^A^A`. It carries the token, so it is a secret.
+pub fn xoauth2_response(username: &str, token: &Secret) -> Secret {
+    let raw = format!("user={username}\x01auth=Bearer {}\x01\x01", token.expose());
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// A server's XOAUTH2 error challenge (`+ <base64 JSON>`, e.g. Gmail's
+/// `{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}`), decoded
+/// for an error message; `None` when it is empty or not base64 text.
+pub fn describe_challenge(challenge: &[u8]) -> Option<String> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(challenge.trim_ascii())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let text = loggable(text.trim());
+    (!text.is_empty()).then_some(text)
+}
+
+/// Text from a server made safe for one log line: no control characters, at most
+/// 300 characters.
+fn loggable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if out.len() > 300 {
+        out.truncate(out.floor_char_boundary(300));
+        out.push('…');
+    }
+    out
+}
+
+fn scrub(text: &str, secrets: &[&Secret]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.expose().is_empty())
+        .fold(text.to_string(), |text, s| {
+            text.replace(s.expose(), "[redacted]")
+        })
+}
+
+/// `error: cause: cause`, because reqwest's own message hides the interesting part
+/// ("connection refused", "certificate verify failed") in its sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_xoauth2_response_is_the_documented_string_in_base64() {
+        let response = xoauth2_response(
+            "someuser@example.com",
+            &Secret::new("ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"),
+        );
+        // The example from Google's XOAUTH2 protocol documentation.
+        assert_eq!(
+            response.expose(),
+            "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+        );
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(response.expose())
+            .unwrap();
+        assert_eq!(
+            decoded,
+            b"user=someuser@example.com\x01auth=Bearer ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg\x01\x01"
+        );
+        assert_eq!(format!("{response}"), "[redacted]");
+    }
+
+    #[test]
+    fn tokens_are_reused_until_a_minute_or_ten_percent_before_expiry() {
+        assert_eq!(
+            reuse_for(Duration::from_secs(3600)),
+            Duration::from_secs(3540)
+        );
+        assert_eq!(
+            reuse_for(Duration::from_secs(600)),
+            Duration::from_secs(540)
+        );
+        assert_eq!(
+            reuse_for(Duration::from_secs(300)),
+            Duration::from_secs(270)
+        );
+        assert_eq!(reuse_for(Duration::from_secs(10)), Duration::from_secs(9));
+        assert_eq!(reuse_for(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_token_response_gives_the_token_its_lifetime_and_a_rotated_refresh_token() {
+        let body = br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0eXAi.x.y","refresh_token":"rt-2"}"#;
+        let response = parse_token_response("the token endpoint https://t", 200, body).unwrap();
+        assert_eq!(response.access_token.expose(), "eyJ0eXAi.x.y");
+        assert_eq!(response.expires_in, Some(Duration::from_secs(3599)));
+        assert_eq!(response.refresh_token.unwrap().expose(), "rt-2");
+
+        let body = br#"{"access_token":"a","expires_in":"120"}"#;
+        let response = parse_token_response("the token endpoint https://t", 200, body).unwrap();
+        assert_eq!(response.expires_in, Some(Duration::from_secs(120)));
+        assert!(response.refresh_token.is_none());
+
+        let response = parse_token_response(
+            "the token endpoint https://t",
+            200,
+            br#"{"access_token":"a"}"#,
+        )
+        .unwrap();
+        assert_eq!(response.expires_in, None);
+    }
+
+    #[test]
+    fn unusable_token_responses_are_errors_that_do_not_repeat_the_body() {
+        let error = |status, body: &[u8]| {
+            parse_token_response("the token endpoint https://t", status, body).unwrap_err()
+        };
+
+        let e = error(400, br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#);
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP 400 (invalid_client: AADSTS7000215"),
+            "{text}"
+        );
+
+        let e = error(503, b"<html>Service Unavailable</html>");
+        assert!(e.is_transient());
+        assert!(!e.to_string().contains("html"), "{e}");
+
+        let e = error(200, br#"{"access_token":"has space","expires_in":1}"#);
+        assert!(e.to_string().contains("spaces"), "{e}");
+        assert!(!e.to_string().contains("has space"), "{e}");
+        let e = error(200, br#"{"access_token":"a","token_type":"mac"}"#);
+        assert!(e.to_string().contains("Bearer"), "{e}");
+        let e = error(200, br#"{"token":"secret-ish"}"#);
+        assert!(!e.to_string().contains("secret-ish"), "{e}");
+        let e = error(200, b"secret-ish");
+        assert!(!e.to_string().contains("secret-ish"), "{e}");
+    }
+
+    #[test]
+    fn echoed_secrets_are_scrubbed_from_endpoint_errors() {
+        let secret = Secret::new("s3cr3t");
+        assert_eq!(
+            scrub("bad secret s3cr3t given", &[&secret, &Secret::new("")]),
+            "bad secret [redacted] given"
+        );
+    }
+
+    #[test]
+    fn tokens_are_trimmed_and_must_be_printable_ascii() {
+        assert_eq!(
+            checked_token("  abc.def\n", "x").unwrap().expose(),
+            "abc.def"
+        );
+        assert!(checked_token("\n", "x")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(checked_token("a\x01b", "x").is_err());
+        assert!(checked_token("a b", "x").is_err());
+        assert!(checked_token("tök", "x").is_err());
+    }
+
+    #[test]
+    fn error_challenges_are_decoded_for_the_error_message() {
+        let challenge = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#);
+        assert_eq!(
+            describe_challenge(challenge.as_bytes()).unwrap(),
+            r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#
+        );
+        assert_eq!(describe_challenge(b""), None);
+        assert_eq!(describe_challenge(b"not base64!"), None);
+        let control = base64::engine::general_purpose::STANDARD.encode("a\r\nb");
+        assert_eq!(
+            describe_challenge(control.as_bytes()).unwrap(),
+            "a\u{fffd}\u{fffd}b"
+        );
+    }
+
+    #[test]
+    fn the_debug_form_names_the_source_but_no_secret_or_command() {
+        let provider = Provider::Command("curl -d client_secret=hunter2 https://x".into());
+        assert_eq!(format!("{provider:?}"), "token_command");
+        let provider = Provider::ClientCredentials {
+            token_url: Url::parse("https://login.example.com/token").unwrap(),
+            client_id: "app".into(),
+            client_secret: Secret::new("hunter2"),
+            scope: None,
+        };
+        let source = TokenSource::new("m", provider, Duration::from_secs(1)).unwrap();
+        let printed = format!("{source:?}");
+        assert!(printed.contains("login.example.com"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_on_every_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let source =
+            TokenSource::new("m", Provider::File(path.clone()), Duration::from_secs(5)).unwrap();
+        assert_eq!(source.token().await.unwrap().expose(), "first");
+        std::fs::write(&path, "second").unwrap();
+        assert_eq!(source.token().await.unwrap().expose(), "second");
+        std::fs::remove_file(&path).unwrap();
+        let e = source.token().await.unwrap_err();
+        assert!(e.to_string().contains("cannot read the token file"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_token_command_s_output_is_the_token_or_a_token_response() {
+        let run = |command: &str| {
+            let source = TokenSource::new(
+                "m",
+                Provider::Command(command.into()),
+                Duration::from_secs(2),
+            )
+            .unwrap();
+            async move { source.token().await }
+        };
+        assert_eq!(run("echo cmd-token").await.unwrap().expose(), "cmd-token");
+        let json = r#"printf '{"access_token":"from-json","expires_in":60}'"#;
+        assert_eq!(run(json).await.unwrap().expose(), "from-json");
+
+        let e = run("echo leaked-password >&2; exit 3").await.unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(!text.contains("leaked-password"), "{text}");
+        assert!(!e.is_transient());
+
+        let e = run("sleep 10").await.unwrap_err();
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        assert!(e.is_transient());
+
+        let e = run("true").await.unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+}
