@@ -33,6 +33,7 @@ pub mod receive;
 pub mod retry;
 pub mod secret;
 pub mod service;
+pub mod shard;
 pub mod shutdown;
 pub mod state;
 pub mod webhook;
