@@ -18,6 +18,7 @@
 //! - [`mailbox`]: one mailbox's delivery cycle; the only place that decides to DELE
 //!   or QUIT.
 //! - [`service`]: every mailbox on its own interval, `once`, `check`, and shutdown.
+//! - [`status`]: what `pophook status` shows, from the cycle log in the state.
 //! - [`parked`]: listing, replaying and dropping messages whose retries ran out.
 //! - [`receive`]: `pophook receive`, a debug webhook receiver that checks signatures.
 //! - [`shutdown`]: the stop signal, passed in as a value so tests can fire it.
@@ -36,4 +37,5 @@ pub mod service;
 pub mod shard;
 pub mod shutdown;
 pub mod state;
+pub mod status;
 pub mod webhook;
