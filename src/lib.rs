@@ -18,6 +18,8 @@
 //! - [`mailbox`]: one mailbox's delivery cycle; the only place that decides to DELE
 //!   or QUIT.
 //! - [`service`]: every mailbox on its own interval, `once`, `check`, and shutdown.
+//! - [`monitor`]: the running service's view of itself: Prometheus instruments,
+//!   readiness, and the wake-up that makes a mailbox cycle now.
 //! - [`status`]: what `pophook status` shows, from the cycle log in the state.
 //! - [`parked`]: listing, replaying and dropping messages whose retries ran out.
 //! - [`receive`]: `pophook receive`, a debug webhook receiver that checks signatures.
@@ -28,6 +30,7 @@
 pub mod config;
 pub mod event;
 pub mod mailbox;
+pub mod monitor;
 pub mod parked;
 pub mod pop3;
 pub mod receive;
