@@ -157,8 +157,15 @@ pub fn collect(state: &State, mailboxes: &[Mailbox]) -> Result<Vec<MailboxStatus
 pub fn collect_empty(mailboxes: &[Mailbox]) -> Vec<MailboxStatus> {
     mailboxes
         .iter()
-        .map(|m| MailboxStatus {
-            mailbox: m.name.clone(),
+        .map(|m| MailboxStatus::never(&m.name))
+        .collect()
+}
+
+impl MailboxStatus {
+    /// A mailbox with no recorded cycle and nothing pending.
+    pub fn never(mailbox: &str) -> MailboxStatus {
+        MailboxStatus {
+            mailbox: mailbox.to_string(),
             last_cycle_at: None,
             last_cycle_ms: None,
             last_result: None,
@@ -170,8 +177,8 @@ pub fn collect_empty(mailboxes: &[Mailbox]) -> Vec<MailboxStatus> {
             endpoint_disabled: false,
             last_error: None,
             last_error_at: None,
-        })
-        .collect()
+        }
+    }
 }
 
 /// The readable table, one row per mailbox; `now` in unix seconds.
@@ -335,20 +342,7 @@ mod tests {
             last_error: Some("webhook answered HTTP 500".into()),
             last_error_at: Some(880),
         };
-        let never = MailboxStatus {
-            mailbox: "new".into(),
-            last_cycle_at: None,
-            last_cycle_ms: None,
-            last_result: None,
-            last_success_at: None,
-            delivered_total: 0,
-            pending_retries: 0,
-            parked: 0,
-            oldest_undelivered_since: None,
-            endpoint_disabled: false,
-            last_error: None,
-            last_error_at: None,
-        };
+        let never = MailboxStatus::never("new");
         let text = table(&[row, never], 1000);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("MAILBOX"), "{text}");
