@@ -3,6 +3,7 @@
 //! file or a named environment variable, so nothing later reads the environment.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
+use crate::shard::{self, Shard};
 use crate::webhook::WebhookConfig;
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -31,9 +33,35 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct Config {
     pub state_dir: PathBuf,
+    /// The mailboxes this instance polls: all of them, or with `shard` those that hash
+    /// to its index.
     pub mailboxes: Vec<Mailbox>,
     /// How long `run` may take after SIGTERM to finish the message in hand and QUIT.
     pub shutdown_timeout: Duration,
+    /// The health, metrics and management endpoint; off unless configured.
+    pub http: Option<HttpConfig>,
+    pub shard: Option<Shard>,
+    /// Mailboxes in the configuration that other shards poll: (name, owning index).
+    pub other_shards: Vec<(String, u32)>,
+}
+
+/// `http`: where the health, metrics and management endpoints listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl HttpConfig {
+    /// The address a local client connects to: a wildcard listen address (`0.0.0.0`,
+    /// `[::]`) is reached on loopback.
+    pub fn local_url(&self, path: &str) -> String {
+        let ip = match self.listen.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        format!("http://{}{path}", SocketAddr::new(ip, self.listen.port()))
+    }
 }
 
 /// One mailbox and the webhook its messages go to.
@@ -78,6 +106,21 @@ struct RawConfig {
     webhook: RawWebhook,
     #[serde(default)]
     mailboxes: Vec<RawMailbox>,
+    http: Option<RawHttp>,
+    shard: Option<RawShard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShard {
+    index: Option<u32>,
+    count: Option<u32>,
 }
 
 /// Every field optional: the top-level `webhook` is the default and a mailbox's
@@ -246,13 +289,79 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if shutdown_timeout.is_zero() {
         return Err(invalid("shutdown_timeout", "must be more than 0s"));
     }
+    let http = raw.http.map(validate_http).transpose()?;
+    let shard = raw.shard.map(validate_shard).transpose()?;
+    // Sharding is applied here, not at service start: every command (`run`, `once`,
+    // `status`, `parked`, readiness, metrics) then sees only this instance's mailboxes,
+    // so no code path can poll another shard's mailbox by iterating the wrong list;
+    // validation above still covers every mailbox, so all instances refuse the same
+    // bad file.
+    let mut other_shards = Vec::new();
+    if let Some(shard) = shard {
+        mailboxes.retain(|m| {
+            let owner = shard::owner(&m.name, shard.count);
+            if owner != shard.index {
+                other_shards.push((m.name.clone(), owner));
+            }
+            owner == shard.index
+        });
+    }
     Ok(Config {
         state_dir: raw
             .state_dir
             .unwrap_or_else(|| PathBuf::from("./pophook-state")),
         mailboxes,
         shutdown_timeout,
+        http,
+        shard,
+        other_shards,
     })
+}
+
+fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let listen = raw.listen.ok_or_else(|| {
+        invalid(
+            "http.listen",
+            "missing; an address and port such as 127.0.0.1:9090 (or remove `http` to turn the endpoint off)",
+        )
+    })?;
+    let listen = listen.trim().parse().map_err(|_| {
+        invalid(
+            "http.listen",
+            format!(
+                "{listen:?} is not an IP address and port, such as 127.0.0.1:9090 or 0.0.0.0:9090"
+            ),
+        )
+    })?;
+    Ok(HttpConfig { listen })
+}
+
+fn validate_shard(raw: RawShard) -> Result<Shard, ConfigError> {
+    let count = raw.count.ok_or_else(|| {
+        invalid(
+            "shard.count",
+            "missing; how many instances share the mailboxes (POPHOOK_SHARD__COUNT)",
+        )
+    })?;
+    let index = raw.index.ok_or_else(|| {
+        invalid(
+            "shard.index",
+            "missing; this instance's number, 0 to count-1 (POPHOOK_SHARD__INDEX)",
+        )
+    })?;
+    if count == 0 {
+        return Err(invalid("shard.count", "must be at least 1"));
+    }
+    if index >= count {
+        return Err(invalid(
+            "shard.index",
+            format!(
+                "{index} is out of range: with count {count} it must be 0 to {}",
+                count - 1
+            ),
+        ));
+    }
+    Ok(Shard { index, count })
 }
 
 fn validate_mailbox(
@@ -1034,6 +1143,69 @@ mod tests {
     }
 
     #[test]
+    fn http_is_off_by_default_and_listen_must_be_an_address() {
+        let config = load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n")).unwrap();
+        assert_eq!(config.http, None);
+        let config = load(&format!(
+            "{WEBHOOK}http: {{listen: '0.0.0.0:9090'}}\nmailboxes:\n{MAILBOX}    password: a\n"
+        ))
+        .unwrap();
+        let http = config.http.unwrap();
+        assert_eq!(http.listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(http.local_url("/healthz"), "http://127.0.0.1:9090/healthz");
+        let e = error(&format!(
+            "{WEBHOOK}http: {{listen: 'localhost'}}\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(
+            e.contains("http.listen") && e.contains("127.0.0.1:9090"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_shard_polls_only_the_mailboxes_that_hash_to_its_index() {
+        let names = ["support", "sales", "billing", "info", "noreply"];
+        let mailboxes: String = names
+            .iter()
+            .map(|n| format!("  - {{name: {n}, host: h, username: u, password: p}}\n"))
+            .collect();
+        let mut seen = Vec::new();
+        for index in 0..2 {
+            let config = load(&format!(
+                "{WEBHOOK}shard: {{index: {index}, count: 2}}\nmailboxes:\n{mailboxes}"
+            ))
+            .unwrap();
+            assert_eq!(config.shard, Some(Shard { index, count: 2 }));
+            for m in &config.mailboxes {
+                assert_eq!(shard::owner(&m.name, 2), index);
+                seen.push(m.name.clone());
+            }
+            assert_eq!(
+                config.mailboxes.len() + config.other_shards.len(),
+                names.len()
+            );
+            assert!(config.other_shards.iter().all(|(_, owner)| *owner != index));
+        }
+        seen.sort();
+        let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        all.sort();
+        assert_eq!(seen, all, "every mailbox polled by exactly one instance");
+
+        let e = error(&format!(
+            "{WEBHOOK}shard: {{index: 2, count: 2}}\nmailboxes:\n{mailboxes}"
+        ));
+        assert!(e.contains("shard.index") && e.contains("0 to 1"), "{e}");
+        let e = error(&format!(
+            "{WEBHOOK}shard: {{index: 0, count: 0}}\nmailboxes:\n{mailboxes}"
+        ));
+        assert!(e.contains("shard.count"), "{e}");
+        let e = error(&format!(
+            "{WEBHOOK}shard: {{index: 0}}\nmailboxes:\n{mailboxes}"
+        ));
+        assert!(e.contains("shard.count") && e.contains("missing"), "{e}");
+    }
+
+    #[test]
     fn no_mailboxes_is_an_error_not_an_idle_service() {
         let e = error(WEBHOOK);
         assert!(e.contains("no mailboxes"), "{e}");
@@ -1057,6 +1229,12 @@ mod tests {
                 "https://override.example.com/hook"
             );
             assert_eq!(config.state_dir, PathBuf::from("/var/lib/pophook"));
+            jail.set_env("POPHOOK_SHARD__INDEX", "0");
+            jail.set_env("POPHOOK_SHARD__COUNT", "1");
+            jail.set_env("POPHOOK_HTTP__LISTEN", "127.0.0.1:9090");
+            let config = super::load(Some(Path::new("pophook.yaml"))).unwrap();
+            assert_eq!(config.shard, Some(Shard { index: 0, count: 1 }));
+            assert_eq!(config.http.unwrap().listen.port(), 9090);
             Ok(())
         });
     }

@@ -19,16 +19,27 @@
 //! - [`state`]: the sled database of what was delivered, keyed by (mailbox, UIDL).
 //! - [`mailbox`]: one mailbox's delivery cycle; the only place that decides to DELE
 //!   or QUIT.
-//! - [`service`]: every mailbox on its own interval, `once`, `check`, and shutdown.
+//! - [`service`]: every mailbox on its own interval, `once`, `check`, and shutdown;
+//!   each cycle is timed, counted and logged in the state.
+//! - [`shard`]: which instance polls which mailbox when several share the list.
+//! - [`monitor`]: the running service's view of itself: Prometheus instruments,
+//!   readiness, and the wake-up that makes a mailbox cycle now.
+//! - [`status`]: what `pophook status` shows, from the cycle log in the state.
+//! - [`api`]: the `http.listen` endpoint: health, readiness, metrics and management.
+//! - [`manage`]: the management commands, on the state directly or through the API
+//!   of the running service that holds it.
 //! - [`parked`]: listing, replaying and dropping messages whose retries ran out.
 //! - [`receive`]: `pophook receive`, a debug webhook receiver that checks signatures.
 //! - [`shutdown`]: the stop signal, passed in as a value so tests can fire it.
 //! - [`secret`]: the type that keeps passwords and keys out of logs.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod event;
 pub mod mailbox;
+pub mod manage;
+pub mod monitor;
 pub mod oauth2;
 pub mod parked;
 pub mod pop3;
@@ -36,6 +47,8 @@ pub mod receive;
 pub mod retry;
 pub mod secret;
 pub mod service;
+pub mod shard;
 pub mod shutdown;
 pub mod state;
+pub mod status;
 pub mod webhook;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use pophook::manage::{self, Manager};
 use pophook::secret::Secret;
-use pophook::state::{Record, State};
-use pophook::{config, parked, receive, service, shutdown, webhook};
+use pophook::{config, receive, service, shard, shutdown, status, webhook};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,22 @@ enum Command {
     /// Messages whose retries ran out: they stay on the server until replayed or dropped.
     #[command(subcommand)]
     Parked(ParkedCommand),
+    /// Per mailbox: last cycle, its result, delivered total, retries, parked, last error.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// GET the running service's /healthz: exit 0 on 200, 1 otherwise (for HEALTHCHECK).
+    Healthcheck {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The URL to check instead of `http://<http.listen>/healthz`.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,12 +204,22 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Parked(command) => parked_command(command).await,
         Command::Check(args) => {
             let config = config::load(args.config.as_deref())?;
-            println!("configuration: ok ({} mailboxes)", config.mailboxes.len());
+            let total = config.mailboxes.len() + config.other_shards.len();
+            let shard_note = match config.shard {
+                Some(shard) => format!("; shard {shard} polls {}", config.mailboxes.len()),
+                None => String::new(),
+            };
+            println!("configuration: ok ({total} mailboxes{shard_note})");
+            let owner = |name: &str| match config.shard {
+                Some(s) => format!(" [shard {}/{}]", shard::owner(name, s.count), s.count),
+                None => String::new(),
+            };
             let mut ok = true;
             for report in service::check(&config).await {
+                let owner = owner(&report.mailbox);
                 match report.result {
                     Ok(details) => println!(
-                        "{}: ok, {} — {} messages, {} octets; capabilities: {}",
+                        "{}{owner}: ok, {} — {} messages, {} octets; capabilities: {}",
                         report.mailbox,
                         report.address,
                         details.messages,
@@ -202,8 +228,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     ),
                     Err(error) => {
                         ok = false;
-                        println!("{}: FAILED, {} — {error}", report.mailbox, report.address);
+                        println!(
+                            "{}{owner}: FAILED, {} — {error}",
+                            report.mailbox, report.address
+                        );
                     }
+                }
+            }
+            if let Some(shard) = config.shard {
+                for (name, index) in &config.other_shards {
+                    println!(
+                        "{name} [shard {index}/{}]: polled by another instance, not checked here",
+                        shard.count
+                    );
                 }
             }
             Ok(if ok {
@@ -211,6 +248,54 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Status { config, json } => {
+            let config = config::load(config.config.as_deref())?;
+            let manager = Manager::open(&config)?;
+            let report = manager.status(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let source = match (&config.http, report.running) {
+                    (Some(http), true) => {
+                        format!("running (read from {})", http.local_url("/api/status"))
+                    }
+                    _ => format!("not running (read from {})", config.state_dir.display()),
+                };
+                let shard = report
+                    .shard
+                    .as_deref()
+                    .map(|s| format!(", shard {s}"))
+                    .unwrap_or_default();
+                println!("pophook {source}{shard}\n");
+                print!(
+                    "{}",
+                    status::table(&report.mailboxes, pophook::state::now())
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { config, url } => {
+            let url = match url {
+                Some(url) => url,
+                None => {
+                    let config = config::load(config.config.as_deref())?;
+                    let Some(http) = config.http else {
+                        anyhow::bail!("`http.listen` is not configured, so there is no /healthz to check; set it (e.g. POPHOOK_HTTP__LISTEN=127.0.0.1:9090) or pass --url");
+                    };
+                    http.local_url("/healthz")
+                }
+            };
+            match manage::healthcheck(&url).await {
+                Ok(message) => {
+                    println!("{message}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(message) => {
+                    println!("{message}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
     }
 }
@@ -223,8 +308,7 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let config = config::load(config.config.as_deref())?;
-            let state = State::open(&config.state_dir)?;
-            let messages = parked::list(&state, mailbox.as_deref())?;
+            let messages = Manager::open(&config)?.parked(mailbox.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&messages)?);
             } else if messages.is_empty() {
@@ -253,25 +337,25 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             ids,
         } => {
             let config = config::load(config.config.as_deref())?;
-            let (selected, outcomes) = service::replay(&config, mailbox.as_deref(), &ids).await?;
-            if selected.is_empty() {
+            let manager = Manager::open(&config)?;
+            let running = manager.is_running();
+            let report = manager.replay(&config, mailbox.as_deref(), &ids).await?;
+            if report.messages.is_empty() {
                 println!("no parked messages to replay");
                 return Ok(ExitCode::SUCCESS);
             }
-            let state = State::open(&config.state_dir)?;
-            let mut ok = true;
-            for m in &selected {
-                let status = state.get(&m.mailbox, &m.uidl)?;
-                let delivered = matches!(
-                    status,
-                    Some(Record::Delivered { .. } | Record::Announced { .. }) | None
-                );
-                ok &= delivered;
-                let what = status.map_or("delivered and deleted", |r| r.status());
-                println!("{} [{}]: {what}", m.id, m.mailbox);
+            for m in &report.messages {
+                let note = match (m.status.as_str(), running) {
+                    ("queued", true) => ": the running service delivers it with its next cycle",
+                    ("queued", false) => ": delivered by the next cycle of its mailbox",
+                    _ => "",
+                };
+                println!("{} [{}]: {}{note}", m.id, m.mailbox, m.status);
             }
-            ok &= outcomes.iter().all(|o| o.result.is_ok());
-            Ok(if ok {
+            for e in &report.errors {
+                eprintln!("{}: {}", e.mailbox, e.error);
+            }
+            Ok(if report.is_success() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -279,10 +363,8 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
         }
         ParkedCommand::Drop { config, ids } => {
             let config = config::load(config.config.as_deref())?;
-            let state = State::open(&config.state_dir)?;
-            let selected = parked::select(&state, None, &ids)?;
-            parked::drop(&state, &selected).await?;
-            for m in &selected {
+            let dropped = Manager::open(&config)?.drop(&ids).await?;
+            for m in &dropped {
                 println!(
                     "{} [{}]: dropped; it stays on the server and is never posted",
                     m.id, m.mailbox

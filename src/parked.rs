@@ -2,12 +2,13 @@
 //! lists them, replays them (a fresh retry schedule, tried at once) or drops them
 //! (never posted, left on the server).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::config::Mailbox;
 use crate::event::event_id;
 use crate::state::{self, Record, State, StateError};
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParkedMessage {
     pub mailbox: String,
     pub uidl: String,
@@ -106,6 +107,81 @@ pub async fn drop(state: &State, messages: &[ParkedMessage]) -> Result<(), State
     state.flush().await
 }
 
+/// What became of one replayed message after its mailbox's cycle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Replayed {
+    pub id: String,
+    pub mailbox: String,
+    /// `delivered and deleted`, `delivered`, `announced`, `queued` (its mailbox has not
+    /// cycled yet), `retrying`, `parked` or `dropped`.
+    pub status: String,
+    /// The webhook took it.
+    pub delivered: bool,
+}
+
+/// The answer to a replay: each message, and the mailbox cycles that failed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub messages: Vec<Replayed>,
+    pub errors: Vec<MailboxError>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxError {
+    pub mailbox: String,
+    pub error: String,
+}
+
+impl ReplayReport {
+    /// Every message delivered and every cycle clean.
+    pub fn is_success(&self) -> bool {
+        self.errors.is_empty() && self.messages.iter().all(|m| m.delivered)
+    }
+}
+
+/// Selected messages of mailboxes this instance does not poll (removed from the
+/// configuration, or another shard's): replaying them does nothing until one does.
+pub fn unpolled(selected: &[ParkedMessage], mailboxes: &[Mailbox]) -> Vec<MailboxError> {
+    let mut names: Vec<&str> = selected
+        .iter()
+        .map(|p| p.mailbox.as_str())
+        .filter(|name| !mailboxes.iter().any(|m| m.name == *name))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| MailboxError {
+            mailbox: name.to_string(),
+            error: "this instance does not poll that mailbox (not in its configuration, or another shard's); its messages are delivered when an instance polling it runs".into(),
+        })
+        .collect()
+}
+
+/// Reads where each replayed message stands now.
+pub fn outcomes(state: &State, replayed: &[ParkedMessage]) -> Result<Vec<Replayed>, StateError> {
+    replayed
+        .iter()
+        .map(|m| {
+            let (status, delivered) = match state.get(&m.mailbox, &m.uidl)? {
+                // Delivered, deleted and then forgotten because the server no longer lists it.
+                None => ("delivered and deleted", true),
+                Some(Record::Retrying { attempts: 0, .. }) => ("queued", false),
+                Some(record @ (Record::Delivered { .. } | Record::Announced { .. })) => {
+                    (record.status(), true)
+                }
+                Some(record) => (record.status(), false),
+            };
+            Ok(Replayed {
+                id: m.id.clone(),
+                mailbox: m.mailbox.clone(),
+                status: status.to_string(),
+                delivered,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +233,13 @@ mod tests {
                 ..
             })
         ));
+        let queued = outcomes(&state, &one).unwrap();
+        assert_eq!(
+            (queued[0].status.as_str(), queued[0].delivered),
+            ("queued", false)
+        );
+        state.mark_delivered("a", "u1").unwrap();
+        assert!(outcomes(&state, &one).unwrap()[0].delivered);
         let rest = select(&state, Some("b"), &[]).unwrap();
         drop(&state, &rest).await.unwrap();
         assert!(matches!(

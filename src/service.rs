@@ -1,19 +1,26 @@
-//! Every mailbox at once: `run` polls each on its own interval until shutdown, `once`
-//! does one cycle of each, `check` logs in and reports without changing anything.
+//! Every mailbox at once: `run` polls each on its own interval until shutdown (and
+//! serves the `http.listen` endpoint meanwhile), `once` does one cycle of each, `replay`
+//! posts parked messages again, `check` logs in and reports without changing anything.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::api::{self, Api};
 use crate::config::{Config, Mailbox};
 use crate::mailbox::{self, Context, CycleError, CycleReport};
-use crate::parked::{self, ParkedMessage};
+use crate::monitor::{MailboxMonitor, Monitor};
+use crate::parked::{self, MailboxError, ReplayReport};
 use crate::pop3::codec::ResponseCode;
 use crate::pop3::Session;
 use crate::retry::mailbox_backoff;
 use crate::shutdown::Shutdown;
 use crate::state::{self, State, StateError};
+use crate::status::{self, Pending};
 use crate::webhook::Sender;
 
 /// The longest a mailbox waits after repeated failed sessions (network, `[IN-USE]`).
@@ -23,6 +30,8 @@ const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(30 * 60);
 const MAX_AUTH_BACKOFF: Duration = Duration::from_secs(3600);
 /// Never poll more often than this, even when a retry is due "immediately".
 const MIN_WAKE: Duration = Duration::from_millis(200);
+/// How often histogram samples are folded into buckets when nobody scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -30,6 +39,14 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(
+        "cannot listen on {addr} (`http.listen`): {source}; is another process using that port?"
+    )]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The result of `once` for one mailbox.
@@ -49,12 +66,18 @@ impl MailboxOutcome {
 /// One cycle over every mailbox, concurrently. Cron jobs and tests read the outcomes.
 pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> {
     let ctx = context(config, Shutdown::never())?;
+    let monitor = Monitor::new(&config.mailboxes);
     let mut tasks = JoinSet::new();
-    for (index, mailbox) in config.mailboxes.iter().cloned().enumerate() {
-        let ctx = ctx.clone();
+    for (index, (mailbox, monitor)) in config
+        .mailboxes
+        .iter()
+        .cloned()
+        .zip(monitor.mailboxes().iter().cloned())
+        .enumerate()
+    {
+        let ctx = observed(&ctx, &monitor);
         tasks.spawn(async move {
-            let result = mailbox::run_cycle(&mailbox, &ctx).await;
-            log_cycle(&mailbox, &result);
+            let result = cycle(&mailbox, &ctx, &monitor).await;
             let outcome = MailboxOutcome {
                 mailbox: mailbox.name.clone(),
                 result: result.map_err(|e| e.to_string()),
@@ -68,29 +91,41 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
     Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())
 }
 
-/// Replays parked messages: gives them a fresh schedule and runs one cycle of each
-/// mailbox concerned, which posts them and deletes them after a 2xx.
+/// Replays parked messages with the service stopped (`state` is the opened state): gives
+/// them a fresh schedule and runs one cycle of each mailbox concerned, which posts them
+/// and deletes them after a 2xx.
 pub async fn replay(
     config: &Config,
+    state: State,
     mailbox: Option<&str>,
     ids: &[String],
-) -> Result<(Vec<ParkedMessage>, Vec<MailboxOutcome>), ReplayError> {
-    let ctx = context(config, Shutdown::never())?;
+) -> Result<ReplayReport, ReplayError> {
+    let ctx = Context {
+        sender: Sender::new().map_err(ServiceError::from)?,
+        state,
+        shutdown: Shutdown::never(),
+        shutdown_timeout: config.shutdown_timeout,
+    };
     let selected = parked::select(&ctx.state, mailbox, ids)?;
     parked::unpark(&ctx.state, &selected).await?;
-    let mut outcomes = Vec::new();
-    for mailbox in &config.mailboxes {
+    let monitor = Monitor::new(&config.mailboxes);
+    let mut errors = parked::unpolled(&selected, &config.mailboxes);
+    for (mailbox, monitor) in config.mailboxes.iter().zip(monitor.mailboxes()) {
         if selected.iter().any(|p| p.mailbox == mailbox.name) {
-            let result = mailbox::run_cycle(mailbox, &ctx).await;
-            log_cycle(mailbox, &result);
-            outcomes.push(MailboxOutcome {
-                mailbox: mailbox.name.clone(),
-                result: result.map_err(|e| e.to_string()),
-            });
+            let ctx = observed(&ctx, monitor);
+            if let Err(e) = cycle(mailbox, &ctx, monitor).await {
+                errors.push(MailboxError {
+                    mailbox: mailbox.name.clone(),
+                    error: e.to_string(),
+                });
+            }
         }
     }
     ctx.state.flush().await?;
-    Ok((selected, outcomes))
+    Ok(ReplayReport {
+        messages: parked::outcomes(&ctx.state, &selected)?,
+        errors,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,20 +139,108 @@ pub enum ReplayError {
 }
 
 /// Polls every mailbox on its own interval until `shutdown` fires; a cycle in progress
-/// finishes the message in hand and QUITs before its task ends.
+/// finishes the message in hand and QUITs before its task ends. With `http.listen`,
+/// serves the health, metrics and management endpoint meanwhile.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
+    // The state first: a second instance is told that the state is in use, not that
+    // the port is.
     let ctx = context(&config, shutdown)?;
+    let listener =
+        match &config.http {
+            Some(http) => Some(TcpListener::bind(http.listen).await.map_err(|source| {
+                ServiceError::Listen {
+                    addr: http.listen,
+                    source,
+                }
+            })?),
+            None => None,
+        };
+    serve(config, ctx, listener).await
+}
+
+/// [`run`], with the `http.listen` endpoint on an already bound listener (tests bind
+/// port 0), or none.
+pub async fn run_on(
+    config: Config,
+    listener: Option<TcpListener>,
+    shutdown: Shutdown,
+) -> Result<(), ServiceError> {
+    let ctx = context(&config, shutdown)?;
+    serve(config, ctx, listener).await
+}
+
+async fn serve(
+    config: Config,
+    ctx: Context,
+    listener: Option<TcpListener>,
+) -> Result<(), ServiceError> {
+    let monitor = Arc::new(Monitor::new(&config.mailboxes));
+    for m in monitor.mailboxes() {
+        match (
+            ctx.state.cycle_log(&m.name),
+            status::pending(&ctx.state, &m.name),
+        ) {
+            (Ok(log), Ok(pending)) => m.restore(&log, pending),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(mailbox = %m.name, "cannot read the mailbox's history from the state: {e}")
+            }
+        }
+    }
+    let names: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
+    let listen = listener.as_ref().and_then(|l| l.local_addr().ok());
     info!(
-        mailboxes = config.mailboxes.len(),
+        mailboxes = ?names,
         state_dir = %config.state_dir.display(),
+        http = %listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
         "pophook started"
     );
+    if let Some(shard) = config.shard {
+        info!(
+            shard = %shard,
+            owned = ?names,
+            other_shards = config.other_shards.len(),
+            "sharded: this instance polls only the mailboxes whose name hashes to its index"
+        );
+        if names.is_empty() {
+            warn!(shard = %shard, "no mailbox hashes to this shard: it polls nothing (more shards than mailboxes?)");
+        }
+    }
+    if let Some(addr) = listen.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            listen = %addr,
+            "http.listen is not a loopback address: the management API has no authentication, so anyone who can reach it can read status and replay or drop parked messages; restrict access (firewall, NetworkPolicy)"
+        );
+    }
+
+    let mut shutdown = ctx.shutdown.clone();
     let mut tasks = JoinSet::new();
-    for mailbox in config.mailboxes {
-        tasks.spawn(poll_forever(mailbox, ctx.clone()));
+    for (mailbox, m) in config.mailboxes.iter().cloned().zip(monitor.mailboxes()) {
+        tasks.spawn(poll_forever(mailbox, observed(&ctx, m), m.clone()));
+    }
+    let upkeep = tokio::spawn(upkeep(monitor.clone(), shutdown.clone()));
+    let server = listener.map(|listener| {
+        let api = Api {
+            state: ctx.state.clone(),
+            monitor: monitor.clone(),
+            mailboxes: config.mailboxes.clone(),
+            shard: config.shard,
+            shutdown: shutdown.clone(),
+        };
+        tokio::spawn(api::serve(listener, api))
+    });
+    if tasks.is_empty() {
+        shutdown.requested().await;
     }
     tasks.join_all().await;
     ctx.state.flush().await?;
+    let _ = upkeep.await;
+    if let Some(server) = server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!("the http.listen endpoint failed: {e}"),
+            Err(e) => error!("the http.listen endpoint task failed: {e}"),
+        }
+    }
     info!("pophook stopped");
     Ok(())
 }
@@ -131,13 +254,59 @@ fn context(config: &Config, shutdown: Shutdown) -> Result<Context, ServiceError>
     })
 }
 
-async fn poll_forever(mailbox: Mailbox, ctx: Context) {
+/// The context for one mailbox: its POSTs are timed and counted by its monitor.
+fn observed(ctx: &Context, monitor: &Arc<MailboxMonitor>) -> Context {
+    Context {
+        sender: ctx.sender.observed_by(monitor.clone()),
+        ..ctx.clone()
+    }
+}
+
+async fn upkeep(monitor: Arc<Monitor>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(METRICS_UPKEEP) => monitor.run_upkeep(),
+            _ = shutdown.requested() => return,
+        }
+    }
+}
+
+/// One cycle and its bookkeeping: logged, timed, counted, and added to the mailbox's
+/// cycle log in the state (for `pophook status`).
+async fn cycle(
+    mailbox: &Mailbox,
+    ctx: &Context,
+    monitor: &MailboxMonitor,
+) -> Result<CycleReport, CycleError> {
+    monitor.cycle_started();
+    let started = Instant::now();
+    let result = mailbox::run_cycle(mailbox, ctx).await;
+    let elapsed = started.elapsed();
+    log_cycle(mailbox, &result);
+    let name = mailbox.name.as_str();
+    // A clean cycle delivered everything listed and pruned what is no longer listed,
+    // so nothing can be pending: the common path skips the scan.
+    let pending = match &result {
+        Ok(report) if report.is_clean() => Ok(Pending::default()),
+        _ => status::pending(&ctx.state, name),
+    };
+    let pending = pending
+        .inspect_err(|e| warn!(mailbox = name, "cannot count undelivered messages: {e}"))
+        .ok();
+    let deliveries = monitor.take_deliveries();
+    if let Err(e) = status::record_cycle(&ctx.state, name, elapsed, &result, deliveries) {
+        warn!(mailbox = name, "cannot record the cycle in the state: {e}");
+    }
+    monitor.cycle_finished(elapsed, &result, pending);
+    result
+}
+
+async fn poll_forever(mailbox: Mailbox, ctx: Context, monitor: Arc<MailboxMonitor>) {
     let mut shutdown = ctx.shutdown.clone();
     let mut failures = 0;
     let mut login_delay = None;
     while !shutdown.is_requested() {
-        let result = mailbox::run_cycle(&mailbox, &ctx).await;
-        log_cycle(&mailbox, &result);
+        let result = cycle(&mailbox, &ctx, &monitor).await;
         let wait = match &result {
             Ok(report) => {
                 failures = 0;
@@ -153,6 +322,8 @@ async fn poll_forever(mailbox: Mailbox, ctx: Context) {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // A replay through the API: cycle now rather than at the next poll.
+            _ = monitor.woken() => {}
             _ = shutdown.requested() => {}
         }
     }

@@ -1,5 +1,6 @@
 //! What pophook remembers, in sled: per (mailbox, UIDL), whether a message was
-//! delivered, is waiting for a retry, or is parked; and which endpoints answered 410.
+//! delivered, is waiting for a retry, or is parked; which endpoints answered 410; and
+//! what each mailbox's last cycle did (for `pophook status`).
 //! Keyed by UIDL, never by message number, because numbers change between sessions.
 
 use std::collections::HashSet;
@@ -65,6 +66,48 @@ pub struct DisabledEndpoint {
     pub at: i64,
 }
 
+/// What the last cycles of one mailbox did, written after each cycle so `pophook
+/// status` can show it whether or not the service is running. Times are unix seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleLog {
+    /// When the last cycle ended.
+    pub last_cycle_at: Option<i64>,
+    pub last_cycle_ms: u64,
+    pub last_result: Option<CycleResult>,
+    /// When a cycle last ended without error (POP3 reached, listing done).
+    pub last_success_at: Option<i64>,
+    /// Events the webhook accepted, over every cycle recorded in this state.
+    pub delivered_total: u64,
+    /// The latest error (a failed session or a failed POST), kept until a newer one.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+}
+
+/// How a cycle ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleResult {
+    /// Everything listed is delivered or deliberately left alone.
+    Ok,
+    /// Reached, but some messages failed, wait for a retry or are parked.
+    Undelivered,
+    /// The webhook answered 410 Gone: nothing is posted until its configuration changes.
+    EndpointDisabled,
+    /// The session failed (connect, login, protocol, state).
+    Failed,
+}
+
+impl CycleResult {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CycleResult::Ok => "ok",
+            CycleResult::Undelivered => "undelivered",
+            CycleResult::EndpointDisabled => "endpoint_disabled",
+            CycleResult::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("the state directory {dir} is in use by another pophook process; run one pophook per `state_dir`")]
@@ -82,6 +125,7 @@ pub struct State {
     db: sled::Db,
     messages: sled::Tree,
     endpoints: sled::Tree,
+    cycles: sled::Tree,
 }
 
 impl State {
@@ -102,10 +146,12 @@ impl State {
         })?;
         let messages = db.open_tree("messages")?;
         let endpoints = db.open_tree("disabled_endpoints")?;
+        let cycles = db.open_tree("cycle_log")?;
         Ok(State {
             db,
             messages,
             endpoints,
+            cycles,
         })
     }
 
@@ -212,6 +258,24 @@ impl State {
             self.endpoints.remove(mailbox.as_bytes())?;
             Ok(None)
         }
+    }
+
+    /// The mailbox's cycle log; empty if no cycle was recorded yet.
+    pub fn cycle_log(&self, mailbox: &str) -> Result<CycleLog, StateError> {
+        match self.cycles.get(mailbox.as_bytes())? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt(e.to_string()))
+            }
+            None => Ok(CycleLog::default()),
+        }
+    }
+
+    /// Stores the mailbox's cycle log. Not durable until the next [`State::flush`] (or
+    /// sled's own periodic flush): losing it loses only status information.
+    pub fn put_cycle_log(&self, mailbox: &str, log: &CycleLog) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(log).expect("a cycle log always serialises");
+        self.cycles.insert(mailbox.as_bytes(), bytes)?;
+        Ok(())
     }
 
     /// Makes every change so far durable; DELE must wait for this.
@@ -358,6 +422,33 @@ mod tests {
             state.disabled_endpoint("a", "f1").unwrap(),
             None,
             "forgotten once the config changed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cycle_log_is_per_mailbox_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CycleLog {
+            last_cycle_at: Some(10),
+            last_cycle_ms: 120,
+            last_result: Some(CycleResult::Undelivered),
+            last_success_at: Some(10),
+            delivered_total: 3,
+            last_error: Some("webhook answered HTTP 500".into()),
+            last_error_at: Some(9),
+        };
+        {
+            let state = State::open(dir.path()).unwrap();
+            assert_eq!(state.cycle_log("a").unwrap(), CycleLog::default());
+            state.put_cycle_log("a", &log).unwrap();
+            state.flush().await.unwrap();
+        }
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.cycle_log("a").unwrap(), log);
+        assert_eq!(state.cycle_log("b").unwrap(), CycleLog::default());
+        assert!(
+            state.records(None).unwrap().is_empty(),
+            "kept apart from messages"
         );
     }
 

@@ -1,7 +1,8 @@
 //! POSTs an event to its endpoint with the Standard Webhooks headers and signature,
 //! and classifies the answer. Redirects are never followed: a 3xx is a failure.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -111,11 +112,18 @@ impl DeliveryError {
     }
 }
 
+/// Told about every POST that got an answer or failed (not one abandoned at shutdown):
+/// how long it took and how it ended. The service counts them per mailbox.
+pub trait DeliveryObserver: Send + Sync {
+    fn observe(&self, elapsed: Duration, outcome: Result<(), &DeliveryError>);
+}
+
 /// One HTTP client shared by every mailbox, so connections to the same endpoint are
 /// reused.
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Sender {
@@ -124,11 +132,36 @@ impl Sender {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pophook/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Sender { client })
+        Ok(Sender {
+            client,
+            observer: None,
+        })
+    }
+
+    /// The same client (and connection pool), reporting each POST to `observer`.
+    pub fn observed_by(&self, observer: Arc<dyn DeliveryObserver>) -> Sender {
+        Sender {
+            client: self.client.clone(),
+            observer: Some(observer),
+        }
     }
 
     /// POSTs `body` (a serialised event whose id is `id`). Ok only for a 2xx.
     pub async fn post(
+        &self,
+        cfg: &WebhookConfig,
+        id: &str,
+        body: Vec<u8>,
+    ) -> Result<(), DeliveryError> {
+        let started = Instant::now();
+        let result = self.send(cfg, id, body).await;
+        if let Some(observer) = &self.observer {
+            observer.observe(started.elapsed(), result.as_ref().map(|_| ()));
+        }
+        result
+    }
+
+    async fn send(
         &self,
         cfg: &WebhookConfig,
         id: &str,

@@ -1,0 +1,231 @@
+//! The management commands (`status`, `parked list|replay|drop`, `healthcheck`) from
+//! the command line. sled lets one process open the state: when the service is stopped
+//! they open it directly; when it runs they go through its `http.listen` API.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{DropRequest, ReplayRequest, REPLAY_WAIT};
+use crate::config::{Config, HttpConfig};
+use crate::parked::{self, ParkedMessage, ReplayReport, SelectError};
+use crate::service::{self, ReplayError};
+use crate::state::{State, StateError};
+use crate::status::{self, StatusReport};
+
+/// How long a status, list or drop request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("pophook is running on this state_dir ({dir}) and sled lets only one process open it. To manage the running service, set `http.listen` (e.g. 127.0.0.1:9090, or POPHOOK_HTTP__LISTEN) in its configuration and restart it; or stop it and run this command again")]
+    RunningWithoutApi { dir: String },
+    #[error("the state is in use by a running pophook, but its API at {url} did not answer ({reason}); is `http.listen` the same in the service's configuration?")]
+    Unreachable { url: String, reason: String },
+    /// The running service refused or failed the request; its message.
+    #[error("{0}")]
+    Api(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+}
+
+/// Where the state is read and changed.
+pub enum Manager {
+    /// The service is stopped: the state, opened here.
+    Local(State),
+    /// The service runs: its API.
+    Remote(HttpConfig),
+    /// No state directory yet: nothing was ever recorded.
+    Empty,
+}
+
+impl Manager {
+    /// Opens the state, or falls back to the running service's API when it holds it.
+    pub fn open(config: &Config) -> Result<Manager, ManageError> {
+        if !config.state_dir.exists() {
+            return Ok(Manager::Empty);
+        }
+        match State::open(&config.state_dir) {
+            Ok(state) => Ok(Manager::Local(state)),
+            Err(StateError::Locked { dir }) => match &config.http {
+                Some(http) => Ok(Manager::Remote(http.clone())),
+                None => Err(ManageError::RunningWithoutApi {
+                    dir: dir.display().to_string(),
+                }),
+            },
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self, Manager::Remote(_))
+    }
+
+    pub async fn status(&self, config: &Config) -> Result<StatusReport, ManageError> {
+        let local = |state: Option<&State>| -> Result<StatusReport, ManageError> {
+            let mailboxes = match state {
+                Some(state) => status::collect(state, &config.mailboxes)?,
+                None => status::collect_empty(&config.mailboxes),
+            };
+            Ok(StatusReport {
+                running: false,
+                shard: config.shard.map(|s| s.to_string()),
+                mailboxes,
+            })
+        };
+        match self {
+            Manager::Local(state) => local(Some(state)),
+            Manager::Empty => local(None),
+            Manager::Remote(http) => get(http, "/api/status").await,
+        }
+    }
+
+    pub async fn parked(&self, mailbox: Option<&str>) -> Result<Vec<ParkedMessage>, ManageError> {
+        match self {
+            Manager::Local(state) => Ok(parked::list(state, mailbox)?),
+            Manager::Empty => Ok(Vec::new()),
+            Manager::Remote(http) => {
+                let path = match mailbox {
+                    Some(m) => format!(
+                        "/api/parked?mailbox={}",
+                        url::form_urlencoded::byte_serialize(m.as_bytes()).collect::<String>()
+                    ),
+                    None => "/api/parked".to_string(),
+                };
+                get(http, &path).await
+            }
+        }
+    }
+
+    /// Replays parked messages: here, with one cycle of each mailbox concerned, or by
+    /// the running service, which cycles those mailboxes at once.
+    pub async fn replay(
+        self,
+        config: &Config,
+        mailbox: Option<&str>,
+        ids: &[String],
+    ) -> Result<ReplayReport, ManageError> {
+        match self {
+            Manager::Local(state) => Ok(service::replay(config, state, mailbox, ids).await?),
+            Manager::Empty => match ids.first() {
+                Some(id) => Err(SelectError::NotParked(id.clone()).into()),
+                None => Ok(ReplayReport::default()),
+            },
+            Manager::Remote(http) => {
+                let request = ReplayRequest {
+                    mailbox: mailbox.map(str::to_string),
+                    ids: ids.to_vec(),
+                };
+                post(&http, "/api/parked/replay", &request, REPLAY_WAIT * 2).await
+            }
+        }
+    }
+
+    pub async fn drop(&self, ids: &[String]) -> Result<Vec<ParkedMessage>, ManageError> {
+        match self {
+            Manager::Local(state) => {
+                let selected = parked::select(state, None, ids)?;
+                parked::drop(state, &selected).await?;
+                Ok(selected)
+            }
+            Manager::Empty => match ids.first() {
+                Some(id) => Err(SelectError::NotParked(id.clone()).into()),
+                None => Ok(Vec::new()),
+            },
+            Manager::Remote(http) => {
+                let request = DropRequest { ids: ids.to_vec() };
+                post(http, "/api/parked/drop", &request, REQUEST_TIMEOUT).await
+            }
+        }
+    }
+}
+
+/// GETs `url` (a `/healthz`): Ok with a short description on 200, Err otherwise.
+pub async fn healthcheck(url: &str) -> Result<String, String> {
+    let client = client(Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    match client.get(url).send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => {
+            Ok(format!("healthy: {url} answered 200"))
+        }
+        Ok(response) => Err(format!("unhealthy: {url} answered {}", response.status())),
+        Err(e) => Err(format!(
+            "unhealthy: {url} did not answer ({})",
+            describe(&e)
+        )),
+    }
+}
+
+fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        // The management API is local: a proxy from the environment would misroute it.
+        .no_proxy()
+        .build()
+}
+
+async fn get<T: DeserializeOwned>(http: &HttpConfig, path: &str) -> Result<T, ManageError> {
+    let url = http.local_url(path);
+    let request = client(REQUEST_TIMEOUT)
+        .map_err(|e| unreachable(&url, &e))?
+        .get(&url);
+    answer(&url, request).await
+}
+
+async fn post<T: DeserializeOwned>(
+    http: &HttpConfig,
+    path: &str,
+    body: &impl Serialize,
+    timeout: Duration,
+) -> Result<T, ManageError> {
+    let url = http.local_url(path);
+    let request = client(timeout)
+        .map_err(|e| unreachable(&url, &e))?
+        .post(&url)
+        .json(body);
+    answer(&url, request).await
+}
+
+async fn answer<T: DeserializeOwned>(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<T, ManageError> {
+    let response = request.send().await.map_err(|e| unreachable(url, &e))?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| unreachable(url, &e))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            ManageError::Api(format!(
+                "unexpected answer from {url}: {e} (is it pophook's API?)"
+            ))
+        });
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{url} answered {status}"));
+    Err(ManageError::Api(message))
+}
+
+fn unreachable(url: &str, error: &reqwest::Error) -> ManageError {
+    ManageError::Unreachable {
+        url: url.to_string(),
+        reason: describe(error),
+    }
+}
+
+/// The error and its causes: "error sending request: connection refused".
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
