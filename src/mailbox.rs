@@ -91,9 +91,10 @@ pub async fn run_cycle(mailbox: &Mailbox, ctx: &Context) -> Result<CycleReport, 
         report.endpoint_disabled = true;
         return Ok(report);
     }
+    let mut records = Records::load(&ctx.state, &mailbox.name)?;
     let mut first = true;
     loop {
-        let end = run_session(mailbox, ctx, &fingerprint, first, &mut report).await?;
+        let end = run_session(mailbox, ctx, &fingerprint, first, &mut records, &mut report).await?;
         first = false;
         if end == SessionEnd::Finished || ctx.shutdown.is_requested() {
             return Ok(report);
@@ -108,9 +109,46 @@ enum SessionEnd {
     CommitPoint,
 }
 
-/// Acknowledged messages are flushed to the state in batches of this many, or sooner
-/// when no POST is in flight: one fsync per batch instead of one per message. DELE
-/// waits for the flush that covers it.
+/// The mailbox's records, read in one scan per cycle and kept in step with every
+/// write, so a poll that finds nothing new stays cheap with 100,000 remembered UIDLs
+/// and the sessions after a commit point don't read the whole state again.
+struct Records<'a> {
+    state: &'a State,
+    mailbox: &'a str,
+    map: HashMap<String, Record>,
+}
+
+impl<'a> Records<'a> {
+    fn load(state: &'a State, mailbox: &'a str) -> Result<Self, StateError> {
+        let map = state
+            .records(Some(mailbox))?
+            .into_iter()
+            .map(|(_, uidl, record)| (uidl, record))
+            .collect();
+        Ok(Records {
+            state,
+            mailbox,
+            map,
+        })
+    }
+
+    /// Writes through to the state (durable at the next flush).
+    fn put(&mut self, uidl: &str, record: Record) -> Result<(), StateError> {
+        self.state.put(self.mailbox, uidl, &record)?;
+        self.map.insert(uidl.to_string(), record);
+        Ok(())
+    }
+
+    fn remove(&mut self, uidl: &str) -> Result<(), StateError> {
+        self.state.remove(self.mailbox, uidl)?;
+        self.map.remove(uidl);
+        Ok(())
+    }
+}
+
+/// Acknowledged messages are flushed to the state in batches of this many (and at the
+/// end of a session): one fsync per batch instead of one per message. DELE waits for
+/// the flush that covers it.
 const FLUSH_BATCH: usize = 32;
 
 /// Why a session stopped taking new messages.
@@ -137,6 +175,7 @@ async fn run_session(
     ctx: &Context,
     fingerprint: &str,
     first: bool,
+    records: &mut Records<'_>,
     report: &mut CycleReport,
 ) -> Result<SessionEnd, CycleError> {
     let name = mailbox.name.as_str();
@@ -146,13 +185,6 @@ async fn run_session(
 
     let listing = session.uidl().await?;
     let sizes = session.list().await?;
-    // One scan of the mailbox's records instead of a lookup per listed message, so a
-    // poll that finds nothing new stays cheap with 100,000 remembered UIDLs.
-    let records: HashMap<String, Record> = state
-        .records(Some(name))?
-        .into_iter()
-        .map(|(_, uidl, record)| (uidl, record))
-        .collect();
     if first {
         for reason in &listing.skipped {
             warn!(mailbox = name, "left on the server, not fetched: {reason}");
@@ -164,11 +196,16 @@ async fn run_session(
             .iter()
             .map(|(_, uid)| uid.as_str())
             .collect();
-        report.renumbered = detect_renumbering(mailbox, &records, &present);
-        let mut pruned = 0;
-        for uidl in records.keys().filter(|u| !present.contains(u.as_str())) {
-            state.remove(name, uidl)?;
-            pruned += 1;
+        report.renumbered = detect_renumbering(mailbox, &records.map, &present);
+        let gone: Vec<String> = records
+            .map
+            .keys()
+            .filter(|u| !present.contains(u.as_str()))
+            .cloned()
+            .collect();
+        let pruned = gone.len();
+        for uidl in gone {
+            records.remove(&uidl)?;
         }
         if pruned > 0 {
             debug!(
@@ -186,7 +223,7 @@ async fn run_session(
     let now_ms = state::now_ms();
     let limit = mailbox.server.max_message_size;
     for (number, uidl) in &listing.entries {
-        let (attempts, known_oversized, since) = match records.get(uidl) {
+        let (attempts, known_oversized, since) = match records.map.get(uidl) {
             Some(Record::Delivered { .. }) => {
                 // Delivered in an earlier session whose QUIT never happened (crash, drop).
                 if mailbox.delete && deletions < mailbox.commit_every {
@@ -253,7 +290,7 @@ async fn run_session(
                     if let (Some(fetch), Pop3Error::Codec(CodecError::ResponseTooLarge { .. })) =
                         (&fetch, &error)
                     {
-                        remember_oversized(mailbox, state, fetch, &retries).await?;
+                        remember_oversized(mailbox, records, fetch, &retries).await?;
                     }
                     stop = Some(Stop::Failed(error.into()));
                     break;
@@ -278,7 +315,8 @@ async fn run_session(
         };
         match joined {
             Ok(posted) => {
-                let result = record_outcome(mailbox, state, fingerprint, &retries, posted, report)?;
+                let result =
+                    record_outcome(mailbox, records, fingerprint, &retries, posted, report)?;
                 if let Some(reason) = result.stop {
                     stop.get_or_insert(reason);
                 }
@@ -294,8 +332,10 @@ async fn run_session(
             }
         }
 
-        // The order that makes deletion safe: recorded, flushed, then DELE.
-        if unflushed >= FLUSH_BATCH || posts.is_empty() {
+        // The order that makes deletion safe: recorded, flushed, then DELE. A flush is
+        // only needed before DELEs, which take effect at QUIT anyway: so one per batch.
+        let nothing_left = posts.is_empty() && (stop.is_some() || pipe.remaining() == 0);
+        if unflushed >= FLUSH_BATCH || (nothing_left && unflushed > 0) {
             state.flush().await?;
             unflushed = 0;
             if !matches!(stop, Some(Stop::Failed(_))) {
@@ -343,7 +383,7 @@ struct Recorded {
 /// endpoint disabled. Not flushed here; the session loop flushes in batches.
 fn record_outcome(
     mailbox: &Mailbox,
-    state: &State,
+    records: &mut Records<'_>,
     fingerprint: &str,
     retries: &HashMap<String, (u32, i64)>,
     posted: Posted,
@@ -363,7 +403,7 @@ fn record_outcome(
             } else {
                 Record::Delivered { at: state::now() }
             };
-            state.put(name, uidl, &done)?;
+            records.put(uidl, done)?;
             recorded.recorded_delivery = true;
             report.delivered += 1;
             debug!(mailbox = name, uidl, id = %posted.id, "delivered");
@@ -377,7 +417,7 @@ fn record_outcome(
             if !report.endpoint_disabled {
                 report.endpoint_disabled = true;
                 error!(mailbox = name, url = %mailbox.webhook.url, "the webhook answered 410 Gone: no more events are posted for this mailbox and its mail stays on the server until the webhook configuration changes");
-                state.disable_endpoint(
+                records.state.disable_endpoint(
                     name,
                     &DisabledEndpoint {
                         fingerprint: fingerprint.to_string(),
@@ -398,7 +438,7 @@ fn record_outcome(
                 oversized: posted.fetch.headers_only,
                 since,
             };
-            if record_failure(mailbox, state, uidl, &posted.id, failed, &failure)? {
+            if record_failure(mailbox, records, uidl, &posted.id, failed, &failure)? {
                 report.parked += 1;
                 report.parked_listed += 1;
             }
@@ -455,7 +495,7 @@ async fn deliver(
 /// the next session fetches only the headers (this connection must be dropped).
 async fn remember_oversized(
     mailbox: &Mailbox,
-    state: &State,
+    records: &mut Records<'_>,
     fetch: &Fetch,
     retries: &HashMap<String, (u32, i64)>,
 ) -> Result<(), StateError> {
@@ -465,10 +505,9 @@ async fn remember_oversized(
         .get(&fetch.uidl)
         .copied()
         .unwrap_or((0, state::now()));
-    state.put(
-        &mailbox.name,
+    records.put(
         &fetch.uidl,
-        &Record::Retrying {
+        Record::Retrying {
             attempts,
             next_attempt_ms: 0,
             last_error: format!("larger than max_message_size ({limit} bytes)"),
@@ -476,7 +515,7 @@ async fn remember_oversized(
             since,
         },
     )?;
-    state.flush().await
+    records.state.flush().await
 }
 
 /// Counts the DELEs the server accepted; a refused one stays and is retried next cycle.
@@ -504,7 +543,7 @@ struct Failed {
 /// Returns whether it was parked.
 fn record_failure(
     mailbox: &Mailbox,
-    state: &State,
+    records: &mut Records<'_>,
     uidl: &str,
     id: &str,
     failed: Failed,
@@ -526,10 +565,9 @@ fn record_failure(
     match delay {
         Some(delay) => {
             warn!(mailbox = name, uidl, id, attempts, retry_in = ?delay, "not delivered ({last_error}); it stays on the server and is tried again");
-            state.put(
-                name,
+            records.put(
                 uidl,
-                &Record::Retrying {
+                Record::Retrying {
                     attempts,
                     next_attempt_ms: state::now_ms() + delay.as_millis() as i64,
                     last_error,
@@ -541,10 +579,9 @@ fn record_failure(
         }
         None => {
             error!(mailbox = name, uidl, id, attempts, "not delivered ({last_error}); retries exhausted, message PARKED on the server: see `pophook parked list`");
-            state.put(
-                name,
+            records.put(
                 uidl,
-                &Record::Parked {
+                Record::Parked {
                     attempts,
                     last_error,
                     at: state::now(),
