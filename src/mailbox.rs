@@ -81,6 +81,18 @@ pub enum CycleError {
 /// deleted; what was delivered is remembered and deleted by a later cycle.
 pub async fn run_cycle(mailbox: &Mailbox, ctx: &Context) -> Result<CycleReport, CycleError> {
     let mut report = CycleReport::default();
+    run_cycle_into(mailbox, ctx, &mut report).await?;
+    Ok(report)
+}
+
+/// [`run_cycle`], filling a report the caller owns: when the cycle fails, what it did
+/// before the failure (fetched, delivered, parked) is still there for metrics and
+/// backoff.
+pub async fn run_cycle_into(
+    mailbox: &Mailbox,
+    ctx: &Context,
+    report: &mut CycleReport,
+) -> Result<(), CycleError> {
     let fingerprint = mailbox.webhook.fingerprint();
     if let Some(gone) = ctx.state.disabled_endpoint(&mailbox.name, &fingerprint)? {
         error!(
@@ -89,15 +101,15 @@ pub async fn run_cycle(mailbox: &Mailbox, ctx: &Context) -> Result<CycleReport, 
             "the webhook answered 410 Gone; nothing is posted and all mail stays on the server until the webhook configuration changes"
         );
         report.endpoint_disabled = true;
-        return Ok(report);
+        return Ok(());
     }
     let mut records = Records::load(&ctx.state, &mailbox.name)?;
     let mut first = true;
     loop {
-        let end = run_session(mailbox, ctx, &fingerprint, first, &mut records, &mut report).await?;
+        let end = run_session(mailbox, ctx, &fingerprint, first, &mut records, report).await?;
         first = false;
         if end == SessionEnd::Finished || ctx.shutdown.is_requested() {
-            return Ok(report);
+            return Ok(());
         }
     }
 }

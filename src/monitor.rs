@@ -261,10 +261,12 @@ impl MailboxMonitor {
 
     /// Records a finished cycle: its report (or error), how long it took and what is
     /// still undelivered afterwards (`None` when that could not be counted).
+    /// `partial` is what the cycle did before it failed, when it did.
     pub fn cycle_finished(
         &self,
         elapsed: Duration,
         result: &Result<CycleReport, CycleError>,
+        partial: &CycleReport,
         pending: Option<Pending>,
     ) {
         let i = &self.instruments;
@@ -288,6 +290,9 @@ impl MailboxMonitor {
                 }
                 Err(error) => {
                     i.cycles_failed.increment(1);
+                    i.fetched.increment(partial.fetched as u64);
+                    i.fetched_bytes.increment(partial.bytes_fetched);
+                    i.parked_total.increment(partial.parked as u64);
                     live.last_error = Some(error.to_string());
                 }
             }

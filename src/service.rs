@@ -77,7 +77,7 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
     {
         let ctx = observed(&ctx, &monitor);
         tasks.spawn(async move {
-            let result = cycle(&mailbox, &ctx, &monitor).await;
+            let (result, _) = cycle(&mailbox, &ctx, &monitor).await;
             let outcome = MailboxOutcome {
                 mailbox: mailbox.name.clone(),
                 result: result.map_err(|e| e.to_string()),
@@ -113,7 +113,7 @@ pub async fn replay(
     for (mailbox, monitor) in config.mailboxes.iter().zip(monitor.mailboxes()) {
         if selected.iter().any(|p| p.mailbox == mailbox.name) {
             let ctx = observed(&ctx, monitor);
-            if let Err(e) = cycle(mailbox, &ctx, monitor).await {
+            if let (Err(e), _) = cycle(mailbox, &ctx, monitor).await {
                 errors.push(MailboxError {
                     mailbox: mailbox.name.clone(),
                     error: e.to_string(),
@@ -277,10 +277,13 @@ async fn cycle(
     mailbox: &Mailbox,
     ctx: &Context,
     monitor: &MailboxMonitor,
-) -> Result<CycleReport, CycleError> {
+) -> (Result<CycleReport, CycleError>, CycleReport) {
     monitor.cycle_started();
     let started = Instant::now();
-    let result = mailbox::run_cycle(mailbox, ctx).await;
+    let mut partial = CycleReport::default();
+    let result = mailbox::run_cycle_into(mailbox, ctx, &mut partial)
+        .await
+        .map(|()| partial.clone());
     let elapsed = started.elapsed();
     log_cycle(mailbox, &result);
     let name = mailbox.name.as_str();
@@ -297,8 +300,8 @@ async fn cycle(
     if let Err(e) = status::record_cycle(&ctx.state, name, elapsed, &result, deliveries) {
         warn!(mailbox = name, "cannot record the cycle in the state: {e}");
     }
-    monitor.cycle_finished(elapsed, &result, pending);
-    result
+    monitor.cycle_finished(elapsed, &result, &partial, pending);
+    (result, partial)
 }
 
 async fn poll_forever(mailbox: Mailbox, ctx: Context, monitor: Arc<MailboxMonitor>) {
@@ -306,7 +309,7 @@ async fn poll_forever(mailbox: Mailbox, ctx: Context, monitor: Arc<MailboxMonito
     let mut failures = 0;
     let mut login_delay = None;
     while !shutdown.is_requested() {
-        let result = cycle(&mailbox, &ctx, &monitor).await;
+        let (result, partial) = cycle(&mailbox, &ctx, &monitor).await;
         let wait = match &result {
             Ok(report) => {
                 failures = 0;
@@ -314,7 +317,13 @@ async fn poll_forever(mailbox: Mailbox, ctx: Context, monitor: Arc<MailboxMonito
                 next_poll(&mailbox, &ctx.state, login_delay)
             }
             Err(error) => {
-                failures += 1;
+                // A session that broke after delivering something made progress: try
+                // again soon rather than waiting longer each time (a flaky network).
+                failures = if partial.delivered > 0 {
+                    1
+                } else {
+                    failures + 1
+                };
                 let wait = backoff_after(&mailbox, error, failures, login_delay);
                 warn!(mailbox = %mailbox.name, failures, next_try_in = ?wait, "backing off after a failed session");
                 wait

@@ -726,3 +726,39 @@ async fn a_delivery_counts_in_the_status_even_when_its_cycle_then_fails() {
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_failed_cycle_fetched_still_reaches_the_metrics() {
+    let server = Scripted::start(Script {
+        messages: vec![message(1), message(2)],
+        quit_error: true,
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox("box", server.port(), ""));
+    let running = start(&cfg).await;
+    let url = format!("{}/metrics", running.base);
+    let box_ = [("mailbox", "box")];
+    let metrics = eventually(
+        "a failed cycle in /metrics",
+        Duration::from_secs(20),
+        || async {
+            let (_, text) = get(&url).await;
+            let failed = sample(
+                &text,
+                "pophook_cycles_total",
+                &[("mailbox", "box"), ("result", "error")],
+            );
+            (failed.unwrap_or(0.0) >= 1.0).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&metrics, "pophook_messages_fetched_total", &box_),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "pophook_fetched_bytes_total", &box_).unwrap() > 0.0);
+    running.stop().await;
+}
