@@ -8,7 +8,8 @@
 #   scripts/bench.sh                    # every scenario; appends to BENCHMARKS.md
 #   scripts/bench.sh --only 1,4         # some scenarios
 #   scripts/bench.sh --quick            # small versions, to check the harness; no write
-#   scripts/bench.sh --max-in-flight    # scenario 2 with webhook.max_in_flight 1 vs 4
+#   scripts/bench.sh --max-in-flight    # scenario 2 with webhook.max_in_flight 1 vs 4 (the default)
+#   scripts/bench.sh --commit-every N   # pophook's commit_every (default 50) for every run
 #   scripts/bench.sh --only 1 --wrap 'perf record -g -o /tmp/perf.data --'
 set -euo pipefail
 cd "$(dirname "$0")/.."

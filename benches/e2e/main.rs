@@ -56,6 +56,8 @@ struct Options {
     quick: bool,
     write: bool,
     max_in_flight: bool,
+    /// `commit_every` for pophook's mailbox (pophook's default, 50, when absent).
+    commit_every: Option<usize>,
     wrap: Vec<String>,
     repeat: usize,
 }
@@ -66,7 +68,8 @@ impl Options {
             only: None,
             quick: false,
             write: true,
-            max_in_flight: false,
+            max_in_flight: true,
+            commit_every: None,
             wrap: Vec::new(),
             repeat: 1,
         };
@@ -81,6 +84,14 @@ impl Options {
                 }
                 "--no-write" => options.write = false,
                 "--max-in-flight" => options.max_in_flight = true,
+                "--commit-every" => {
+                    options.commit_every = Some(
+                        args.next()
+                            .and_then(|n| n.parse().ok())
+                            .filter(|n| *n > 0)
+                            .ok_or("--commit-every needs a count, e.g. 1000")?,
+                    );
+                }
                 "--only" => {
                     let list = args.next().ok_or("--only needs a list, e.g. 1,3")?;
                     let ids = list
@@ -228,6 +239,7 @@ struct Bench {
     work: tempfile::TempDir,
     wrap: Vec<String>,
     secret: String,
+    commit_every: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -260,6 +272,7 @@ fn main() -> ExitCode {
             .tempdir()
             .expect("create the bench's work dir"),
         wrap: options.wrap.clone(),
+        commit_every: options.commit_every,
         secret: format!(
             "whsec_{}",
             base64::engine::general_purpose::STANDARD.encode([7u8; 32])
@@ -527,6 +540,9 @@ impl Bench {
         }
         if let Some(size) = scenario.max_message_size {
             mailbox.push_str(&format!("    max_message_size: {size}\n"));
+        }
+        if let Some(n) = self.commit_every {
+            mailbox.push_str(&format!("    commit_every: {n}\n"));
         }
         format!(
             "state_dir: {}\nwebhook:\n{webhook}mailboxes:\n{mailbox}",

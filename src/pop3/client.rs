@@ -129,16 +129,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 struct Connection<S> {
     stream: S,
     buf: BytesMut,
+    /// Reads land here first. The TLS adapter zero-fills whatever buffer it is handed on
+    /// every poll, so handing it `buf`'s (possibly large) spare capacity would cost a
+    /// memset per read; this one is initialised once.
+    scratch: Box<[u8]>,
     status: StatusDecoder,
     timeout: Duration,
     max_line: usize,
 }
 
+const READ_CHUNK: usize = 16 * 1024;
+
 impl<S: Io> Connection<S> {
     fn new(stream: S, cfg: &ServerConfig) -> Self {
         Connection {
             stream,
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             status: StatusDecoder::new(cfg.max_line),
             timeout: cfg.timeout,
             max_line: cfg.max_line,
@@ -162,10 +169,12 @@ impl<S: Io> Connection<S> {
     /// Reads more bytes into the buffer; end of stream here is always an error,
     /// because we only read when a reply is incomplete.
     async fn fill(&mut self, during: &'static str) -> Result<(), Pop3Error> {
-        self.buf.reserve(16 * 1024);
-        match tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await {
+        match tokio::time::timeout(self.timeout, self.stream.read(&mut self.scratch)).await {
             Ok(Ok(0)) => Err(Pop3Error::Closed { during }),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&self.scratch[..n]);
+                Ok(())
+            }
             Ok(Err(source)) => Err(Pop3Error::Io { during, source }),
             Err(_) => Err(Pop3Error::Timeout {
                 during,
@@ -386,6 +395,7 @@ impl<S: Io> Connection<S> {
         Connection {
             stream: Box::new(self.stream),
             buf: self.buf,
+            scratch: self.scratch,
             status: self.status,
             timeout: self.timeout,
             max_line: self.max_line,
