@@ -230,3 +230,75 @@ fn a_state_database_that_cannot_be_opened_is_reported_and_left_alone() {
         "never deleted or changed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receive_verifies_signatures_and_prints_each_event() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let receiver = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
+        .args([
+            "receive",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--secret",
+            secret,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/inbound");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.post(&url).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A forged signature is refused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = client
+        .post(&url)
+        .header("webhook-id", "msg_forged")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", "v1,AAAA")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    // A real delivery is accepted and printed as one summary line.
+    let cfg = config(
+        &format!("  url: {url}\n  secret: {secret}"),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+    let outcomes = pophook::service::once(&cfg.config).await.unwrap();
+    assert!(outcomes[0].is_success(), "{outcomes:?}");
+    assert_eq!(dovecot.message_count("support"), 0);
+
+    let mut receiver = receiver;
+    receiver.start_kill().unwrap();
+    let out = receiver.wait_with_output().await.unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("rejected: bad signature for msg_forged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("email.received [support] from alice@example.com — \"test 1\""),
+        "{stdout}"
+    );
+}
