@@ -60,8 +60,10 @@ VOLUME ["/data"]
 USER 10001:10001
 WORKDIR /data
 
-# `pophook healthcheck` GETs http://127.0.0.1:9090/healthz (the `http.listen`
-# endpoint) and exits 0 on 200, so the image needs no curl.
+# `pophook healthcheck` GETs /healthz on `http.listen` and exits 0 on 200, so the image
+# needs no curl. Without `http.listen` (e.g. POPHOOK_HTTP__LISTEN=127.0.0.1:9090) it
+# fails: the endpoint also serves an unauthenticated management API, so the image does
+# not open it by default.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["pophook", "healthcheck"]
 

@@ -491,6 +491,7 @@ fn validate_mailbox(
         timeout,
         max_line: DEFAULT_MAX_LINE,
         max_message_size: raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+        tls_connector: Default::default(),
     };
     let commit_every = raw.commit_every.unwrap_or(DEFAULT_COMMIT_EVERY);
     if commit_every == 0 {

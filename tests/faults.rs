@@ -131,6 +131,7 @@ fn server_config(port: u16, tls: TlsMode, allow_insecure: bool) -> ServerConfig 
         timeout: Duration::from_secs(2),
         max_line: pophook::pop3::codec::DEFAULT_MAX_LINE,
         max_message_size: 1024 * 1024,
+        tls_connector: Default::default(),
     }
 }
 
