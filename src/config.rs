@@ -221,17 +221,39 @@ struct RawOAuth2 {
 
 // ---- loading --------------------------------------------------------------------
 
-/// Reads `path` (if given) and the environment, and validates the result.
+/// The file read when neither `--config` nor `POPHOOK_CONFIG` names one, if it exists:
+/// the container image's mount point, and the usual place on a host.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/pophook/config.yaml";
+
+/// Reads the configuration file, then the environment on top, and validates the result.
+/// A file named by `path` (`--config`/`POPHOOK_CONFIG`) must exist, so a typo fails
+/// loudly; without one, [`DEFAULT_CONFIG_FILE`] is read only if it is there, so a
+/// container runs from a mounted file or from `POPHOOK_*` variables alone.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-    let mut figment = Figment::new();
-    if let Some(path) = path {
-        if !path.is_file() {
+    load_or_default(path, Path::new(DEFAULT_CONFIG_FILE))
+}
+
+fn load_or_default(path: Option<&Path>, default: &Path) -> Result<Config, ConfigError> {
+    let file = match path {
+        Some(path) if !path.is_file() => {
             return Err(ConfigError::Load(format!(
                 "config file {} does not exist; pass --config PATH or set POPHOOK_CONFIG (see config.example.yaml)",
                 path.display()
-            )));
+            )))
         }
-        figment = figment.merge(Yaml::file(path));
+        Some(path) => Some(path),
+        None => Some(default).filter(|default| default.is_file()),
+    };
+    let mut figment = Figment::new();
+    match file {
+        Some(file) => {
+            tracing::info!("configuration: {} and POPHOOK_* variables", file.display());
+            figment = figment.merge(Yaml::file(file));
+        }
+        None => tracing::info!(
+            "configuration: POPHOOK_* variables only (no --config, and no {})",
+            default.display()
+        ),
     }
     figment = figment.merge(environment());
     from_figment(figment)
@@ -241,7 +263,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 /// command line itself are not configuration keys.
 fn environment() -> Env {
     Env::prefixed("POPHOOK_")
-        .ignore(&["CONFIG", "LOG_FORMAT", "LOG"])
+        .ignore(&["CONFIG", "LOG_FORMAT", "LOG", "RECEIVE_SECRET"])
         .split("__")
 }
 
@@ -259,10 +281,48 @@ pub fn from_yaml(yaml: &str) -> Result<Config, ConfigError> {
 }
 
 fn describe_figment_error(error: figment::Error) -> String {
-    // figment reports every error found; one per line reads best.
+    // figment reports every error found; one per line reads best. Its own messages
+    // repeat the offending value, which may be a password (an inline one inside
+    // POPHOOK_MAILBOXES, say), so values are described by their type only.
+    use figment::error::{Actual, Kind};
+    fn shape(actual: &Actual) -> &'static str {
+        match actual {
+            Actual::Bool(_) => "a boolean",
+            Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+            Actual::Char(_) | Actual::Str(_) => "a string",
+            Actual::Bytes(_) => "bytes",
+            Actual::Unit => "nothing",
+            Actual::Seq => "a list",
+            Actual::Map => "a map",
+            _ => "another kind of value",
+        }
+    }
     error
         .into_iter()
-        .map(|e| e.to_string())
+        .map(|e| {
+            let what = match &e.kind {
+                Kind::InvalidType(actual, expected) => {
+                    format!("expected {expected}, found {}", shape(actual))
+                }
+                Kind::InvalidValue(actual, expected) => {
+                    format!("invalid value ({}), expected {expected}", shape(actual))
+                }
+                Kind::Unsupported(actual) => format!("{} is not supported here", shape(actual)),
+                Kind::Message(_) => "the value is not valid here".to_string(),
+                other => other.to_string(),
+            };
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!(" for key `{}`", e.path.join("."))
+            };
+            let from = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            format!("{what}{key}{from}")
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -1000,6 +1060,25 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn a_badly_shaped_environment_value_is_reported_without_its_content() {
+        use figment::Jail;
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "POPHOOK_MAILBOXES",
+                "[{name=demo, host=h, username=u, password=hunter2secret,}}",
+            );
+            jail.set_env("POPHOOK_WEBHOOK__URL", "http://127.0.0.1:1/");
+            let e = super::load_or_default(None, Path::new("/nonexistent"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("hunter2secret"), "{e}");
+            assert!(e.contains("mailboxes") || e.contains("MAILBOXES"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let e = error(&format!(
             "{WEBHOOK}mailboxes:\n{MAILBOX}    password: pw\n    pasword: typo\n"
@@ -1210,6 +1289,54 @@ mod tests {
     fn no_mailboxes_is_an_error_not_an_idle_service() {
         let e = error(WEBHOOK);
         assert!(e.contains("no mailboxes"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn the_default_file_is_optional_but_a_named_file_must_exist() {
+        use figment::Jail;
+        Jail::expect_with(|jail| {
+            let default = jail.directory().join("config.yaml");
+            jail.set_env("POPHOOK_WEBHOOK__URL", "https://hooks.example.com/in");
+            jail.set_env(
+                "POPHOOK_MAILBOXES",
+                "[{name=env, host=pop.example.com, username=u, password=p}]",
+            );
+            // No file at all: the environment alone is the configuration.
+            let config = load_or_default(None, &default).unwrap();
+            assert_eq!(config.mailboxes[0].name, "env");
+            // A file at the default place is read, and the environment still wins.
+            jail.create_file(
+                "config.yaml",
+                "state_dir: /from-file\nwebhook:\n  timeout: 5s\n",
+            )?;
+            let config = load_or_default(None, &default).unwrap();
+            assert_eq!(config.state_dir, PathBuf::from("/from-file"));
+            assert_eq!(config.mailboxes[0].webhook.timeout, Duration::from_secs(5));
+            // A file asked for by name must exist: a typo is not silently ignored.
+            let e = load_or_default(Some(Path::new("typo.yaml")), &default).unwrap_err();
+            assert!(e.to_string().contains("typo.yaml does not exist"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn the_receivers_secret_variable_is_not_a_configuration_key() {
+        use figment::Jail;
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "POPHOOK_RECEIVE_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            );
+            jail.set_env("POPHOOK_WEBHOOK__URL", "https://hooks.example.com/in");
+            jail.set_env(
+                "POPHOOK_MAILBOXES",
+                "[{name=env, host=pop.example.com, username=u, password=p}]",
+            );
+            load_or_default(None, &jail.directory().join("absent.yaml")).unwrap();
+            Ok(())
+        });
     }
 
     #[test]

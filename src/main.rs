@@ -38,7 +38,8 @@ enum LogFormat {
 
 #[derive(clap::Args)]
 struct ConfigArg {
-    /// YAML configuration file; `POPHOOK_*` environment variables override it.
+    /// YAML configuration file [default: /etc/pophook/config.yaml if it exists];
+    /// `POPHOOK_*` environment variables override it.
     #[arg(long, env = "POPHOOK_CONFIG")]
     config: Option<PathBuf>,
 }
