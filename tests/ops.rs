@@ -19,13 +19,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 fn mailbox(name: &str, port: u16, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    allow_insecure: true\n    username: user\n    password: secret\n    timeout: 3s\n    poll_interval: 1s\n{extra}"
-    )
+    common::setup::scripted_mailbox(name, port, extra)
 }
 
 fn hook(receiver: &Receiver, extra: &str) -> String {
-    format!("  url: {}\n  timeout: 3s\n{extra}", receiver.url())
+    common::setup::hook(&receiver.url(), extra)
 }
 
 /// A port nothing listens on (bound, then released).
@@ -134,19 +132,11 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 fn pophook(cfg: &TestConfig, args: &[&str]) -> Output {
-    pophook_env(cfg, args, &[])
+    cfg.pophook(args)
 }
 
 fn pophook_env(cfg: &TestConfig, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let path = cfg.path();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--config", path.to_str().unwrap()]);
-    std::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(all)
-        .envs(env.iter().copied())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    cfg.pophook_env(args, env)
 }
 
 fn text(bytes: &[u8]) -> String {

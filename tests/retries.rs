@@ -14,13 +14,11 @@ use pophook::service;
 use pophook::state::{Record, State};
 
 fn mailbox(port: u16, extra: &str) -> String {
-    format!(
-        "  - name: box\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    allow_insecure: true\n    username: user\n    password: secret\n    timeout: 3s\n    poll_interval: 1s\n{extra}"
-    )
+    common::setup::scripted_mailbox("box", port, extra)
 }
 
 fn hook(receiver: &Receiver, extra: &str) -> String {
-    format!("  url: {}\n  timeout: 3s\n{extra}", receiver.url())
+    common::setup::hook(&receiver.url(), extra)
 }
 
 async fn once(cfg: &TestConfig) -> CycleReport {
@@ -37,14 +35,7 @@ fn record(cfg: &TestConfig, uidl: &str) -> Option<Record> {
 }
 
 fn pophook(cfg: &TestConfig, args: &[&str]) -> std::process::Output {
-    let path = cfg.path();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--config", path.to_str().unwrap()]);
-    std::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(all)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    cfg.pophook(args)
 }
 
 #[tokio::test(flavor = "multi_thread")]

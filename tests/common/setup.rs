@@ -27,6 +27,37 @@ impl TestConfig {
     pub fn path(&self) -> std::path::PathBuf {
         self.dir.path().join("config.yaml")
     }
+
+    /// Runs the `pophook` binary with `args` and `--config` pointing at this config.
+    pub fn pophook(&self, args: &[&str]) -> std::process::Output {
+        self.pophook_env(args, &[])
+    }
+
+    /// [`TestConfig::pophook`] with extra environment variables.
+    pub fn pophook_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let path = self.path();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", path.to_str().unwrap()]);
+        std::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
+            .args(all)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+}
+
+/// A mailbox entry for the scripted POP3 server (user `user`, password `secret`),
+/// plain on loopback, with short timeouts and polls.
+pub fn scripted_mailbox(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    allow_insecure: true\n    username: user\n    password: secret\n    timeout: 3s\n    poll_interval: 1s\n{extra}"
+    )
+}
+
+/// The lines under `webhook:` for a test receiver at `url`, plus `extra`.
+pub fn hook(url: &str, extra: &str) -> String {
+    format!("  url: {url}\n  timeout: 3s\n{extra}")
 }
 
 /// Webhook keys for tests that expect a failed POST to be retried by the very next
