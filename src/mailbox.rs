@@ -12,7 +12,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Mailbox;
 use crate::event::{self, EventMeta};
-use crate::pop3::codec::CodecError;
 use crate::pop3::pipeline::{Fetch, FetchError, Pipeline};
 use crate::pop3::{Pop3Error, Session};
 use crate::shutdown::Shutdown;
@@ -299,9 +298,7 @@ async fn run_session(
                 Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(FetchError { fetch, error }) => {
-                    if let (Some(fetch), Pop3Error::Codec(CodecError::ResponseTooLarge { .. })) =
-                        (&fetch, &error)
-                    {
+                    if let (Some(fetch), Pop3Error::TooLarge { .. }) = (&fetch, &error) {
                         remember_oversized(mailbox, records, fetch, &retries).await?;
                     }
                     stop = Some(Stop::Failed(error.into()));

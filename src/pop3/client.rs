@@ -195,23 +195,55 @@ impl<S: Io> Connection<S> {
         }
     }
 
+    /// A listing or CAPA body: every line within `max_line`, the whole within `max_total`.
     async fn read_body(
         &mut self,
         during: &'static str,
         max_total: usize,
     ) -> Result<Bytes, Pop3Error> {
-        self.read_body_sized(during, max_total, 0).await
+        let decoder = MultiLineDecoder::new(self.max_line, max_total);
+        self.read_body_with(during, decoder).await
     }
 
-    async fn read_body_sized(
+    /// A message (RETR, TOP), with room for `expected` bytes reserved up front.
+    ///
+    /// RFC 5322's 998-octet lines are widely exceeded (unwrapped HTML, base64 without
+    /// breaks) and `max_total` already bounds memory, so here a line may be as long as
+    /// the message may be; a longer line means a message over `max_total`, and is
+    /// reported as such, so the cycle treats it like any oversized message.
+    async fn read_message_body(
         &mut self,
         during: &'static str,
         max_total: usize,
         expected: usize,
     ) -> Result<Bytes, Pop3Error> {
-        let mut decoder = MultiLineDecoder::with_capacity(self.max_line, max_total, expected);
+        let max_line = max_total.saturating_add(2).max(self.max_line);
+        let decoder = MultiLineDecoder::with_capacity(max_line, max_total, expected);
+        match self.read_body_with(during, decoder).await {
+            Err(Pop3Error::Codec(codec::CodecError::LineTooLong { .. })) => {
+                Err(Pop3Error::TooLarge {
+                    command: during,
+                    limit: max_total,
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn read_body_with(
+        &mut self,
+        during: &'static str,
+        mut decoder: MultiLineDecoder,
+    ) -> Result<Bytes, Pop3Error> {
         loop {
-            if let Some(body) = decoder.decode(&mut self.buf)? {
+            let decoded = decoder.decode(&mut self.buf).map_err(|e| match e {
+                codec::CodecError::ResponseTooLarge { limit } => Pop3Error::TooLarge {
+                    command: during,
+                    limit,
+                },
+                other => Pop3Error::Codec(other),
+            })?;
+            if let Some(body) = decoded {
                 trace!(target: WIRE, "S: [{} bytes of {during} data]", body.len());
                 return Ok(body);
             }
@@ -236,11 +268,18 @@ impl<S: Io> Connection<S> {
         }
     }
 
-    /// Sends a command whose `+OK` is followed by a multi-line body.
+    /// Sends a command whose `+OK` is followed by a listing.
     async fn multi(&mut self, cmd: Command<'_>, max_total: usize) -> Result<Bytes, Pop3Error> {
         let verb = cmd.verb();
         self.simple(cmd).await?;
         self.read_body(verb, max_total).await
+    }
+
+    /// Sends RETR or TOP and reads the message that follows its `+OK`.
+    async fn message(&mut self, cmd: Command<'_>, max_total: usize) -> Result<Bytes, Pop3Error> {
+        let verb = cmd.verb();
+        self.simple(cmd).await?;
+        self.read_message_body(verb, max_total, 0).await
     }
 
     async fn greeting(&mut self) -> Result<(), Pop3Error> {
@@ -633,13 +672,13 @@ impl Session {
 
     /// The whole message, dot-unstuffed, line endings as the server sent them.
     pub async fn retr(&mut self, n: u32) -> Result<Bytes, Pop3Error> {
-        self.conn.multi(Command::Retr(n), self.max_message).await
+        self.conn.message(Command::Retr(n), self.max_message).await
     }
 
     /// The headers and the first `lines` lines of the body (TOP).
     pub async fn top(&mut self, n: u32, lines: u32) -> Result<Bytes, Pop3Error> {
         self.conn
-            .multi(Command::Top(n, lines), self.max_message)
+            .message(Command::Top(n, lines), self.max_message)
             .await
     }
 
@@ -672,7 +711,7 @@ impl Session {
     ) -> Result<Bytes, Pop3Error> {
         self.conn.expect_ok(verb).await?;
         self.conn
-            .read_body_sized(verb, self.max_message, expected)
+            .read_message_body(verb, self.max_message, expected)
             .await
     }
 

@@ -78,10 +78,7 @@ pub enum CodecError {
          (is this really a POP3 server?)"
     )]
     LineTooLong { limit: usize },
-    #[error(
-        "multi-line response exceeded {limit} bytes; the session is dropped \
-         (raise the size limit if this mailbox holds messages that large)"
-    )]
+    #[error("multi-line response exceeded {limit} bytes; the session is dropped")]
     ResponseTooLarge { limit: usize },
     #[error("server sent a malformed response: {0}; the session is dropped")]
     Malformed(String),
@@ -378,12 +375,18 @@ fn unique_id(uid: &[u8]) -> Result<String, String> {
 }
 
 /// The capabilities of a `CAPA` body, one entry per non-empty line, trimmed, as the server
-/// spelled them (compare case-insensitively).
+/// spelled them (compare case-insensitively), except that control characters become
+/// U+FFFD: `pophook check` prints these lines, and a server must not write to the terminal.
 pub fn parse_capa(body: &[u8]) -> Vec<String> {
     lines(body)
         .map(<[u8]>::trim_ascii)
         .filter(|line| !line.is_empty())
-        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .map(|line| {
+            String::from_utf8_lossy(line)
+                .chars()
+                .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+                .collect()
+        })
         .collect()
 }
 
@@ -947,5 +950,13 @@ mod tests {
             ["STLS", "SASL PLAIN LOGIN", "PIPELINING", "UIDL"]
         );
         assert!(parse_capa(b"").is_empty());
+    }
+
+    #[test]
+    fn capa_lines_cannot_write_escape_sequences_to_the_terminal() {
+        assert_eq!(
+            parse_capa(b"X-\x1b[2J\x0bEVIL\rUIDL\r\n"),
+            ["X-\u{FFFD}[2J\u{FFFD}EVIL\u{FFFD}UIDL"]
+        );
     }
 }

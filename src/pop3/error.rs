@@ -32,6 +32,13 @@ pub enum Pop3Error {
     Tls { host: String, reason: String },
     #[error("the server sent something pophook cannot read: {0}")]
     Codec(#[from] CodecError),
+    /// A multi-line reply outgrew its bound: `max_message_size` for RETR and TOP, a fixed
+    /// bound for listings. The rest of the reply is still in flight, so the session is over.
+    #[error(
+        "the reply to {command} exceeded {limit} bytes; the session was dropped ({})",
+        too_large_hint(command)
+    )]
+    TooLarge { command: &'static str, limit: usize },
     #[error("`tls: starttls` is set but the server does not offer STLS; no credentials were sent (use `tls: implicit` if the server speaks TLS on another port)")]
     StlsNotOffered,
     #[error("the server refused STLS ({0}); no credentials were sent")]
@@ -61,6 +68,13 @@ pub enum Pop3Error {
         command: &'static str,
         detail: String,
     },
+}
+
+fn too_large_hint(command: &str) -> &'static str {
+    match command {
+        "RETR" | "TOP" => "raise `max_message_size` if this mailbox holds messages that large",
+        _ => "no real mailbox needs a listing that large; is this server misbehaving?",
+    }
 }
 
 impl Pop3Error {
