@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 pophook_ensure_deps
 if [ "$(id -u)" -ne 0 ]; then
   # Dovecot must start as root to switch to the mail user, so the tests run as root.
-  exec sudo -E env "PATH=$PATH" cargo test --locked "$@"
+  exec sudo -E env "PATH=$PATH" cargo test --locked --lib --bins --tests "$@"
 fi
-exec cargo test --locked "$@"
+exec cargo test --locked --lib --bins --tests "$@"
