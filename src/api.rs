@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::config::Mailbox;
+use crate::ledger::{Ledger, StateError};
 use crate::monitor::{Monitor, Readiness};
 use crate::parked::{self, MailboxError, ParkedMessage, ReplayReport, SelectError};
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
-use crate::state::{State, StateError};
 use crate::status::{self, StatusReport};
 
 /// How long a replay request waits for the mailboxes' cycles before answering with
@@ -29,7 +29,7 @@ pub const REPLAY_WAIT: Duration = Duration::from_secs(60);
 
 /// What the endpoint reads and acts on: the running service's own state and monitor.
 pub struct Api {
-    pub state: State,
+    pub ledger: Ledger,
     pub monitor: Arc<Monitor>,
     /// The mailboxes this instance polls.
     pub mailboxes: Vec<Mailbox>,
@@ -47,7 +47,7 @@ pub async fn serve(listener: TcpListener, api: Api) -> std::io::Result<()> {
 
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/status", get(api_status))
@@ -55,6 +55,15 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/parked/replay", post(parked_replay))
         .route("/api/parked/drop", post(parked_drop))
         .with_state(api)
+}
+
+/// 200 while nothing is stalled; 503 naming the stall (a state flush that does not
+/// return) so a supervisor restarts a frozen process.
+async fn healthz(Extract(api): Extract<Arc<Api>>) -> (StatusCode, String) {
+    match api.ledger.watchdog().health() {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
 }
 
 async fn readyz(Extract(api): Extract<Arc<Api>>) -> (StatusCode, Json<Readiness>) {
@@ -82,7 +91,7 @@ async fn api_status(Extract(api): Extract<Arc<Api>>) -> Result<Json<StatusReport
         Ok(StatusReport {
             running: true,
             shard: api.shard.map(|s| s.to_string()),
-            mailboxes: status::collect(&api.state, &api.mailboxes)?,
+            mailboxes: status::collect(&api.ledger, &api.mailboxes),
         })
     })
     .await?;
@@ -99,7 +108,7 @@ async fn parked_list(
     Query(query): Query<ParkedQuery>,
 ) -> Result<Json<Vec<ParkedMessage>>, ApiError> {
     let list = blocking(api, move |api| {
-        Ok(parked::list(&api.state, query.mailbox.as_deref())?)
+        Ok(parked::list(&api.ledger, query.mailbox.as_deref()))
     })
     .await?;
     Ok(Json(list))
@@ -120,8 +129,8 @@ async fn parked_replay(
     Extract(api): Extract<Arc<Api>>,
     Json(request): Json<ReplayRequest>,
 ) -> Result<Json<ReplayReport>, ApiError> {
-    let selected = parked::select(&api.state, request.mailbox.as_deref(), &request.ids)?;
-    parked::unpark(&api.state, &selected).await?;
+    let selected = parked::select(&api.ledger, request.mailbox.as_deref(), &request.ids)?;
+    parked::unpark(&api.ledger, &selected).await?;
     let mut errors = parked::unpolled(&selected, &api.mailboxes);
     let concerned: BTreeSet<&str> = selected.iter().map(|p| p.mailbox.as_str()).collect();
     let mut waits = Vec::new();
@@ -144,7 +153,7 @@ async fn parked_replay(
         _ = tokio::time::sleep(REPLAY_WAIT) => {}
         _ = shutdown.requested() => {}
     }
-    let messages = parked::outcomes(&api.state, &selected)?;
+    let messages = parked::outcomes(&api.ledger, &selected);
     for name in messages
         .iter()
         .map(|m| m.mailbox.as_str())
@@ -178,8 +187,8 @@ async fn parked_drop(
             "name the ids to drop (see GET /api/parked)",
         ));
     }
-    let selected = parked::select(&api.state, None, &request.ids)?;
-    parked::drop(&api.state, &selected).await?;
+    let selected = parked::select(&api.ledger, None, &request.ids)?;
+    parked::drop(&api.ledger, &selected).await?;
     refresh_pending(&api, &selected);
     Ok(Json(selected))
 }
@@ -188,10 +197,8 @@ async fn parked_drop(
 fn refresh_pending(api: &Api, messages: &[ParkedMessage]) {
     let names: BTreeSet<&str> = messages.iter().map(|m| m.mailbox.as_str()).collect();
     for name in names {
-        if let (Some(monitor), Ok(pending)) =
-            (api.monitor.mailbox(name), status::pending(&api.state, name))
-        {
-            monitor.set_pending(pending);
+        if let Some(monitor) = api.monitor.mailbox(name) {
+            monitor.set_pending(api.ledger.pending(name));
         }
     }
 }

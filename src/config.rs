@@ -25,7 +25,7 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
-const DEFAULT_COMMIT_EVERY: usize = 50;
+const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -73,9 +73,11 @@ pub struct Mailbox {
     pub poll_interval: Duration,
     /// `false`: leave mail on the server and deliver each message once.
     pub delete: bool,
-    /// QUIT (which commits deletions) after this many DELEs and continue in a new
-    /// session, so a dropped connection in a large mailbox does not undo everything.
-    pub commit_every: usize,
+    /// QUIT (which commits deletions) once a session has lasted this long, and continue
+    /// in a new one, so a dropped connection late in a large backlog undoes little.
+    pub commit_interval: Duration,
+    /// Deprecated extra cap: also QUIT after this many DELEs. Unset by default.
+    pub commit_every: Option<usize>,
     pub webhook: WebhookConfig,
 }
 
@@ -196,6 +198,8 @@ struct RawMailbox {
     max_message_size: Option<usize>,
     delete: Option<bool>,
     commit_every: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    commit_interval: Option<Duration>,
     #[serde(default)]
     webhook: RawWebhook,
 }
@@ -553,9 +557,12 @@ fn validate_mailbox(
         max_message_size: raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
         tls_connector: Default::default(),
     };
-    let commit_every = raw.commit_every.unwrap_or(DEFAULT_COMMIT_EVERY);
-    if commit_every == 0 {
+    if raw.commit_every == Some(0) {
         return Err(invalid(key("commit_every"), "must be at least 1"));
+    }
+    let commit_interval = raw.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
+    if commit_interval.is_zero() {
+        return Err(invalid(key("commit_interval"), "must be longer than 0s"));
     }
     let webhook = validate_webhook(&key("webhook"), merge(default_webhook, raw.webhook))?;
     Ok(Mailbox {
@@ -563,7 +570,8 @@ fn validate_mailbox(
         server,
         poll_interval,
         delete: raw.delete.unwrap_or(true),
-        commit_every,
+        commit_interval,
+        commit_every: raw.commit_every,
         webhook,
     })
 }

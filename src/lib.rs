@@ -16,11 +16,15 @@
 //! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
 //!   classifies the answer.
 //! - [`retry`]: when a failed delivery is tried again, and when it is parked.
-//! - [`state`]: the sled database of what was delivered, keyed by (mailbox, UIDL).
-//! - [`mailbox`]: one mailbox's delivery cycle; the only place that decides to DELE
-//!   or QUIT.
-//! - [`service`]: every mailbox on its own interval, `once`, `check`, and shutdown;
-//!   each cycle is timed, counted and logged in the state.
+//! - [`ledger`]: what pophook remembers, keyed by (mailbox, UIDL): every record in
+//!   memory, written through to sled by the one thread that writes and flushes.
+//! - [`mailbox`]: one mailbox's task (when to try next, the outage breaker), the pure
+//!   planner, and the session that executes a plan; the only place that sends DELE or
+//!   QUIT.
+//! - [`service`]: every mailbox's task, `once`, `check`, and shutdown; each cycle is
+//!   logged, counted and recorded in the ledger.
+//! - [`watchdog`]: a thread that notices work that stopped making progress and ends
+//!   the process rather than letting it hang silently.
 //! - [`shard`]: which instance polls which mailbox when several share the list.
 //! - [`monitor`]: the running service's view of itself: Prometheus instruments,
 //!   readiness, and the wake-up that makes a mailbox cycle now.
@@ -37,6 +41,7 @@
 pub mod api;
 pub mod config;
 pub mod event;
+pub mod ledger;
 pub mod mailbox;
 pub mod manage;
 pub mod monitor;
@@ -49,6 +54,6 @@ pub mod secret;
 pub mod service;
 pub mod shard;
 pub mod shutdown;
-pub mod state;
 pub mod status;
+pub mod watchdog;
 pub mod webhook;

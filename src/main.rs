@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use pophook::manage::{self, Manager};
 use pophook::secret::Secret;
+use pophook::watchdog::Watchdog;
 use pophook::{config, receive, service, shard, shutdown, status, webhook};
 
 #[derive(Parser)]
@@ -129,13 +131,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Never wait on a task or thread that is stuck (a hung flush, a silent server):
+    // whatever is still running after the command ended is abandoned.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Ends the process `after` from now, whatever is still running: SIGTERM must end
+/// pophook within `shutdown_timeout` even when a dependency hangs. A real thread, so a
+/// frozen async runtime cannot hold it up.
+fn exit_after(after: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("pophook-exit".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            eprintln!(
+                "error: shutdown took longer than `shutdown_timeout` ({after:?}); exiting now (nothing unacknowledged was deleted)"
+            );
+            std::process::exit(1);
+        });
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -144,7 +165,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = config::load(args.config.as_deref())?;
             let grace = config.shutdown_timeout;
             let (trigger, shutdown) = shutdown::channel();
-            let mut service = tokio::spawn(service::run(config, shutdown));
+            // The watchdog ends the process when the state stalls for good, so that a
+            // supervisor restarts it instead of a silent freeze.
+            let watchdog = Watchdog::default();
+            watchdog.spawn(|_reason| std::process::exit(pophook::watchdog::EXIT_CODE));
+            let mut service = tokio::spawn(service::run_watched(config, shutdown, watchdog));
             tokio::select! {
                 joined = &mut service => {
                     // The service only returns early on a startup error (state locked...).
@@ -155,6 +180,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             tracing::info!("shutting down: finishing the message in hand");
             trigger.trigger();
+            exit_after(grace + Duration::from_secs(1));
             match tokio::time::timeout(grace, service).await {
                 Ok(joined) => joined.context("the service task failed")??,
                 Err(_) => anyhow::bail!(
@@ -271,7 +297,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 println!("pophook {source}{shard}\n");
                 print!(
                     "{}",
-                    status::table(&report.mailboxes, pophook::state::now())
+                    status::table(&report.mailboxes, pophook::ledger::now())
                 );
             }
             Ok(ExitCode::SUCCESS)

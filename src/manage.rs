@@ -9,10 +9,11 @@ use serde::Serialize;
 
 use crate::api::{DropRequest, ReplayRequest, REPLAY_WAIT};
 use crate::config::{Config, HttpConfig};
+use crate::ledger::{Ledger, StateError};
 use crate::parked::{self, ParkedMessage, ReplayReport, SelectError};
 use crate::service::{self, ReplayError};
-use crate::state::{State, StateError};
 use crate::status::{self, StatusReport};
+use crate::watchdog::Watchdog;
 
 /// How long a status, list or drop request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,7 +38,7 @@ pub enum ManageError {
 /// Where the state is read and changed.
 pub enum Manager {
     /// The service is stopped: the state, opened here.
-    Local(State),
+    Local(Ledger),
     /// The service runs: its API.
     Remote(HttpConfig),
     /// No state directory yet: nothing was ever recorded.
@@ -50,8 +51,8 @@ impl Manager {
         if !config.state_dir.exists() {
             return Ok(Manager::Empty);
         }
-        match State::open(&config.state_dir) {
-            Ok(state) => Ok(Manager::Local(state)),
+        match Ledger::open(&config.state_dir, Watchdog::default()) {
+            Ok(ledger) => Ok(Manager::Local(ledger)),
             Err(StateError::Locked { dir }) => match &config.http {
                 Some(http) => Ok(Manager::Remote(http.clone())),
                 None => Err(ManageError::RunningWithoutApi {
@@ -67,9 +68,9 @@ impl Manager {
     }
 
     pub async fn status(&self, config: &Config) -> Result<StatusReport, ManageError> {
-        let local = |state: Option<&State>| -> Result<StatusReport, ManageError> {
-            let mailboxes = match state {
-                Some(state) => status::collect(state, &config.mailboxes)?,
+        let local = |ledger: Option<&Ledger>| -> Result<StatusReport, ManageError> {
+            let mailboxes = match ledger {
+                Some(ledger) => status::collect(ledger, &config.mailboxes),
                 None => status::collect_empty(&config.mailboxes),
             };
             Ok(StatusReport {
@@ -79,7 +80,7 @@ impl Manager {
             })
         };
         match self {
-            Manager::Local(state) => local(Some(state)),
+            Manager::Local(ledger) => local(Some(ledger)),
             Manager::Empty => local(None),
             Manager::Remote(http) => get(http, "/api/status").await,
         }
@@ -87,7 +88,7 @@ impl Manager {
 
     pub async fn parked(&self, mailbox: Option<&str>) -> Result<Vec<ParkedMessage>, ManageError> {
         match self {
-            Manager::Local(state) => Ok(parked::list(state, mailbox)?),
+            Manager::Local(ledger) => Ok(parked::list(ledger, mailbox)),
             Manager::Empty => Ok(Vec::new()),
             Manager::Remote(http) => {
                 let path = match mailbox {
@@ -111,7 +112,11 @@ impl Manager {
         ids: &[String],
     ) -> Result<ReplayReport, ManageError> {
         match self {
-            Manager::Local(state) => Ok(service::replay(config, state, mailbox, ids).await?),
+            Manager::Local(ledger) => {
+                let report = service::replay(config, ledger.clone(), mailbox, ids).await?;
+                ledger.close().await?;
+                Ok(report)
+            }
             Manager::Empty => match ids.first() {
                 Some(id) => Err(SelectError::NotParked(id.clone()).into()),
                 None => Ok(ReplayReport::default()),
@@ -128,9 +133,10 @@ impl Manager {
 
     pub async fn drop(&self, ids: &[String]) -> Result<Vec<ParkedMessage>, ManageError> {
         match self {
-            Manager::Local(state) => {
-                let selected = parked::select(state, None, ids)?;
-                parked::drop(state, &selected).await?;
+            Manager::Local(ledger) => {
+                let selected = parked::select(ledger, None, ids)?;
+                parked::drop(ledger, &selected).await?;
+                ledger.close().await?;
                 Ok(selected)
             }
             Manager::Empty => match ids.first() {

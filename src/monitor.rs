@@ -16,9 +16,9 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Mailbox;
+use crate::ledger::{self, CycleLog, Pending};
 use crate::mailbox::{CycleError, CycleReport};
-use crate::state::{self, CycleLog};
-use crate::status::{Deliveries, Pending};
+use crate::status::Deliveries;
 use crate::webhook::{DeliveryError, DeliveryObserver};
 
 /// A mailbox is not ready once its last completed cycle is older than this many poll
@@ -51,6 +51,7 @@ mod name {
     pub const PARKED: &str = "pophook_messages_parked";
     pub const OLDEST_AGE: &str = "pophook_oldest_undelivered_message_age_seconds";
     pub const ENDPOINT_DISABLED: &str = "pophook_endpoint_disabled";
+    pub const LEFT_ALONE: &str = "pophook_messages_left_alone";
     pub const BUILD_INFO: &str = "pophook_build_info";
 }
 
@@ -97,7 +98,7 @@ impl Monitor {
 
     /// The Prometheus text exposition of every instrument.
     pub fn render(&self) -> String {
-        let now = state::now();
+        let now = ledger::now();
         for m in &self.mailboxes {
             // An age grows between cycles; compute it when asked.
             let oldest = m.live().oldest_undelivered_since;
@@ -159,7 +160,7 @@ pub struct Cycles {
 pub struct MailboxMonitor {
     pub name: String,
     poll_interval: Duration,
-    wake: Notify,
+    wake: Arc<Notify>,
     cycles: watch::Sender<Cycles>,
     live: Mutex<Live>,
     instruments: Instruments,
@@ -192,6 +193,7 @@ struct Instruments {
     parked: Gauge,
     oldest_age: Gauge,
     endpoint_disabled: Gauge,
+    left_alone: Gauge,
 }
 
 impl MailboxMonitor {
@@ -218,11 +220,12 @@ impl MailboxMonitor {
             parked: gauge(name::PARKED),
             oldest_age: gauge(name::OLDEST_AGE),
             endpoint_disabled: gauge(name::ENDPOINT_DISABLED),
+            left_alone: gauge(name::LEFT_ALONE),
         };
         MailboxMonitor {
             name: name.to_string(),
             poll_interval: mailbox.poll_interval,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             cycles: watch::Sender::new(Cycles::default()),
             live: Mutex::new(Live::default()),
             instruments,
@@ -236,9 +239,9 @@ impl MailboxMonitor {
         self.wake.notify_one();
     }
 
-    /// Resolves when [`MailboxMonitor::wake_now`] was called.
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// What the mailbox's task waits on between cycles.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     pub fn cycles(&self) -> watch::Receiver<Cycles> {
@@ -261,12 +264,12 @@ impl MailboxMonitor {
 
     /// Records a finished cycle: its report (or error), how long it took and what is
     /// still undelivered afterwards (`None` when that could not be counted).
-    /// `partial` is what the cycle did before it failed, when it did.
+    /// `report` is what the cycle did, also when it failed part way.
     pub fn cycle_finished(
         &self,
         elapsed: Duration,
-        result: &Result<CycleReport, CycleError>,
-        partial: &CycleReport,
+        result: &Result<(), CycleError>,
+        report: &CycleReport,
         pending: Option<Pending>,
     ) {
         let i = &self.instruments;
@@ -275,14 +278,15 @@ impl MailboxMonitor {
             let mut live = self.live();
             live.cycle_started = None;
             match result {
-                Ok(report) => {
+                Ok(()) => {
                     i.cycles_ok.increment(1);
                     i.fetched.increment(report.fetched as u64);
                     i.fetched_bytes.increment(report.bytes_fetched);
                     i.parked_total.increment(report.parked as u64);
-                    i.last_success.set(state::now() as f64);
+                    i.last_success.set(ledger::now() as f64);
                     i.endpoint_disabled
                         .set(if report.endpoint_disabled { 1.0 } else { 0.0 });
+                    i.left_alone.set(report.skipped as f64);
                     live.last_success = Some(Instant::now());
                     live.last_error = None;
                     live.endpoint_disabled = report.endpoint_disabled;
@@ -290,9 +294,9 @@ impl MailboxMonitor {
                 }
                 Err(error) => {
                     i.cycles_failed.increment(1);
-                    i.fetched.increment(partial.fetched as u64);
-                    i.fetched_bytes.increment(partial.bytes_fetched);
-                    i.parked_total.increment(partial.parked as u64);
+                    i.fetched.increment(report.fetched as u64);
+                    i.fetched_bytes.increment(report.bytes_fetched);
+                    i.parked_total.increment(report.parked as u64);
                     live.last_error = Some(error.to_string());
                 }
             }
@@ -456,6 +460,11 @@ fn describe(recorder: &PrometheusRecorder) {
         name::ENDPOINT_DISABLED,
         None,
         "1 when the webhook answered 410 Gone and nothing is posted.",
+    );
+    gauge(
+        name::LEFT_ALONE,
+        None,
+        "Listed messages the last cycle left on the server without fetching them (unusable UIDL).",
     );
     gauge(name::BUILD_INFO, None, "Always 1; the version is a label.");
     let histogram = |metric: &'static str, help: &'static str| {

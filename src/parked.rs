@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Mailbox;
 use crate::event::event_id;
-use crate::state::{self, Record, State, StateError};
+use crate::ledger::{self, Ledger, Record, StateError};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParkedMessage {
@@ -22,9 +22,9 @@ pub struct ParkedMessage {
 }
 
 /// Every parked message, optionally of one mailbox, oldest first.
-pub fn list(state: &State, mailbox: Option<&str>) -> Result<Vec<ParkedMessage>, StateError> {
-    let mut parked: Vec<ParkedMessage> = state
-        .records(mailbox)?
+pub fn list(ledger: &Ledger, mailbox: Option<&str>) -> Vec<ParkedMessage> {
+    let mut parked: Vec<ParkedMessage> = ledger
+        .records(mailbox)
         .into_iter()
         .filter_map(|(mailbox, uidl, record)| match record {
             Record::Parked {
@@ -46,17 +46,17 @@ pub fn list(state: &State, mailbox: Option<&str>) -> Result<Vec<ParkedMessage>, 
         })
         .collect();
     parked.sort_by_key(|p| (p.parked_at, p.mailbox.clone(), p.uidl.clone()));
-    Ok(parked)
+    parked
 }
 
 /// The parked messages that `ids` name (all of them when `ids` is empty), or an error
 /// naming the first id that is not parked.
 pub fn select(
-    state: &State,
+    ledger: &Ledger,
     mailbox: Option<&str>,
     ids: &[String],
 ) -> Result<Vec<ParkedMessage>, SelectError> {
-    let parked = list(state, mailbox)?;
+    let parked = list(ledger, mailbox);
     if ids.is_empty() {
         return Ok(parked);
     }
@@ -81,30 +81,32 @@ pub enum SelectError {
 
 /// Gives each message a fresh retry schedule, due now. The next cycle of its mailbox
 /// fetches and posts it, and deletes it after a 2xx as usual.
-pub async fn unpark(state: &State, messages: &[ParkedMessage]) -> Result<(), StateError> {
+pub async fn unpark(ledger: &Ledger, messages: &[ParkedMessage]) -> Result<(), StateError> {
     for m in messages {
-        state.put(
+        ledger.put_record(
             &m.mailbox,
             &m.uidl,
-            &Record::Retrying {
+            Record::Retrying {
                 attempts: 0,
+                rejections: 0,
                 next_attempt_ms: 0,
+                delay_ms: Some(0),
                 last_error: m.last_error.clone(),
                 oversized: m.oversized,
-                since: state::now(),
+                since: ledger::now(),
             },
-        )?;
+        );
     }
-    state.flush().await
+    ledger.flush().await
 }
 
 /// Forgets the messages as deliveries: never posted, left on the server. Pruned from
 /// the state once they are gone from the server.
-pub async fn drop(state: &State, messages: &[ParkedMessage]) -> Result<(), StateError> {
+pub async fn drop(ledger: &Ledger, messages: &[ParkedMessage]) -> Result<(), StateError> {
     for m in messages {
-        state.put(&m.mailbox, &m.uidl, &Record::Dropped { at: state::now() })?;
+        ledger.put_record(&m.mailbox, &m.uidl, Record::Dropped { at: ledger::now() });
     }
-    state.flush().await
+    ledger.flush().await
 }
 
 /// What became of one replayed message after its mailbox's cycle.
@@ -159,11 +161,11 @@ pub fn unpolled(selected: &[ParkedMessage], mailboxes: &[Mailbox]) -> Vec<Mailbo
 }
 
 /// Reads where each replayed message stands now.
-pub fn outcomes(state: &State, replayed: &[ParkedMessage]) -> Result<Vec<Replayed>, StateError> {
+pub fn outcomes(ledger: &Ledger, replayed: &[ParkedMessage]) -> Vec<Replayed> {
     replayed
         .iter()
         .map(|m| {
-            let (status, delivered) = match state.get(&m.mailbox, &m.uidl)? {
+            let (status, delivered) = match ledger.get(&m.mailbox, &m.uidl) {
                 // Delivered, deleted and then forgotten because the server no longer lists it.
                 None => ("delivered and deleted", true),
                 Some(Record::Retrying { attempts: 0, .. }) => ("queued", false),
@@ -172,12 +174,12 @@ pub fn outcomes(state: &State, replayed: &[ParkedMessage]) -> Result<Vec<Replaye
                 }
                 Some(record) => (record.status(), false),
             };
-            Ok(Replayed {
+            Replayed {
                 id: m.id.clone(),
                 mailbox: m.mailbox.clone(),
                 status: status.to_string(),
                 delivered,
-            })
+            }
         })
         .collect()
 }
@@ -185,67 +187,66 @@ pub fn outcomes(state: &State, replayed: &[ParkedMessage]) -> Result<Vec<Replaye
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watchdog::Watchdog;
 
-    fn parked(state: &State, mailbox: &str, uidl: &str, at: i64) {
-        state
-            .put(
-                mailbox,
-                uidl,
-                &Record::Parked {
-                    attempts: 3,
-                    last_error: "HTTP 422".into(),
-                    at,
-                    oversized: false,
-                    since: at,
-                },
-            )
-            .unwrap();
+    fn parked(ledger: &Ledger, mailbox: &str, uidl: &str, at: i64) {
+        ledger.put_record(
+            mailbox,
+            uidl,
+            Record::Parked {
+                attempts: 3,
+                last_error: "HTTP 422".into(),
+                at,
+                oversized: false,
+                since: at,
+            },
+        );
     }
 
     #[tokio::test]
     async fn list_select_unpark_and_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
-        parked(&state, "a", "u1", 20);
-        parked(&state, "b", "u2", 10);
-        state.mark_delivered("a", "u3").unwrap();
+        let ledger = Ledger::open(dir.path(), Watchdog::default()).unwrap();
+        parked(&ledger, "a", "u1", 20);
+        parked(&ledger, "b", "u2", 10);
+        ledger.put_record("a", "u3", Record::Delivered { at: 1, size: None });
 
-        let all = list(&state, None).unwrap();
+        let all = list(&ledger, None);
         assert_eq!(
             all.iter().map(|p| p.uidl.as_str()).collect::<Vec<_>>(),
             ["u2", "u1"],
             "oldest first, delivered ones are not parked"
         );
         assert_eq!(all[0].id, event_id("b", "u2"));
-        assert_eq!(list(&state, Some("a")).unwrap().len(), 1);
+        assert_eq!(list(&ledger, Some("a")).len(), 1);
 
-        let one = select(&state, None, &[event_id("a", "u1")]).unwrap();
+        let one = select(&ledger, None, &[event_id("a", "u1")]).unwrap();
         assert_eq!(one.len(), 1);
-        let missing = select(&state, None, &["msg_nope".into()]).unwrap_err();
+        let missing = select(&ledger, None, &["msg_nope".into()]).unwrap_err();
         assert!(missing.to_string().contains("msg_nope"));
 
-        unpark(&state, &one).await.unwrap();
+        unpark(&ledger, &one).await.unwrap();
         assert!(matches!(
-            state.get("a", "u1").unwrap(),
+            ledger.get("a", "u1"),
             Some(Record::Retrying {
                 attempts: 0,
                 next_attempt_ms: 0,
                 ..
             })
         ));
-        let queued = outcomes(&state, &one).unwrap();
+        let queued = outcomes(&ledger, &one);
         assert_eq!(
             (queued[0].status.as_str(), queued[0].delivered),
             ("queued", false)
         );
-        state.mark_delivered("a", "u1").unwrap();
-        assert!(outcomes(&state, &one).unwrap()[0].delivered);
-        let rest = select(&state, Some("b"), &[]).unwrap();
-        drop(&state, &rest).await.unwrap();
+        ledger.put_record("a", "u1", Record::Delivered { at: 2, size: None });
+        assert!(outcomes(&ledger, &one)[0].delivered);
+        let rest = select(&ledger, Some("b"), &[]).unwrap();
+        drop(&ledger, &rest).await.unwrap();
         assert!(matches!(
-            state.get("b", "u2").unwrap(),
+            ledger.get("b", "u2"),
             Some(Record::Dropped { .. })
         ));
-        assert!(list(&state, None).unwrap().is_empty());
+        assert!(list(&ledger, None).is_empty());
     }
 }

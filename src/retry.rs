@@ -56,15 +56,18 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before the next attempt after `attempts` failed ones, or `None` when
-    /// the message should be parked. `rejected`: the last failure was a refusal.
+    /// the message should be parked. `rejected`: the last failure was a refusal;
+    /// `rejections`: refusals so far, that one included. Outage attempts before them do
+    /// not count towards `max_rejections`.
     pub fn next_delay(
         &self,
         attempts: u32,
+        rejections: u32,
         rejected: bool,
         retry_after: Option<Duration>,
         rng: &mut impl Rng,
     ) -> Option<Duration> {
-        if rejected && attempts >= self.max_rejections {
+        if rejected && rejections >= self.max_rejections {
             return None;
         }
         let delay = match &self.backoff {
@@ -125,11 +128,11 @@ mod tests {
         assert_eq!(policy.max_attempts(), 10);
         for (attempts, nominal) in STANDARD_SCHEDULE.iter().enumerate().skip(1) {
             let delay = policy
-                .next_delay(attempts as u32, false, None, &mut rng)
+                .next_delay(attempts as u32, 0, false, None, &mut rng)
                 .unwrap();
             assert!(delay >= nominal.mul_f64(0.9) && delay <= nominal.mul_f64(1.1));
         }
-        assert_eq!(policy.next_delay(10, false, None, &mut rng), None);
+        assert_eq!(policy.next_delay(10, 0, false, None, &mut rng), None);
         let total: Duration = STANDARD_SCHEDULE.iter().sum();
         assert!(
             total > Duration::from_secs(3 * 24 * 3600)
@@ -141,9 +144,11 @@ mod tests {
     fn refusals_park_after_max_rejections() {
         let policy = RetryPolicy::default();
         let mut rng = rng();
-        assert!(policy.next_delay(2, true, None, &mut rng).is_some());
-        assert_eq!(policy.next_delay(3, true, None, &mut rng), None);
-        assert!(policy.next_delay(3, false, None, &mut rng).is_some());
+        assert!(policy.next_delay(2, 2, true, None, &mut rng).is_some());
+        assert_eq!(policy.next_delay(3, 3, true, None, &mut rng), None);
+        assert!(policy.next_delay(3, 0, false, None, &mut rng).is_some());
+        // Seven outage retries, then a first refusal: not parked yet.
+        assert!(policy.next_delay(8, 1, true, None, &mut rng).is_some());
     }
 
     #[test]
@@ -159,16 +164,16 @@ mod tests {
         let mut rng = rng();
         let mut saw_below_half = false;
         for _ in 0..200 {
-            let d1 = policy.next_delay(1, false, None, &mut rng).unwrap();
+            let d1 = policy.next_delay(1, 0, false, None, &mut rng).unwrap();
             assert!(d1 <= Duration::from_secs(10));
-            let d3 = policy.next_delay(3, false, None, &mut rng).unwrap();
+            let d3 = policy.next_delay(3, 0, false, None, &mut rng).unwrap();
             assert!(d3 <= Duration::from_secs(40));
             saw_below_half |= d3 < Duration::from_secs(20);
-            let d7 = policy.next_delay(7, false, None, &mut rng).unwrap();
+            let d7 = policy.next_delay(7, 0, false, None, &mut rng).unwrap();
             assert!(d7 <= Duration::from_secs(60), "capped");
         }
         assert!(saw_below_half, "full jitter spreads over the whole range");
-        assert_eq!(policy.next_delay(8, false, None, &mut rng), None);
+        assert_eq!(policy.next_delay(8, 0, false, None, &mut rng), None);
     }
 
     #[test]
@@ -176,18 +181,20 @@ mod tests {
         let policy = RetryPolicy::default();
         let mut rng = rng();
         let asked = Duration::from_secs(600);
-        let delay = policy.next_delay(1, false, Some(asked), &mut rng).unwrap();
+        let delay = policy
+            .next_delay(1, 0, false, Some(asked), &mut rng)
+            .unwrap();
         assert_eq!(
             delay, asked,
             "5s from the schedule, but the endpoint asked for 10 min"
         );
         let delay = policy
-            .next_delay(1, false, Some(Duration::from_secs(86400)), &mut rng)
+            .next_delay(1, 0, false, Some(Duration::from_secs(86400)), &mut rng)
             .unwrap();
         assert_eq!(delay, MAX_RETRY_AFTER);
         // A shorter Retry-After does not shorten the schedule.
         let delay = policy
-            .next_delay(3, false, Some(Duration::from_secs(1)), &mut rng)
+            .next_delay(3, 0, false, Some(Duration::from_secs(1)), &mut rng)
             .unwrap();
         assert!(delay >= Duration::from_secs(27 * 60));
     }

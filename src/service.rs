@@ -1,37 +1,36 @@
 //! Every mailbox at once: `run` polls each on its own interval until shutdown (and
 //! serves the `http.listen` endpoint meanwhile), `once` does one cycle of each, `replay`
 //! posts parked messages again, `check` logs in and reports without changing anything.
+//! The service opens the ledger, starts one task per mailbox and turns what each cycle
+//! did into logs, metrics and the cycle log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::api::{self, Api};
 use crate::config::{Config, Mailbox};
+use crate::ledger::{Ledger, StateError};
+use crate::mailbox::task::{self, CycleSink};
 use crate::mailbox::{self, Context, CycleError, CycleReport};
 use crate::monitor::{MailboxMonitor, Monitor};
 use crate::parked::{self, MailboxError, ReplayReport};
-use crate::pop3::codec::ResponseCode;
 use crate::pop3::Session;
-use crate::retry::mailbox_backoff;
 use crate::shutdown::Shutdown;
-use crate::state::{self, State, StateError};
-use crate::status::{self, Pending};
+use crate::status;
+use crate::watchdog::Watchdog;
 use crate::webhook::Sender;
 
-/// The longest a mailbox waits after repeated failed sessions (network, `[IN-USE]`).
-const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(30 * 60);
-/// The longest a mailbox waits after repeated rejected logins: long enough not to lock
-/// the account, short enough that a fixed password is noticed within the hour.
-const MAX_AUTH_BACKOFF: Duration = Duration::from_secs(3600);
-/// Never poll more often than this, even when a retry is due "immediately".
-const MIN_WAKE: Duration = Duration::from_millis(200);
 /// How often histogram samples are folded into buckets when nobody scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// `once` continues a mailbox in new sessions (each after `commit_interval`) at most
+/// this many times, so a cron run always ends.
+const ONCE_MAX_SESSIONS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -47,6 +46,8 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// The result of `once` for one mailbox.
@@ -57,15 +58,23 @@ pub struct MailboxOutcome {
 }
 
 impl MailboxOutcome {
-    /// Reached, and every fetched message delivered.
+    /// Reached, and every listed message delivered (or deliberately dropped).
     pub fn is_success(&self) -> bool {
         matches!(&self.result, Ok(report) if report.is_clean())
     }
 }
 
-/// One cycle over every mailbox, concurrently. Cron jobs and tests read the outcomes.
+/// Opens the ledger, watched by `watchdog`.
+pub fn open_ledger(config: &Config, watchdog: &Watchdog) -> Result<Ledger, StateError> {
+    Ledger::open(&config.state_dir, watchdog.clone())
+}
+
+/// One cycle over every mailbox, concurrently; a mailbox whose session QUIT at
+/// `commit_interval` goes on in new sessions until done. Cron jobs and tests read the
+/// outcomes.
 pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> {
-    let ctx = context(config, Shutdown::never())?;
+    let watchdog = Watchdog::default();
+    let ctx = context(config, Shutdown::never(), &watchdog)?;
     let monitor = Monitor::new(&config.mailboxes);
     let mut tasks = JoinSet::new();
     for (index, (mailbox, monitor)) in config
@@ -77,43 +86,56 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
     {
         let ctx = observed(&ctx, &monitor);
         tasks.spawn(async move {
-            let (result, _) = cycle(&mailbox, &ctx, &monitor).await;
+            let sink = Bookkeeper::new(&mailbox, &ctx.ledger, monitor);
+            let mut report = CycleReport::default();
+            let mut result = Ok(());
+            for _ in 0..ONCE_MAX_SESSIONS {
+                let mut session = CycleReport::default();
+                result = cycle(&mailbox, &ctx, &sink, false, &mut session).await;
+                report.absorb(session);
+                // Another session at once only where LOGIN-DELAY allows it.
+                if result.is_err() || !report.more || report.login_delay.is_some() {
+                    break;
+                }
+            }
             let outcome = MailboxOutcome {
                 mailbox: mailbox.name.clone(),
-                result: result.map_err(|e| e.to_string()),
+                result: result.map(|()| report).map_err(|e| e.to_string()),
             };
             (index, outcome)
         });
     }
     let mut outcomes: Vec<(usize, MailboxOutcome)> = tasks.join_all().await.into_iter().collect();
     outcomes.sort_by_key(|(index, _)| *index);
-    ctx.state.flush().await?;
+    ctx.ledger.close().await?;
     Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())
 }
 
-/// Replays parked messages with the service stopped (`state` is the opened state): gives
-/// them a fresh schedule and runs one cycle of each mailbox concerned, which posts them
-/// and deletes them after a 2xx.
+/// Replays parked messages with the service stopped (`ledger` is the opened state):
+/// gives them a fresh schedule and runs one cycle of each mailbox concerned, which posts
+/// them and deletes them after a 2xx.
 pub async fn replay(
     config: &Config,
-    state: State,
+    ledger: Ledger,
     mailbox: Option<&str>,
     ids: &[String],
 ) -> Result<ReplayReport, ReplayError> {
     let ctx = Context {
         sender: Sender::new().map_err(ServiceError::from)?,
-        state,
+        ledger,
         shutdown: Shutdown::never(),
         shutdown_timeout: config.shutdown_timeout,
     };
-    let selected = parked::select(&ctx.state, mailbox, ids)?;
-    parked::unpark(&ctx.state, &selected).await?;
+    let selected = parked::select(&ctx.ledger, mailbox, ids)?;
+    parked::unpark(&ctx.ledger, &selected).await?;
     let monitor = Monitor::new(&config.mailboxes);
     let mut errors = parked::unpolled(&selected, &config.mailboxes);
     for (mailbox, monitor) in config.mailboxes.iter().zip(monitor.mailboxes()) {
         if selected.iter().any(|p| p.mailbox == mailbox.name) {
             let ctx = observed(&ctx, monitor);
-            if let (Err(e), _) = cycle(mailbox, &ctx, monitor).await {
+            let sink = Bookkeeper::new(mailbox, &ctx.ledger, monitor.clone());
+            let mut report = CycleReport::default();
+            if let Err(e) = cycle(mailbox, &ctx, &sink, false, &mut report).await {
                 errors.push(MailboxError {
                     mailbox: mailbox.name.clone(),
                     error: e.to_string(),
@@ -121,9 +143,9 @@ pub async fn replay(
             }
         }
     }
-    ctx.state.flush().await?;
+    ctx.ledger.flush().await?;
     Ok(ReplayReport {
-        messages: parked::outcomes(&ctx.state, &selected)?,
+        messages: parked::outcomes(&ctx.ledger, &selected),
         errors,
     })
 }
@@ -138,13 +160,24 @@ pub enum ReplayError {
     State(#[from] StateError),
 }
 
-/// Polls every mailbox on its own interval until `shutdown` fires; a cycle in progress
+/// Polls every mailbox on its own schedule until `shutdown` fires; a cycle in progress
 /// finishes the message in hand and QUITs before its task ends. With `http.listen`,
-/// serves the health, metrics and management endpoint meanwhile.
+/// serves the health, metrics and management endpoint meanwhile. Returns an error when
+/// the process must not go on (the state directory vanished, a stall the watchdog
+/// gave up on).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
+    run_watched(config, shutdown, Watchdog::default()).await
+}
+
+/// [`run`], with the caller's watchdog (the binary's, which ends the process).
+pub async fn run_watched(
+    config: Config,
+    shutdown: Shutdown,
+    watchdog: Watchdog,
+) -> Result<(), ServiceError> {
     // The state first: a second instance is told that the state is in use, not that
     // the port is.
-    let ctx = context(&config, shutdown)?;
+    let ctx = context(&config, shutdown, &watchdog)?;
     let listener =
         match &config.http {
             Some(http) => Some(TcpListener::bind(http.listen).await.map_err(|source| {
@@ -165,7 +198,7 @@ pub async fn run_on(
     listener: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServiceError> {
-    let ctx = context(&config, shutdown)?;
+    let ctx = context(&config, shutdown, &Watchdog::default())?;
     serve(config, ctx, listener).await
 }
 
@@ -176,15 +209,7 @@ async fn serve(
 ) -> Result<(), ServiceError> {
     let monitor = Arc::new(Monitor::new(&config.mailboxes));
     for m in monitor.mailboxes() {
-        match (
-            ctx.state.cycle_log(&m.name),
-            status::pending(&ctx.state, &m.name),
-        ) {
-            (Ok(log), Ok(pending)) => m.restore(&log, pending),
-            (Err(e), _) | (_, Err(e)) => {
-                warn!(mailbox = %m.name, "cannot read the mailbox's history from the state: {e}")
-            }
-        }
+        m.restore(&ctx.ledger.cycle_log(&m.name), ctx.ledger.pending(&m.name));
     }
     let names: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
     let listen = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -212,27 +237,55 @@ async fn serve(
         );
     }
 
-    let mut shutdown = ctx.shutdown.clone();
+    let (stop_all, stop_signal) = crate::shutdown::channel();
+    let mut outer = ctx.shutdown.clone();
+    let watchdog = ctx.ledger.watchdog().clone();
+    // Tasks stop on the caller's shutdown, or when the process must not go on.
+    let inner_ctx = Context {
+        shutdown: stop_signal.clone(),
+        ..ctx.clone()
+    };
     let mut tasks = JoinSet::new();
     for (mailbox, m) in config.mailboxes.iter().cloned().zip(monitor.mailboxes()) {
-        tasks.spawn(poll_forever(mailbox, observed(&ctx, m), m.clone()));
+        let ctx = observed(&inner_ctx, m);
+        let sink: Arc<dyn CycleSink> = Arc::new(Bookkeeper::new(&mailbox, &ctx.ledger, m.clone()));
+        let wake = m.wake_handle();
+        tasks.spawn(task::poll_forever(mailbox, ctx, sink, wake));
     }
-    let upkeep = tokio::spawn(upkeep(monitor.clone(), shutdown.clone()));
+    let upkeep = tokio::spawn(upkeep(monitor.clone(), stop_signal.clone()));
     let server = listener.map(|listener| {
         let api = Api {
-            state: ctx.state.clone(),
+            ledger: ctx.ledger.clone(),
             monitor: monitor.clone(),
             mailboxes: config.mailboxes.clone(),
             shard: config.shard,
-            shutdown: shutdown.clone(),
+            shutdown: stop_signal.clone(),
         };
         tokio::spawn(api::serve(listener, api))
     });
-    if tasks.is_empty() {
-        shutdown.requested().await;
+
+    let mut fatal: Option<String> = None;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = outer.requested() => break,
+            joined = tasks.join_next(), if !tasks.is_empty() => {
+                if let Some(Ok(Err(e))) = joined {
+                    fatal = Some(e.to_string());
+                    break;
+                }
+            }
+            _ = check.tick() => {
+                if let Some(reason) = watchdog.fatal() {
+                    fatal = Some(reason);
+                    break;
+                }
+            }
+        }
     }
+    stop_all.trigger();
     tasks.join_all().await;
-    ctx.state.flush().await?;
+    let closed = ctx.ledger.close().await;
     let _ = upkeep.await;
     if let Some(server) = server {
         match server.await {
@@ -241,14 +294,23 @@ async fn serve(
             Err(e) => error!("the http.listen endpoint task failed: {e}"),
         }
     }
+    if let Some(reason) = fatal {
+        error!("pophook stopped: {reason}");
+        return Err(ServiceError::Fatal(reason));
+    }
+    closed?;
     info!("pophook stopped");
     Ok(())
 }
 
-fn context(config: &Config, shutdown: Shutdown) -> Result<Context, ServiceError> {
+fn context(
+    config: &Config,
+    shutdown: Shutdown,
+    watchdog: &Watchdog,
+) -> Result<Context, ServiceError> {
     Ok(Context {
         sender: Sender::new()?,
-        state: State::open(&config.state_dir)?,
+        ledger: open_ledger(config, watchdog)?,
         shutdown,
         shutdown_timeout: config.shutdown_timeout,
     })
@@ -271,113 +333,71 @@ async fn upkeep(monitor: Arc<Monitor>, mut shutdown: Shutdown) {
     }
 }
 
-/// One cycle and its bookkeeping: logged, timed, counted, and added to the mailbox's
-/// cycle log in the state (for `pophook status`).
+/// One cycle with its bookkeeping, for `once` and `replay` (the running service's
+/// tasks call the same sink).
 async fn cycle(
     mailbox: &Mailbox,
     ctx: &Context,
-    monitor: &MailboxMonitor,
-) -> (Result<CycleReport, CycleError>, CycleReport) {
-    monitor.cycle_started();
+    sink: &Bookkeeper,
+    probe: bool,
+    report: &mut CycleReport,
+) -> Result<(), CycleError> {
+    sink.started();
     let started = Instant::now();
-    let mut partial = CycleReport::default();
-    let result = mailbox::run_cycle_into(mailbox, ctx, &mut partial)
-        .await
-        .map(|()| partial.clone());
-    let elapsed = started.elapsed();
-    log_cycle(mailbox, &result);
-    let name = mailbox.name.as_str();
-    // A clean cycle delivered everything listed and pruned what is no longer listed,
-    // so nothing can be pending: the common path skips the scan.
-    let pending = match &result {
-        Ok(report) if report.is_clean() => Ok(Pending::default()),
-        _ => status::pending(&ctx.state, name),
-    };
-    let pending = pending
-        .inspect_err(|e| warn!(mailbox = name, "cannot count undelivered messages: {e}"))
-        .ok();
-    let deliveries = monitor.take_deliveries();
-    if let Err(e) = status::record_cycle(&ctx.state, name, elapsed, &result, deliveries) {
-        warn!(mailbox = name, "cannot record the cycle in the state: {e}");
-    }
-    monitor.cycle_finished(elapsed, &result, &partial, pending);
-    (result, partial)
+    let result = mailbox::run_cycle(mailbox, ctx, probe, report).await;
+    sink.finished(started.elapsed(), &result, report);
+    result
 }
 
-async fn poll_forever(mailbox: Mailbox, ctx: Context, monitor: Arc<MailboxMonitor>) {
-    let mut shutdown = ctx.shutdown.clone();
-    let mut failures = 0;
-    let mut login_delay = None;
-    while !shutdown.is_requested() {
-        let (result, partial) = cycle(&mailbox, &ctx, &monitor).await;
-        let wait = match &result {
-            Ok(report) => {
-                failures = 0;
-                login_delay = report.login_delay.or(login_delay);
-                next_poll(&mailbox, &ctx.state, login_delay)
-            }
-            Err(error) => {
-                // A session that broke after delivering something made progress: try
-                // again soon rather than waiting longer each time (a flaky network).
-                failures = if partial.delivered > 0 {
-                    1
-                } else {
-                    failures + 1
-                };
-                let wait = backoff_after(&mailbox, error, failures, login_delay);
-                warn!(mailbox = %mailbox.name, failures, next_try_in = ?wait, "backing off after a failed session");
-                wait
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            // A replay through the API: cycle now rather than at the next poll.
-            _ = monitor.woken() => {}
-            _ = shutdown.requested() => {}
+/// Turns each finished cycle into a log line, metrics and the cycle log in the state.
+struct Bookkeeper {
+    mailbox: String,
+    ledger: Ledger,
+    monitor: Arc<MailboxMonitor>,
+}
+
+impl Bookkeeper {
+    fn new(mailbox: &Mailbox, ledger: &Ledger, monitor: Arc<MailboxMonitor>) -> Bookkeeper {
+        Bookkeeper {
+            mailbox: mailbox.name.clone(),
+            ledger: ledger.clone(),
+            monitor,
         }
     }
 }
 
-/// The poll interval (at least the server's LOGIN-DELAY), or sooner when a retry
-/// falls due before it.
-fn next_poll(mailbox: &Mailbox, state: &State, login_delay: Option<Duration>) -> Duration {
-    let interval = mailbox.poll_interval.max(login_delay.unwrap_or_default());
-    let retry = match state.earliest_retry_ms(&mailbox.name) {
-        Ok(Some(at)) => Duration::from_millis((at - state::now_ms()).max(0) as u64),
-        _ => interval,
-    };
-    interval.min(retry).max(MIN_WAKE)
-}
+impl CycleSink for Bookkeeper {
+    fn started(&self) {
+        self.monitor.cycle_started();
+    }
 
-/// After a failed session: a growing wait, longer for rejected logins so the account is
-/// not locked, and never shorter than the server's LOGIN-DELAY.
-fn backoff_after(
-    mailbox: &Mailbox,
-    error: &CycleError,
-    failures: u32,
-    login_delay: Option<Duration>,
-) -> Duration {
-    let floor = mailbox.poll_interval.max(login_delay.unwrap_or_default());
-    match error {
-        CycleError::Pop3(e) if e.is_auth() || matches!(e.code(), Some(ResponseCode::SysPerm)) => {
-            mailbox_backoff(floor, failures, MAX_AUTH_BACKOFF)
-        }
-        _ => mailbox_backoff(floor, failures, MAX_TRANSIENT_BACKOFF),
+    fn finished(&self, elapsed: Duration, result: &Result<(), CycleError>, report: &CycleReport) {
+        let name = self.mailbox.as_str();
+        log_cycle(name, result, report);
+        let pending = self.ledger.pending(name);
+        let deliveries = self.monitor.take_deliveries();
+        status::record_cycle(&self.ledger, name, elapsed, result, report, deliveries);
+        self.monitor
+            .cycle_finished(elapsed, result, report, Some(pending));
     }
 }
 
-fn log_cycle(mailbox: &Mailbox, result: &Result<CycleReport, CycleError>) {
-    let name = mailbox.name.as_str();
+fn log_cycle(name: &str, result: &Result<(), CycleError>, r: &CycleReport) {
     match result {
-        Ok(r) if r.failed > 0 => warn!(
+        Ok(()) if r.endpoint_disabled => error!(
+            mailbox = name,
+            "the webhook answered 410 Gone earlier: nothing is posted and all mail stays on the server until the webhook configuration changes"
+        ),
+        Ok(()) if r.failed > 0 || r.fetch_failed > 0 => warn!(
             mailbox = name,
             listed = r.listed,
             delivered = r.delivered,
             failed = r.failed,
+            fetch_failed = r.fetch_failed,
             parked = r.parked,
             "cycle finished; some messages were not delivered and stay on the server"
         ),
-        Ok(r) if r.fetched > 0 || r.deleted > 0 => info!(
+        Ok(()) if r.fetched > 0 || r.deleted > 0 => info!(
             mailbox = name,
             listed = r.listed,
             delivered = r.delivered,
@@ -385,7 +405,7 @@ fn log_cycle(mailbox: &Mailbox, result: &Result<CycleReport, CycleError>) {
             skipped = r.skipped,
             "cycle finished"
         ),
-        Ok(r) => tracing::debug!(mailbox = name, listed = r.listed, "nothing new"),
+        Ok(()) => tracing::debug!(mailbox = name, listed = r.listed, "nothing new"),
         Err(e) => error!(mailbox = name, "cycle failed: {e}"),
     }
 }

@@ -7,40 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mailbox;
+use crate::ledger::{self, CycleResult, Ledger};
 use crate::mailbox::{CycleError, CycleReport};
-use crate::state::{self, CycleResult, Record, State, StateError};
-
-/// One mailbox's messages that are not delivered yet.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    pub retrying: u64,
-    pub parked: u64,
-    /// When the oldest of them first failed (unix seconds).
-    pub oldest_since: Option<i64>,
-}
-
-/// Counts the mailbox's retrying and parked messages (a scan of its records).
-pub fn pending(state: &State, mailbox: &str) -> Result<Pending, StateError> {
-    let mut pending = Pending::default();
-    for (_, _, record) in state.records(Some(mailbox))? {
-        let since = match record {
-            Record::Retrying { since, .. } => {
-                pending.retrying += 1;
-                since
-            }
-            Record::Parked { since, .. } => {
-                pending.parked += 1;
-                since
-            }
-            _ => continue,
-        };
-        // Records written before `since` existed carry 0: unknown, not 1970.
-        if since > 0 {
-            pending.oldest_since = Some(pending.oldest_since.map_or(since, |o| o.min(since)));
-        }
-    }
-    Ok(pending)
-}
 
 /// How a cycle that reached the server ended.
 pub fn classify(report: &CycleReport) -> CycleResult {
@@ -67,21 +35,23 @@ pub struct Deliveries {
 /// Adds one cycle to the mailbox's log in the state: `result` is the cycle's report or
 /// its error, `deliveries` its POSTs.
 pub fn record_cycle(
-    state: &State,
+    ledger: &Ledger,
     mailbox: &str,
     duration: Duration,
-    result: &Result<CycleReport, CycleError>,
+    result: &Result<(), CycleError>,
+    report: &CycleReport,
     deliveries: Deliveries,
-) -> Result<(), StateError> {
-    let mut log = state.cycle_log(mailbox)?;
-    let now = state::now();
+) {
+    let mut log = ledger.cycle_log(mailbox);
+    let now = ledger::now();
     log.last_cycle_at = Some(now);
     log.last_cycle_ms = duration.as_millis().try_into().unwrap_or(u64::MAX);
     log.delivered_total += deliveries.accepted;
     let error = match result {
-        Ok(report) => {
+        Ok(()) => {
             log.last_success_at = Some(now);
             log.last_result = Some(classify(report));
+            log.skipped = report.skipped as u64;
             deliveries.last_error
         }
         Err(error) => {
@@ -93,7 +63,7 @@ pub fn record_cycle(
         log.last_error = Some(error);
         log.last_error_at = Some(now);
     }
-    state.put_cycle_log(mailbox, &log)
+    ledger.put_cycle_log(mailbox, log);
 }
 
 /// One mailbox as `pophook status` shows it. Times are unix seconds.
@@ -109,6 +79,9 @@ pub struct MailboxStatus {
     pub parked: u64,
     /// When the oldest undelivered (retrying or parked) message first failed.
     pub oldest_undelivered_since: Option<i64>,
+    /// Listed messages the last cycle left alone (unusable UIDL).
+    #[serde(default)]
+    pub left_alone: u64,
     pub endpoint_disabled: bool,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
@@ -125,17 +98,17 @@ pub struct StatusReport {
 }
 
 /// The status of each configured mailbox, in configuration order.
-pub fn collect(state: &State, mailboxes: &[Mailbox]) -> Result<Vec<MailboxStatus>, StateError> {
+pub fn collect(ledger: &Ledger, mailboxes: &[Mailbox]) -> Vec<MailboxStatus> {
     mailboxes
         .iter()
         .map(|mailbox| {
             let name = mailbox.name.as_str();
-            let log = state.cycle_log(name)?;
-            let pending = pending(state, name)?;
-            let disabled = state
-                .disabled_endpoint(name, &mailbox.webhook.fingerprint())?
+            let log = ledger.cycle_log(name);
+            let pending = ledger.pending(name);
+            let disabled = ledger
+                .disabled_endpoint(name, &mailbox.webhook.fingerprint())
                 .is_some();
-            Ok(MailboxStatus {
+            MailboxStatus {
                 mailbox: name.to_string(),
                 last_cycle_at: log.last_cycle_at,
                 last_cycle_ms: log.last_cycle_at.map(|_| log.last_cycle_ms),
@@ -145,10 +118,11 @@ pub fn collect(state: &State, mailboxes: &[Mailbox]) -> Result<Vec<MailboxStatus
                 pending_retries: pending.retrying,
                 parked: pending.parked,
                 oldest_undelivered_since: pending.oldest_since,
+                left_alone: log.skipped,
                 endpoint_disabled: disabled,
                 last_error: log.last_error,
                 last_error_at: log.last_error_at,
-            })
+            }
         })
         .collect()
 }
@@ -174,6 +148,7 @@ impl MailboxStatus {
             pending_retries: 0,
             parked: 0,
             oldest_undelivered_since: None,
+            left_alone: 0,
             endpoint_disabled: false,
             last_error: None,
             last_error_at: None,
@@ -248,10 +223,13 @@ fn ago(now: i64, at: i64) -> String {
 mod tests {
     use super::*;
 
+    use crate::ledger::{Record, StateError};
+    use crate::watchdog::Watchdog;
+
     #[tokio::test]
     async fn the_log_accumulates_deliveries_and_keeps_the_latest_error() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let ledger = Ledger::open(dir.path(), Watchdog::default()).unwrap();
         let clean = CycleReport {
             listed: 2,
             fetched: 2,
@@ -263,29 +241,33 @@ mod tests {
             last_error: None,
         };
         let ms = Duration::from_millis(250);
-        record_cycle(&state, "a", ms, &Ok(clean.clone()), two()).unwrap();
+        record_cycle(&ledger, "a", ms, &Ok(()), &clean, two());
         // Delivered, then the session failed: the deliveries still count.
         let quit_failed = Err(CycleError::State(StateError::Corrupt("x".into())));
-        record_cycle(&state, "a", ms, &quit_failed, two()).unwrap();
+        record_cycle(&ledger, "a", ms, &quit_failed, &clean, two());
         let failed = CycleReport {
             fetched: 1,
             delivered: 1,
             failed: 1,
+            skipped: 2,
             ..CycleReport::default()
         };
         let one_failed = Deliveries {
             accepted: 1,
             last_error: Some("HTTP 500".into()),
         };
-        record_cycle(&state, "a", ms, &Ok(failed), one_failed).unwrap();
-        let log = state.cycle_log("a").unwrap();
+        record_cycle(&ledger, "a", ms, &Ok(()), &failed, one_failed);
+        let log = ledger.cycle_log("a");
         assert_eq!(log.delivered_total, 5);
         assert_eq!(log.last_result, Some(CycleResult::Undelivered));
         assert_eq!(log.last_error.as_deref(), Some("HTTP 500"));
         assert_eq!(log.last_cycle_ms, 250);
-        record_cycle(&state, "a", ms, &Ok(clean), two()).unwrap();
-        let log = state.cycle_log("a").unwrap();
-        assert_eq!(log.last_result, Some(CycleResult::Ok));
+        assert_eq!(log.skipped, 2, "left-alone messages are counted");
+        record_cycle(&ledger, "a", ms, &Ok(()), &clean, two());
+        ledger.close().await.unwrap();
+        let ledger = Ledger::open(dir.path(), Watchdog::default()).unwrap();
+        let log = ledger.cycle_log("a");
+        assert_eq!(log.last_result, Some(CycleResult::Ok), "survives a reopen");
         assert_eq!(
             log.last_error.as_deref(),
             Some("HTTP 500"),
@@ -296,34 +278,34 @@ mod tests {
     #[test]
     fn pending_counts_retrying_and_parked_and_finds_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let ledger = Ledger::open(dir.path(), Watchdog::default()).unwrap();
         let retrying = |since| Record::Retrying {
             attempts: 1,
+            rejections: 0,
             next_attempt_ms: 0,
+            delay_ms: None,
             last_error: String::new(),
             oversized: false,
             since,
         };
-        state.put("a", "1", &retrying(200)).unwrap();
-        state.put("a", "2", &retrying(0)).unwrap();
-        state
-            .put(
-                "a",
-                "3",
-                &Record::Parked {
-                    attempts: 3,
-                    last_error: String::new(),
-                    at: 300,
-                    oversized: false,
-                    since: 100,
-                },
-            )
-            .unwrap();
-        state.mark_delivered("a", "4").unwrap();
-        state.put("b", "1", &retrying(50)).unwrap();
-        let a = pending(&state, "a").unwrap();
+        ledger.put_record("a", "1", retrying(200));
+        ledger.put_record("a", "2", retrying(0));
+        ledger.put_record(
+            "a",
+            "3",
+            Record::Parked {
+                attempts: 3,
+                last_error: String::new(),
+                at: 300,
+                oversized: false,
+                since: 100,
+            },
+        );
+        ledger.put_record("a", "4", Record::Delivered { at: 1, size: None });
+        ledger.put_record("b", "1", retrying(50));
+        let a = ledger.pending("a");
         assert_eq!((a.retrying, a.parked, a.oldest_since), (2, 1, Some(100)));
-        assert_eq!(pending(&state, "c").unwrap(), Pending::default());
+        assert_eq!(ledger.pending("c"), crate::ledger::Pending::default());
     }
 
     #[test]
@@ -338,6 +320,7 @@ mod tests {
             pending_retries: 1,
             parked: 2,
             oldest_undelivered_since: Some(1000 - 7200),
+            left_alone: 0,
             endpoint_disabled: false,
             last_error: Some("webhook answered HTTP 500".into()),
             last_error_at: Some(880),

@@ -33,6 +33,17 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// The URL as it may be printed or stored: without userinfo, query or fragment,
+    /// which often carry credentials.
+    pub fn display_url(&self) -> String {
+        let mut url = self.url.clone();
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.set_fragment(None);
+        url.to_string()
+    }
+
     /// Identifies where and how events are sent (URL, headers, key), so an endpoint
     /// disabled after a 410 is re-enabled when the configuration changes. A hash: the
     /// state never holds the secrets themselves.

@@ -326,7 +326,10 @@ async fn metrics_count_deliveries_bytes_and_failures_by_reason() {
     assert_eq!(value("pophook_webhook_request_duration_seconds_count"), 3.0);
     assert!(value("pophook_cycle_duration_seconds_count") >= 2.0);
     let last = value("pophook_last_successful_cycle_timestamp_seconds");
-    assert!((last - pophook::state::now() as f64).abs() < 60.0, "{last}");
+    assert!(
+        (last - pophook::ledger::now() as f64).abs() < 60.0,
+        "{last}"
+    );
     assert_eq!(value("pophook_messages_retrying"), 0.0);
     assert_eq!(value("pophook_oldest_undelivered_message_age_seconds"), 0.0);
     assert_eq!(get(&format!("{}/readyz", running.base)).await.0, 200);
@@ -348,21 +351,25 @@ async fn the_age_of_the_oldest_undelivered_message_is_exported() {
     );
     // A failure recorded two hours ago, as a previous process would have left it.
     {
-        let state = pophook::state::State::open(&cfg.config.state_dir).unwrap();
-        state
-            .put(
-                "box",
-                "uid-1",
-                &pophook::state::Record::Retrying {
-                    attempts: 1,
-                    next_attempt_ms: pophook::state::now_ms() + 3_600_000,
-                    last_error: "webhook answered HTTP 503".into(),
-                    oversized: false,
-                    since: pophook::state::now() - 7200,
-                },
-            )
-            .unwrap();
-        state.flush().await.unwrap();
+        let ledger = pophook::ledger::Ledger::open(
+            &cfg.config.state_dir,
+            pophook::watchdog::Watchdog::default(),
+        )
+        .unwrap();
+        ledger.put_record(
+            "box",
+            "uid-1",
+            pophook::ledger::Record::Retrying {
+                attempts: 1,
+                rejections: 0,
+                next_attempt_ms: pophook::ledger::now_ms() + 3_600_000,
+                delay_ms: Some(3_600_000),
+                last_error: "webhook answered HTTP 503".into(),
+                oversized: false,
+                since: pophook::ledger::now() - 7200,
+            },
+        );
+        ledger.close().await.unwrap();
     }
     let running = start(&cfg).await;
     let url = format!("{}/metrics", running.base);

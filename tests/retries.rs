@@ -9,9 +9,10 @@ use std::time::Duration;
 use common::receiver::{Receiver, Reply};
 use common::scripted::{Script, Scripted};
 use common::setup::{config, message, TestConfig};
+use pophook::ledger::{Ledger, Record};
 use pophook::mailbox::CycleReport;
 use pophook::service;
-use pophook::state::{Record, State};
+use pophook::watchdog::Watchdog;
 
 fn mailbox(port: u16, extra: &str) -> String {
     common::setup::scripted_mailbox("box", port, extra)
@@ -30,8 +31,9 @@ async fn once(cfg: &TestConfig) -> CycleReport {
 }
 
 fn record(cfg: &TestConfig, uidl: &str) -> Option<Record> {
-    let state = State::open(&cfg.config.state_dir).unwrap();
-    state.get("box", uidl).unwrap()
+    // Dropping the last handle closes the database, so the next cycle can open it.
+    let ledger = Ledger::open(&cfg.config.state_dir, Watchdog::default()).unwrap();
+    ledger.get("box", uidl)
 }
 
 fn pophook(cfg: &TestConfig, args: &[&str]) -> std::process::Output {
@@ -64,7 +66,7 @@ async fn the_retry_schedule_lives_in_the_state_so_a_restart_neither_resets_nor_s
         panic!("expected a retry record, got {:?}", record(&cfg, "uid-1"));
     };
     assert!(last_error.contains("503"), "{last_error}");
-    let in_an_hour = pophook::state::now_ms() + 3_600_000;
+    let in_an_hour = pophook::ledger::now_ms() + 3_600_000;
     assert!(
         (next_attempt_ms - in_an_hour).abs() < 7 * 60_000,
         "about 1h ± jitter"
@@ -95,7 +97,7 @@ async fn retry_after_is_honoured() {
     else {
         panic!("expected a retry record");
     };
-    let wait_ms = next_attempt_ms - pophook::state::now_ms();
+    let wait_ms = next_attempt_ms - pophook::ledger::now_ms();
     assert!(
         wait_ms > 1_700_000 && wait_ms <= 1_800_000,
         "Retry-After 1800s, got {wait_ms} ms"

@@ -640,8 +640,9 @@ impl Session {
         Ok(codec::parse_stat(&text)?)
     }
 
-    /// Unique ids of every message. Lines with a missing, overlong or invalid id and
-    /// ids listed twice are reported in `skipped` and left alone.
+    /// Unique ids of every message. Lines with a missing, overlong or invalid id are
+    /// reported in `skipped` and left alone. An id listed twice is kept: the planner
+    /// tells such messages apart by their content.
     pub async fn uidl(&mut self) -> Result<UidlListing, Pop3Error> {
         let body = match self.conn.multi(Command::Uidl, MAX_LISTING).await {
             Ok(body) => body,
@@ -655,7 +656,6 @@ impl Session {
                 Err(e) => listing.skipped.push(e.to_string()),
             }
         }
-        remove_duplicate_uids(&mut listing);
         Ok(listing)
     }
 
@@ -732,32 +732,6 @@ impl Session {
     }
 }
 
-/// A UID listed twice cannot tell its two messages apart, so neither may be fetched
-/// or deleted by it: both are moved to `skipped`.
-fn remove_duplicate_uids(listing: &mut UidlListing) {
-    let mut seen = std::collections::HashMap::<&str, usize>::new();
-    for (_, uid) in &listing.entries {
-        *seen.entry(uid.as_str()).or_default() += 1;
-    }
-    let duplicates: std::collections::HashSet<String> = seen
-        .into_iter()
-        .filter(|(_, count)| *count > 1)
-        .map(|(uid, _)| uid.to_string())
-        .collect();
-    if duplicates.is_empty() {
-        return;
-    }
-    listing.entries.retain(|(n, uid)| {
-        let keep = !duplicates.contains(uid);
-        if !keep {
-            listing
-                .skipped
-                .push(format!("message {n}: UID {uid:?} is listed more than once"));
-        }
-        keep
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,18 +740,6 @@ mod tests {
     fn sasl_plain_is_nul_separated_base64() {
         let response = sasl_plain("user", &Secret::new("pass"));
         assert_eq!(response.expose(), "AHVzZXIAcGFzcw==");
-    }
-
-    #[test]
-    fn duplicate_uids_are_skipped_not_fetched() {
-        let mut listing = UidlListing {
-            entries: vec![(1, "a".into()), (2, "b".into()), (3, "a".into())],
-            skipped: vec![],
-        };
-        remove_duplicate_uids(&mut listing);
-        assert_eq!(listing.entries, vec![(2, "b".to_string())]);
-        assert_eq!(listing.skipped.len(), 2);
-        assert!(listing.skipped[0].contains("more than once"));
     }
 
     #[test]

@@ -66,6 +66,15 @@ pub struct Script {
     pub login_error: Option<String>,
     /// On RETR of this message number: "+OK", half the message, then close the socket.
     pub drop_during_retr: Option<u32>,
+    /// RETR and TOP of a message with one of these UIDs answer
+    /// "-ERR [SYS/TEMP] cannot read message" (a corrupt item, a broken index).
+    pub retr_error_uids: Vec<String>,
+    /// RETR of the message with this UID: "+OK", half the message, then close.
+    pub drop_during_retr_uid: Option<String>,
+    /// false: CAPA omits TOP and TOP answers -ERR (RFC 1939 makes TOP optional).
+    pub top: bool,
+    /// DELE answers -ERR (a read-only maildrop).
+    pub dele_error: bool,
     /// A command verb (e.g. "RETR", "PASS") that gets no reply; the server then stays
     /// silent for the rest of that connection but keeps the socket open.
     pub stall_on: Option<String>,
@@ -98,6 +107,10 @@ impl Default for Script {
             password: "secret".to_string(),
             login_error: None,
             drop_during_retr: None,
+            retr_error_uids: Vec::new(),
+            drop_during_retr_uid: None,
+            top: true,
+            dele_error: false,
             stall_on: None,
             quit_error: false,
             greeting: None,
@@ -179,7 +192,7 @@ impl Scripted {
                 .map(|n| format!("uid-{n}"))
                 .collect(),
         };
-        let mailbox = script
+        let mailbox: Vec<Entry> = script
             .messages
             .iter()
             .zip(uids)
@@ -195,6 +208,7 @@ impl Scripted {
             script,
             acceptor,
             shared: Mutex::new(Shared {
+                next_id: mailbox.len(),
                 mailbox,
                 xoauth2_tokens,
                 ..Shared::default()
@@ -244,6 +258,36 @@ impl Scripted {
         self.server.shared().xoauth2_tokens = tokens.iter().map(|t| t.to_string()).collect();
     }
 
+    /// Adds a message with this UID at the end of the mailbox (new mail arriving, or a
+    /// server reusing a UID once its message is gone).
+    pub fn push_message(&self, data: Vec<u8>, uid: &str) {
+        let mut shared = self.server.shared();
+        let id = shared.next_id;
+        shared.next_id += 1;
+        shared.mailbox.push(Entry {
+            id,
+            uid: uid.to_string(),
+            data: Arc::from(data.as_slice()),
+        });
+    }
+
+    /// Takes a message out of the mailbox (as another client would) and returns it.
+    pub fn take_message(&self, uid: &str) -> Option<Vec<u8>> {
+        let mut shared = self.server.shared();
+        let at = shared.mailbox.iter().position(|e| e.uid == uid)?;
+        Some(shared.mailbox.remove(at).data.to_vec())
+    }
+
+    /// The UIDs in the mailbox now, in order.
+    pub fn uids(&self) -> Vec<String> {
+        self.server
+            .shared()
+            .mailbox
+            .iter()
+            .map(|e| e.uid.clone())
+            .collect()
+    }
+
     /// UIDs removed by committed QUITs, in order of removal.
     pub fn deleted_uids(&self) -> Vec<String> {
         self.server.shared().deleted_uids.clone()
@@ -281,6 +325,8 @@ struct Shared {
     /// Commands that arrived before the reply to the previous one was written.
     pipelined: usize,
     xoauth2_tokens: Vec<String>,
+    /// The id of the next message added by [`Scripted::push_message`].
+    next_id: usize,
 }
 
 #[derive(Clone)]
@@ -593,9 +639,11 @@ impl<'a> Session<'a> {
         if !self.script.capa {
             return b"-ERR unknown command\r\n".to_vec();
         }
-        let mut capa = String::from(
-            "+OK capability list follows\r\nUSER\r\nTOP\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n",
-        );
+        let mut capa =
+            String::from("+OK capability list follows\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
+        if self.script.top {
+            capa.push_str("TOP\r\n");
+        }
         if self.script.uidl {
             capa.push_str("UIDL\r\n");
         }
@@ -754,8 +802,20 @@ fn transaction(script: &Script, maildrop: &mut Maildrop, verb: &str, args: &[&st
             Some((n, e)) => ok(&format!("{n} {}", e.uid)),
             None => err("no such message"),
         },
+        ("RETR" | "TOP", [arg, ..])
+            if maildrop
+                .live(Some(arg))
+                .is_some_and(|(_, e)| script.retr_error_uids.contains(&e.uid)) =>
+        {
+            err("[SYS/TEMP] cannot read message")
+        }
+        ("TOP", _) if !script.top => err("unknown command"),
+        ("DELE", [_]) if script.dele_error => err("[SYS/PERM] mailbox is read-only"),
         ("RETR", [arg]) => match maildrop.live(Some(arg)) {
-            Some((n, e)) if script.drop_during_retr == u32::try_from(n).ok() => {
+            Some((n, e))
+                if script.drop_during_retr == u32::try_from(n).ok()
+                    || script.drop_during_retr_uid.as_deref() == Some(e.uid.as_str()) =>
+            {
                 let mut reply = format!("+OK {} octets\r\n", e.data.len()).into_bytes();
                 reply.extend_from_slice(&dot_stuff(&e.data[..e.data.len() / 2]));
                 Action::Close(reply)

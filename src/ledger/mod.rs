@@ -1,0 +1,618 @@
+//! The ledger: the one owner of what pophook remembers. Every record lives in memory
+//! (loaded once at start) and is written through to sled by a single writer thread,
+//! which is also the only thing that flushes: several flushes at once can deadlock
+//! sled 0.34. Mailbox tasks, the API and the CLI all read and write through a
+//! [`Ledger`] handle; nothing else opens the database.
+//!
+//! - [`records`]: the record types, plain data.
+//! - [`store`]: sled and the marker file beside it (damage and replacement checks).
+//! - this module: the handle, the in-memory books with their retry index, and the
+//!   writer thread (group commit; reopens the database after a failed flush, so a
+//!   full disk heals once space returns).
+
+pub mod records;
+mod store;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+pub use records::{
+    duplicate_key, now, now_ms, Absence, CycleLog, CycleResult, DisabledEndpoint, Entry, Record,
+};
+use store::{message_key, Store, Tree};
+
+use crate::watchdog::Watchdog;
+
+/// How long a retry time read from a record written before `delay_ms` existed may
+/// still be in the future: the longest step of the default schedule.
+const LEGACY_RETRY_CAP: Duration = Duration::from_secs(10 * 3600);
+/// How often the writer thread checks, when idle, that the state directory is still
+/// the one it opened.
+const DIRECTORY_CHECK: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the state directory {dir} is in use by another pophook process; run one pophook per `state_dir`")]
+    Locked { dir: PathBuf },
+    #[error("cannot open the state database in {dir}: {reason}. Do not delete it: to rebuild, stop pophook and move the directory aside; every message still on the server is then delivered again, with the same webhook-id")]
+    Open { dir: PathBuf, reason: String },
+    #[error("state database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("a state record is unreadable ({0}); move the state directory aside to rebuild it")]
+    Corrupt(String),
+    #[error("the state database in {dir} holds {found} records but held {expected} at its last clean flush: it was damaged, truncated or replaced. Starting on it would post every message still on the server again. Restore the directory from a backup; or, to start over deliberately, stop pophook and delete {marker} (messages still on the server are then delivered again, with the same webhook-id)", marker = marker.display())]
+    Damaged {
+        dir: PathBuf,
+        expected: u64,
+        found: u64,
+        marker: PathBuf,
+    },
+    #[error("the state directory {dir} was removed or replaced while pophook was running; stopping rather than writing to a database nobody will find. Restore the directory (or move it aside deliberately) and start pophook again")]
+    Vanished { dir: PathBuf },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot save the state ({0}); nothing is deleted from the server until it can be saved (is the disk full?)")]
+    Flush(String),
+    #[error("the state writer has stopped; pophook is shutting down")]
+    Closed,
+}
+
+impl StateError {
+    /// The process cannot go on with this state (it vanished); other errors fail one
+    /// cycle and are tried again.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StateError::Vanished { .. } | StateError::Closed)
+    }
+}
+
+/// One message's record in memory, with its retry time on the monotonic clock.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    pub entry: Entry,
+    /// When a retrying message is due (monotonic, so a stepped wall clock moves nothing).
+    pub due: Option<Instant>,
+}
+
+/// One mailbox's records, with retries indexed by due time.
+#[derive(Default)]
+pub struct Book {
+    entries: HashMap<String, Slot>,
+    due: BTreeSet<(Instant, String)>,
+}
+
+impl Book {
+    pub fn get(&self, key: &str) -> Option<&Slot> {
+        self.entries.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Slot)> {
+        self.entries.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The earliest retry due time, without a scan.
+    pub fn earliest_due(&self) -> Option<Instant> {
+        self.due.iter().next().map(|(at, _)| *at)
+    }
+
+    /// Retrying and parked messages, and the oldest of them.
+    pub fn pending(&self) -> Pending {
+        let mut pending = Pending::default();
+        for slot in self.entries.values() {
+            match &slot.entry.record {
+                Record::Retrying { .. } => pending.retrying += 1,
+                Record::Parked { .. } => pending.parked += 1,
+                _ => continue,
+            }
+            // Records written before `since` existed carry 0: unknown, not 1970.
+            if let Some(since) = slot.entry.record.undelivered_since().filter(|s| *s > 0) {
+                pending.oldest_since = Some(pending.oldest_since.map_or(since, |o| o.min(since)));
+            }
+        }
+        pending
+    }
+
+    fn insert(&mut self, key: String, entry: Entry) {
+        let due = retry_due(&entry.record);
+        self.insert_due(key, entry, due);
+    }
+
+    /// Inserts with a given due time: for the planner's table tests, which need exact
+    /// times on the monotonic clock.
+    #[doc(hidden)]
+    pub fn insert_due(&mut self, key: String, entry: Entry, due: Option<Instant>) {
+        self.unindex(&key);
+        if let Some(at) = due {
+            self.due.insert((at, key.clone()));
+        }
+        self.entries.insert(key, Slot { entry, due });
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        self.unindex(key);
+        self.entries.remove(key).is_some()
+    }
+
+    fn unindex(&mut self, key: &str) {
+        if let Some(at) = self.entries.get(key).and_then(|s| s.due) {
+            self.due.remove(&(at, key.to_string()));
+        }
+    }
+}
+
+/// One mailbox's messages that are not delivered yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub retrying: u64,
+    pub parked: u64,
+    /// When the oldest of them first failed (unix seconds).
+    pub oldest_since: Option<i64>,
+}
+
+/// The monotonic due time of a retrying record: its wall-clock time, but never later
+/// than the wait it was scheduled with (a clock stepped back cannot postpone it).
+fn retry_due(record: &Record) -> Option<Instant> {
+    let Record::Retrying {
+        next_attempt_ms,
+        delay_ms,
+        ..
+    } = record
+    else {
+        return None;
+    };
+    let cap = delay_ms.map_or(LEGACY_RETRY_CAP, Duration::from_millis);
+    let wait = Duration::from_millis((next_attempt_ms - now_ms()).max(0) as u64).min(cap);
+    Some(Instant::now() + wait)
+}
+
+enum Op {
+    Write {
+        tree: Tree,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
+    Flush(oneshot::Sender<Result<(), String>>),
+    Close(Closed),
+}
+
+/// How the writer says the database is closed: to an async caller, or to the last
+/// handle's `Drop`, which waits (briefly) so the directory can be reopened at once.
+enum Closed {
+    Async(oneshot::Sender<()>),
+    Sync(mpsc::Sender<()>),
+}
+
+impl Closed {
+    fn done(self) {
+        match self {
+            Closed::Async(tx) => {
+                let _ = tx.send(());
+            }
+            Closed::Sync(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// The handle every part of pophook uses to read and change what it remembers.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    books: RwLock<HashMap<String, Arc<Mutex<Book>>>>,
+    endpoints: Mutex<HashMap<String, DisabledEndpoint>>,
+    cycles: Mutex<HashMap<String, CycleLog>>,
+    tx: mpsc::Sender<Op>,
+    watchdog: Watchdog,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere while holding the lock leaves it usable.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ledger {
+    /// Opens the state in `dir` (created if missing), loads every record and starts the
+    /// writer thread. Refuses a locked, unreadable or damaged database.
+    pub fn open(dir: &Path, watchdog: Watchdog) -> Result<Ledger, StateError> {
+        let mut store = Store::open(dir)?;
+        let loaded = store.load()?;
+        let books = loaded
+            .messages
+            .into_iter()
+            .map(|(mailbox, entries)| {
+                let mut book = Book::default();
+                for (key, entry) in entries {
+                    book.insert(key, entry);
+                }
+                (mailbox, Arc::new(Mutex::new(book)))
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        let thread_watchdog = watchdog.clone();
+        let count = loaded.count;
+        std::thread::Builder::new()
+            .name("pophook-ledger".into())
+            .spawn(move || writer(store, rx, thread_watchdog, count))
+            .map_err(|e| StateError::Io {
+                what: "starting the state writer thread".into(),
+                source: e,
+            })?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                books: RwLock::new(books),
+                endpoints: Mutex::new(loaded.endpoints),
+                cycles: Mutex::new(loaded.cycles),
+                tx,
+                watchdog,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.inner.watchdog
+    }
+
+    /// One mailbox's records (an empty book for a mailbox never seen).
+    pub fn book(&self, mailbox: &str) -> Arc<Mutex<Book>> {
+        if let Some(book) = self
+            .inner
+            .books
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(mailbox)
+        {
+            return book.clone();
+        }
+        self.inner
+            .books
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(mailbox.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs `f` on one mailbox's records, locked.
+    pub fn with_book<T>(&self, mailbox: &str, f: impl FnOnce(&Book) -> T) -> T {
+        let book = self.book(mailbox);
+        let guard = lock(&book);
+        f(&guard)
+    }
+
+    /// The mailboxes that have records, sorted.
+    pub fn mailboxes(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .books
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn get(&self, mailbox: &str, key: &str) -> Option<Record> {
+        self.with_book(mailbox, |b| b.get(key).map(|s| s.entry.record.clone()))
+    }
+
+    /// Every record of one mailbox, or of all mailboxes with `None`, as
+    /// (mailbox, key, record).
+    pub fn records(&self, mailbox: Option<&str>) -> Vec<(String, String, Record)> {
+        let names = match mailbox {
+            Some(m) => vec![m.to_string()],
+            None => self.mailboxes(),
+        };
+        let mut out = Vec::new();
+        for name in names {
+            self.with_book(&name, |book| {
+                for (key, slot) in book.iter() {
+                    out.push((name.clone(), key.clone(), slot.entry.record.clone()));
+                }
+            });
+        }
+        out
+    }
+
+    /// Stores an entry (durable at the next [`Ledger::flush`]).
+    pub fn put(&self, mailbox: &str, key: &str, entry: Entry) {
+        let value = serde_json::to_vec(&entry).expect("an entry always serialises");
+        let book = self.book(mailbox);
+        let mut book = lock(&book);
+        book.insert(key.to_string(), entry);
+        // Sent while the book is locked, so the writer sees writes to one key in the
+        // order the book did.
+        self.send(Op::Write {
+            tree: Tree::Messages,
+            key: message_key(mailbox, key),
+            value: Some(value),
+        });
+    }
+
+    /// Stores a record, with no absence.
+    pub fn put_record(&self, mailbox: &str, key: &str, record: Record) {
+        self.put(mailbox, key, Entry::new(record));
+    }
+
+    /// Forgets one message.
+    pub fn remove(&self, mailbox: &str, key: &str) {
+        let book = self.book(mailbox);
+        let mut book = lock(&book);
+        if book.remove(key) {
+            self.send(Op::Write {
+                tree: Tree::Messages,
+                key: message_key(mailbox, key),
+                value: None,
+            });
+        }
+    }
+
+    /// Makes every write so far durable; DELE must wait for this. Concurrent callers
+    /// share one flush.
+    pub async fn flush(&self) -> Result<(), StateError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Flush(tx));
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => {
+                if let Some(fatal) = self.inner.watchdog.fatal() {
+                    if fatal.contains("removed or replaced") {
+                        return Err(StateError::Vanished {
+                            dir: self.inner.dir.clone(),
+                        });
+                    }
+                }
+                Err(StateError::Flush(reason))
+            }
+            Err(_) => Err(StateError::Closed),
+        }
+    }
+
+    /// Flushes and stops the writer thread; the database is closed (and its lock
+    /// released) when this returns. Other handles can no longer write.
+    pub async fn close(&self) -> Result<(), StateError> {
+        let flushed = self.flush().await;
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Close(Closed::Async(tx)));
+        let _ = rx.await;
+        flushed
+    }
+
+    fn send(&self, op: Op) {
+        // A closed channel means the writer stopped: flush reports it.
+        let _ = self.inner.tx.send(op);
+    }
+
+    /// Whether the mailbox's endpoint is disabled; a record made for another webhook
+    /// configuration (`fingerprint`) no longer counts and is removed.
+    pub fn disabled_endpoint(&self, mailbox: &str, fingerprint: &str) -> Option<DisabledEndpoint> {
+        let mut endpoints = lock(&self.inner.endpoints);
+        let endpoint = endpoints.get(mailbox)?.clone();
+        if endpoint.fingerprint == fingerprint {
+            return Some(endpoint);
+        }
+        endpoints.remove(mailbox);
+        self.send(Op::Write {
+            tree: Tree::Endpoints,
+            key: mailbox.as_bytes().to_vec(),
+            value: None,
+        });
+        None
+    }
+
+    /// The mailbox's endpoint answered 410 for this webhook configuration.
+    pub fn disable_endpoint(&self, mailbox: &str, endpoint: DisabledEndpoint) {
+        let value = serde_json::to_vec(&endpoint).expect("serialises");
+        let mut endpoints = lock(&self.inner.endpoints);
+        endpoints.insert(mailbox.to_string(), endpoint);
+        self.send(Op::Write {
+            tree: Tree::Endpoints,
+            key: mailbox.as_bytes().to_vec(),
+            value: Some(value),
+        });
+    }
+
+    /// The mailbox's cycle log; empty if no cycle was recorded yet.
+    pub fn cycle_log(&self, mailbox: &str) -> CycleLog {
+        lock(&self.inner.cycles)
+            .get(mailbox)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Stores the mailbox's cycle log (durable at the next flush; losing it loses only
+    /// status information).
+    pub fn put_cycle_log(&self, mailbox: &str, log: CycleLog) {
+        let value = serde_json::to_vec(&log).expect("a cycle log always serialises");
+        let mut cycles = lock(&self.inner.cycles);
+        cycles.insert(mailbox.to_string(), log);
+        self.send(Op::Write {
+            tree: Tree::Cycles,
+            key: mailbox.as_bytes().to_vec(),
+            value: Some(value),
+        });
+    }
+
+    /// The mailbox's retrying and parked messages.
+    pub fn pending(&self, mailbox: &str) -> Pending {
+        self.with_book(mailbox, Book::pending)
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: close the database (flushing what is left) and wait for
+    /// that, so the same directory can be opened again right away (by the next CLI
+    /// command, or the next test). Bounded: a stuck writer does not hang the caller.
+    fn drop(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Op::Close(Closed::Sync(tx))).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
+/// The writer thread: applies writes in order and flushes on request, one flush at a
+/// time for every waiter that asked meanwhile (group commit). After a failed write or
+/// flush it reopens the database and writes again everything not yet flushed, so the
+/// state recovers by itself once the cause (a full disk) is gone.
+fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, count: u64) {
+    let mut w = Writer {
+        dir: store_dir(&store),
+        store: Some(store),
+        dirty: HashMap::new(),
+        broken: None,
+        count,
+        watchdog,
+    };
+    loop {
+        let first = match rx.recv_timeout(DIRECTORY_CHECK) {
+            Ok(op) => op,
+            Err(RecvTimeoutError::Timeout) => {
+                w.check_directory();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut waiters = Vec::new();
+        let mut closing = None;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Write { tree, key, value } => w.write(tree, key, value),
+                Op::Flush(tx) => waiters.push(tx),
+                Op::Close(tx) => {
+                    closing = Some(tx);
+                    break;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if !waiters.is_empty() {
+            let result = w.flush().map_err(|e| e.to_string());
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        }
+        if let Some(tx) = closing {
+            if !w.dirty.is_empty() {
+                let _ = w.flush();
+            }
+            drop(w.store.take());
+            tx.done();
+            return;
+        }
+    }
+}
+
+fn store_dir(store: &Store) -> PathBuf {
+    store.dir().to_path_buf()
+}
+
+struct Writer {
+    dir: PathBuf,
+    store: Option<Store>,
+    /// Writes since the last successful flush, to write again after a reopen.
+    dirty: HashMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
+    broken: Option<String>,
+    count: u64,
+    watchdog: Watchdog,
+}
+
+impl Writer {
+    fn write(&mut self, tree: Tree, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.broken.is_none() {
+            if let Some(store) = &self.store {
+                match store.apply(tree, &key, value.as_deref()) {
+                    Ok(delta) => self.count = self.count.saturating_add_signed(delta),
+                    Err(e) => self.broken = Some(e.to_string()),
+                }
+            }
+        }
+        self.dirty.insert((tree, key), value);
+    }
+
+    fn check_directory(&mut self) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.check_directory() {
+                self.watchdog.set_fatal(e.to_string());
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        let _watched = self.watchdog.begin("the state flush");
+        if let Some(store) = &self.store {
+            if let Err(e) = store.check_directory() {
+                self.watchdog.set_fatal(e.to_string());
+                return Err(e);
+            }
+        }
+        if self.broken.is_some() || self.store.is_none() {
+            self.reopen()?;
+        }
+        let store = self.store.as_mut().expect("reopened");
+        match store.flush(self.count) {
+            Ok(()) => {
+                self.dirty.clear();
+                Ok(())
+            }
+            Err(e) => {
+                warn!("flushing the state failed: {e}; it is reopened and written again at the next flush");
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the database and opens it again, then writes everything not flushed.
+    fn reopen(&mut self) -> Result<(), StateError> {
+        drop(self.store.take());
+        let mut store = Store::open(&self.dir).map_err(|e| match e {
+            // Mostly the cause of the first failure again (a full disk): say only that.
+            StateError::Open { reason, .. } => StateError::Flush(reason),
+            other => other,
+        })?;
+        // Reads the marker back, and checks the database against it once more.
+        store.load()?;
+        for ((tree, key), value) in &self.dirty {
+            store.apply(*tree, key, value.as_deref())?;
+        }
+        self.count = store.count();
+        self.store = Some(store);
+        self.broken = None;
+        info!("the state database was reopened after an error");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! The ledger against a real sled database in a temporary directory.
+
+use super::*;
+
+fn open(dir: &Path) -> Ledger {
+    Ledger::open(dir, Watchdog::default()).unwrap()
+}
+
+fn delivered() -> Record {
+    Record::Delivered { at: 1, size: None }
+}
+
+fn retrying(next_attempt_ms: i64, delay_ms: Option<u64>) -> Record {
+    Record::Retrying {
+        attempts: 1,
+        rejections: 0,
+        next_attempt_ms,
+        delay_ms,
+        last_error: "HTTP 503".into(),
+        oversized: false,
+        since: 1,
+    }
+}
+
+#[tokio::test]
+async fn records_survive_a_reopen_and_stay_per_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path());
+        for uid in ["1", "2", "3"] {
+            ledger.put_record("a", uid, delivered());
+        }
+        ledger.put_record("ab", "1", retrying(5, Some(1)));
+        ledger.remove("a", "2");
+        ledger.close().await.unwrap();
+    }
+    let ledger = open(dir.path());
+    assert_eq!(ledger.get("a", "1"), Some(delivered()));
+    assert_eq!(ledger.get("a", "2"), None);
+    assert_eq!(ledger.get("b", "1"), None);
+    assert_eq!(ledger.records(Some("a")).len(), 2);
+    assert_eq!(ledger.records(None).len(), 3);
+    assert!(matches!(
+        ledger.get("ab", "1"),
+        Some(Record::Retrying { .. })
+    ));
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_the_database_so_it_can_be_reopened_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    ledger.put_record("a", "1", delivered());
+    drop(ledger);
+    let again = open(dir.path());
+    assert_eq!(again.get("a", "1"), Some(delivered()), "flushed on close");
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    match Ledger::open(dir.path(), Watchdog::default()) {
+        Err(StateError::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("second open of a locked state directory succeeded"),
+    }
+}
+
+#[tokio::test]
+async fn endpoints_and_cycle_logs_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = CycleLog {
+        last_cycle_at: Some(10),
+        delivered_total: 3,
+        ..CycleLog::default()
+    };
+    {
+        let ledger = open(dir.path());
+        ledger.disable_endpoint(
+            "a",
+            DisabledEndpoint {
+                fingerprint: "f1".into(),
+                url: "https://x/".into(),
+                at: 1,
+            },
+        );
+        ledger.put_cycle_log("a", log.clone());
+        ledger.close().await.unwrap();
+    }
+    let ledger = open(dir.path());
+    assert!(ledger.disabled_endpoint("a", "f1").is_some());
+    assert!(ledger.disabled_endpoint("b", "f1").is_none());
+    assert!(ledger.disabled_endpoint("a", "f2").is_none());
+    assert!(
+        ledger.disabled_endpoint("a", "f1").is_none(),
+        "forgotten once the configuration changed"
+    );
+    assert_eq!(ledger.cycle_log("a"), log);
+    assert!(ledger.records(None).is_empty(), "kept apart from messages");
+}
+
+#[tokio::test]
+async fn a_database_with_fewer_records_than_its_marker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path());
+        for n in 0..20 {
+            ledger.put_record("a", &n.to_string(), delivered());
+        }
+        ledger.close().await.unwrap();
+    }
+    // Records lost behind pophook's back (a truncated or partly zeroed file).
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("messages").unwrap();
+        let keys: Vec<_> = tree.iter().keys().take(5).map(Result::unwrap).collect();
+        for key in keys {
+            tree.remove(key).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let error = Ledger::open(dir.path(), Watchdog::default()).err().unwrap();
+    let text = error.to_string();
+    assert!(
+        matches!(
+            error,
+            StateError::Damaged {
+                expected: 20,
+                found: 15,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("pophook-ledger.json"),
+        "names what to do: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_replaced_by_an_empty_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path());
+        ledger.put_record("a", "1", delivered());
+        ledger.close().await.unwrap();
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "pophook-ledger.json" {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    assert!(matches!(
+        Ledger::open(dir.path(), Watchdog::default()),
+        Err(StateError::Damaged { found: 0, .. })
+    ));
+}
+
+#[tokio::test]
+async fn forgetting_records_lowers_the_marker_so_a_clean_restart_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path());
+        for n in 0..10 {
+            ledger.put_record("a", &n.to_string(), delivered());
+        }
+        ledger.flush().await.unwrap();
+        for n in 0..10 {
+            ledger.remove("a", &n.to_string());
+        }
+        ledger.close().await.unwrap();
+    }
+    let ledger = open(dir.path());
+    assert!(ledger.records(None).is_empty());
+}
+
+#[tokio::test]
+async fn a_state_directory_removed_while_running_is_fatal() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("state");
+    let ledger = open(&dir);
+    ledger.put_record("a", "1", delivered());
+    ledger.flush().await.unwrap();
+    std::fs::rename(&dir, parent.path().join("moved")).unwrap();
+    ledger.put_record("a", "2", delivered());
+    let error = ledger.flush().await.unwrap_err();
+    assert!(error.is_fatal(), "{error}");
+    assert!(ledger.watchdog().fatal().is_some());
+    assert!(ledger.watchdog().health().is_err(), "/healthz turns 503");
+}
+
+#[tokio::test]
+async fn a_retry_time_in_the_far_future_is_capped_at_its_scheduled_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written by a process whose clock was an hour ahead: due in an hour by the wall
+    // clock, though the wait scheduled was 10 s.
+    let record = retrying(now_ms() + 3_600_000, Some(10_000));
+    {
+        let ledger = open(dir.path());
+        ledger.put_record("a", "1", record.clone());
+        let due = ledger.with_book("a", |b| b.earliest_due()).unwrap();
+        assert!(due <= Instant::now() + Duration::from_secs(10));
+        ledger.close().await.unwrap();
+    }
+    let ledger = open(dir.path());
+    let due = ledger.with_book("a", |b| b.earliest_due()).unwrap();
+    assert!(
+        due <= Instant::now() + Duration::from_secs(10),
+        "also when loaded"
+    );
+    // Records from before `delay_ms` existed get the longest default step as a cap.
+    ledger.put_record("a", "2", retrying(now_ms() + 100 * 3_600_000, None));
+    let slot_due = ledger.with_book("a", |b| b.get("2").unwrap().due.unwrap());
+    assert!(slot_due <= Instant::now() + LEGACY_RETRY_CAP);
+}
+
+#[tokio::test]
+async fn the_retry_index_follows_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    ledger.put_record("a", "late", retrying(now_ms() + 60_000, Some(60_000)));
+    ledger.put_record("a", "soon", retrying(now_ms() + 1_000, Some(1_000)));
+    let soon = ledger.with_book("a", |b| b.earliest_due()).unwrap();
+    assert!(soon <= Instant::now() + Duration::from_secs(1));
+    ledger.put_record("a", "soon", delivered());
+    let late = ledger.with_book("a", |b| b.earliest_due()).unwrap();
+    assert!(late > Instant::now() + Duration::from_secs(50));
+    ledger.remove("a", "late");
+    assert_eq!(ledger.with_book("a", |b| b.earliest_due()), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_flushes_share_the_one_writer_and_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in 0..50 {
+        let ledger = ledger.clone();
+        tasks.spawn(async move {
+            for n in 0..20 {
+                ledger.put_record(&format!("box{m}"), &n.to_string(), delivered());
+                ledger.flush().await.unwrap();
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(60), tasks.join_all())
+        .await
+        .expect("no flush may hang");
+    assert_eq!(ledger.records(None).len(), 1000);
+}

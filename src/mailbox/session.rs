@@ -1,0 +1,625 @@
+//! One cycle of one mailbox: a single POP3 session that executes the planner's
+//! decisions. Connect, list, DELE the leftovers, fetch what is new or due, post it,
+//! record each outcome in the ledger, flush, DELE, and QUIT at the end of the cycle or
+//! when `commit_interval` is exceeded. A failure that belongs to one message is
+//! recorded against that message; only a broken connection ends the session early.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::plan::{self, Failure, Identified, Now};
+use super::{CycleError, CycleReport};
+use crate::config::Mailbox;
+use crate::event::{self, EventMeta};
+use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record, StateError};
+use crate::pop3::pipeline::{self, FetchError, Pipeline};
+use crate::pop3::{Pop3Error, Session};
+use crate::shutdown::Shutdown;
+use crate::webhook::{DeliveryError, Sender, WebhookConfig};
+
+/// What every cycle shares: where to post, where to remember, when to stop.
+#[derive(Clone)]
+pub struct Context {
+    pub sender: Sender,
+    pub ledger: Ledger,
+    pub shutdown: Shutdown,
+    /// After shutdown is requested, how long the message in hand may take.
+    pub shutdown_timeout: Duration,
+}
+
+/// Acknowledged messages are flushed in batches of this many (and at the end of a
+/// session): one fsync per batch instead of one per message. DELE waits for the flush
+/// that covers it.
+const FLUSH_BATCH: usize = 32;
+
+/// Why a session stopped taking new messages.
+enum Stop {
+    Shutdown,
+    /// The endpoint looks down: fetching more now would only fail them too.
+    EndpointFailing,
+    EndpointGone,
+    /// `commit_interval` (or `commit_every`) reached: QUIT, and continue next cycle.
+    CommitPoint,
+    /// The connection is unusable; in-flight POSTs are still awaited and recorded.
+    Broken(CycleError),
+}
+
+/// What a POST task hands back.
+struct Posted {
+    fetch: plan::Fetch,
+    key: String,
+    id: String,
+    /// `None`: abandoned because shutdown's grace ran out.
+    outcome: Option<Result<(), DeliveryError>>,
+}
+
+/// Runs one cycle: one session. `probe`: the endpoint failed recently, so only one
+/// message is in flight until one POST succeeds. What the cycle did is in `report`
+/// even when it fails.
+pub async fn run_cycle(
+    mailbox: &Mailbox,
+    ctx: &Context,
+    probe: bool,
+    report: &mut CycleReport,
+) -> Result<(), CycleError> {
+    let fingerprint = mailbox.webhook.fingerprint();
+    if ctx
+        .ledger
+        .disabled_endpoint(&mailbox.name, &fingerprint)
+        .is_some()
+    {
+        report.endpoint_disabled = true;
+        return Ok(());
+    }
+    let mut cycle = Cycle {
+        mailbox,
+        ctx,
+        fingerprint,
+        report,
+        probe,
+        started: Instant::now(),
+        accepted_deletions: 0,
+    };
+    cycle.run().await
+}
+
+struct Cycle<'a> {
+    mailbox: &'a Mailbox,
+    ctx: &'a Context,
+    fingerprint: String,
+    report: &'a mut CycleReport,
+    probe: bool,
+    started: Instant,
+    accepted_deletions: usize,
+}
+
+impl Cycle<'_> {
+    fn name(&self) -> &str {
+        &self.mailbox.name
+    }
+
+    fn ledger(&self) -> &Ledger {
+        &self.ctx.ledger
+    }
+
+    async fn run(&mut self) -> Result<(), CycleError> {
+        let name = self.mailbox.name.clone();
+        let mut session = Session::connect(&self.mailbox.server).await?;
+        self.report.login_delay = session.capabilities().login_delay();
+        let capabilities = session.capabilities();
+        // Without CAPA nothing is known; TOP is tried and its refusal is a failure
+        // against the message.
+        let top = capabilities.lines().is_empty() || capabilities.has("TOP");
+        let listing = session.uidl().await?;
+        let sizes = session.list().await?;
+        for reason in &listing.skipped {
+            warn!(mailbox = %name, "left on the server, not fetched: {reason}");
+        }
+        self.report.skipped = listing.skipped.len();
+
+        let settings = plan::Settings {
+            delete: self.mailbox.delete,
+            max_message_size: self.mailbox.server.max_message_size as u64,
+            top,
+        };
+        let now = Now::current();
+        let plan = self.ledger().with_book(&name, |book| {
+            plan::plan(&listing.entries, &sizes, book, now, &settings)
+        });
+        drop(listing);
+        self.report.listed = plan.listed;
+        self.report.waiting += plan.waiting;
+        self.report.parked_listed += plan.parked_listed;
+        self.report.shared_uidl = plan.shared_uidl;
+        self.report.renumbered = plan.renumbered;
+        if plan.renumbered {
+            warn!(mailbox = %name, "most remembered UIDLs are gone and most listed ones are new: the server may have renumbered its UIDLs (migration?); the new ones are delivered as new messages");
+        }
+        if plan.shared_uidl > 0 {
+            info!(mailbox = %name, messages = plan.shared_uidl, "several messages share a UIDL (a server that derives UIDLs from headers?); they are told apart by their content");
+        }
+        for (key, entry) in plan.updates {
+            self.ledger().put(&name, &key, entry);
+        }
+        if !plan.forget.is_empty() {
+            debug!(mailbox = %name, forgotten = plan.forget.len(), "forgot messages missing from the server for a day or more");
+        }
+        for key in &plan.forget {
+            self.ledger().remove(&name, key);
+        }
+        for (key, size) in &plan.unfetchable {
+            let failure = Failure {
+                reason: format!(
+                    "larger than max_message_size ({} bytes, {size} listed) and the server has no TOP to fetch its headers; raise `max_message_size`",
+                    self.mailbox.server.max_message_size
+                ),
+                rejected: false,
+                retry_after: None,
+                oversized: true,
+            };
+            self.record_failure(key, &failure, None);
+            self.report.fetch_failed += 1;
+        }
+
+        let mut pipe = Pipeline::new(session);
+        // Leftovers first: delivered and flushed in an earlier session whose QUIT never
+        // came. Their records are durable already.
+        let mut dele_keys: HashMap<u32, String> = HashMap::new();
+        for (number, key) in &plan.deletes {
+            dele_keys.insert(*number, key.clone());
+            pipe.dele(*number, key.clone()).await?;
+        }
+        let mut fetches: HashMap<u32, plan::Fetch> = HashMap::new();
+        for fetch in plan.fetches {
+            pipe.queue(pipeline::Fetch {
+                number: fetch.number,
+                uidl: fetch.uidl.clone(),
+                headers_only: fetch.headers_only,
+                expected_size: fetch.size.min(settings.max_message_size) as usize,
+            });
+            fetches.insert(fetch.number, fetch);
+        }
+
+        let stop = self.deliver_all(&mut pipe, &mut fetches).await;
+        // Failures and their schedules must survive a restart too.
+        let flushed = self.ledger().flush().await;
+        if matches!(stop, Some(Stop::EndpointFailing | Stop::EndpointGone)) {
+            self.report.waiting += pipe.remaining();
+        }
+        if matches!(stop, Some(Stop::CommitPoint)) && pipe.remaining() > 0 {
+            self.report.more = true;
+        }
+        if let Some(Stop::Broken(error)) = stop {
+            // Dropped without QUIT: nothing marked in this session is deleted; the
+            // delivered records stay and are DELEd by the next session.
+            self.count_deleted(&mut pipe);
+            return Err(error);
+        }
+        flushed?;
+        pipe.drain().await?;
+        let deleted = self.count_deleted(&mut pipe);
+        // QUIT commits this session's DELEs.
+        pipe.into_session().quit().await?;
+        // The server removed them: forget their records now, so that a new message
+        // that reuses a UIDL (allowed once the old one is gone) is a new message.
+        for key in deleted {
+            let still_delivered = self
+                .ledger()
+                .with_book(&name, |b| {
+                    b.get(&key)
+                        .map(|s| matches!(s.entry.record, Record::Delivered { .. }))
+                })
+                .unwrap_or(false);
+            if still_delivered {
+                self.ledger().remove(&name, &key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Downloads and posts until the queue is empty or something stops the session;
+    /// records every outcome and DELEs what was delivered once its record is durable.
+    async fn deliver_all(
+        &mut self,
+        pipe: &mut Pipeline,
+        fetches: &mut HashMap<u32, plan::Fetch>,
+    ) -> Option<Stop> {
+        let name = self.mailbox.name.clone();
+        let webhook = Arc::new(self.mailbox.webhook.clone());
+        let mut in_flight = if self.probe {
+            1
+        } else {
+            self.mailbox.webhook.max_in_flight
+        };
+        let limit = self.mailbox.server.max_message_size;
+        let mut posts: JoinSet<Posted> = JoinSet::new();
+        let mut unflushed = 0;
+        let mut to_delete: Vec<(u32, String)> = Vec::new();
+        let mut stop: Option<Stop> = None;
+        loop {
+            while stop.is_none() && posts.len() < in_flight && pipe.remaining() > 0 {
+                if self.ctx.shutdown.is_requested() {
+                    info!(
+                        mailbox = %name,
+                        "shutdown requested; finishing the messages in hand"
+                    );
+                    stop = Some(Stop::Shutdown);
+                    break;
+                }
+                if self.commit_due(to_delete.len() + posts.len()) {
+                    stop = Some(Stop::CommitPoint);
+                    break;
+                }
+                let (fetched, raw) = match pipe.next_message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(FetchError { fetch, error }) => {
+                        let planned = fetch.as_ref().and_then(|f| fetches.remove(&f.number));
+                        if let Some(broken) = self.fetch_failed(planned, error) {
+                            stop = Some(broken);
+                        }
+                        continue;
+                    }
+                };
+                let Some(fetch) = fetches.remove(&fetched.number) else {
+                    continue;
+                };
+                self.report.fetched += 1;
+                self.report.bytes_fetched += raw.len() as u64;
+                let key = match &fetch.key {
+                    Some(key) => key.clone(),
+                    None => {
+                        let digest = hex(&Sha256::digest(&raw));
+                        let now = Now::current();
+                        let delete = self.mailbox.delete;
+                        let (key, action) = self.ledger().with_book(&name, |book| {
+                            plan::identify(&fetch.uidl, &digest, book, now, delete)
+                        });
+                        match action {
+                            Identified::Post => key,
+                            Identified::Delete => {
+                                to_delete.push((fetch.number, key));
+                                continue;
+                            }
+                            Identified::Leave => continue,
+                        }
+                    }
+                };
+                if fetch.headers_only {
+                    warn!(mailbox = %name, uidl = %fetch.uidl, limit, "message is larger than `max_message_size`: posting its headers only (truncated); it stays on the server");
+                }
+                posts.spawn(deliver(
+                    self.ctx.clone(),
+                    webhook.clone(),
+                    name.clone(),
+                    fetch,
+                    key,
+                    raw,
+                ));
+            }
+
+            let Some(joined) = posts.join_next().await else {
+                // Nothing in flight; deliveries still waiting for a flush are handled
+                // below before the loop ends.
+                if unflushed > 0 || !to_delete.is_empty() {
+                    if let Err(e) = self.flush_and_delete(pipe, &mut to_delete).await {
+                        stop = Some(Stop::Broken(e));
+                    }
+                }
+                break;
+            };
+            match joined {
+                Ok(posted) => {
+                    let delivered = matches!(posted.outcome, Some(Ok(())));
+                    if let Some(reason) = self.record_outcome(posted, &mut to_delete) {
+                        stop.get_or_insert(reason);
+                    }
+                    if delivered {
+                        unflushed += 1;
+                        if self.probe {
+                            // The endpoint answers again: back to full speed.
+                            self.probe = false;
+                            in_flight = self.mailbox.webhook.max_in_flight;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Nothing was recorded for it, so it stays on the server and is retried.
+                    error!(mailbox = %name, "a delivery task failed: {e}");
+                    self.report.failed += 1;
+                }
+            }
+            if self.probe && self.report.failed > 0 {
+                stop.get_or_insert(Stop::EndpointFailing);
+            }
+
+            // The order that makes deletion safe: recorded, flushed, then DELE. One
+            // flush per batch: DELEs take effect at QUIT anyway.
+            let nothing_left = posts.is_empty() && (stop.is_some() || pipe.remaining() == 0);
+            if unflushed >= FLUSH_BATCH
+                || (nothing_left && (unflushed > 0 || !to_delete.is_empty()))
+            {
+                unflushed = 0;
+                if matches!(stop, Some(Stop::Broken(_))) {
+                    continue;
+                }
+                if let Err(e) = self.flush_and_delete(pipe, &mut to_delete).await {
+                    stop = Some(Stop::Broken(e));
+                }
+            }
+        }
+        stop
+    }
+
+    /// `commit_interval` passed, or `commit_every` DELEs are pending: time to QUIT.
+    fn commit_due(&self, pending_deletions: usize) -> bool {
+        self.started.elapsed() >= self.mailbox.commit_interval
+            || self
+                .mailbox
+                .commit_every
+                .is_some_and(|cap| self.accepted_deletions + pending_deletions >= cap)
+    }
+
+    async fn flush_and_delete(
+        &mut self,
+        pipe: &mut Pipeline,
+        to_delete: &mut Vec<(u32, String)>,
+    ) -> Result<(), CycleError> {
+        self.ledger().flush().await?;
+        if !self.mailbox.delete {
+            to_delete.clear();
+            return Ok(());
+        }
+        for (number, key) in to_delete.drain(..) {
+            pipe.dele(number, key).await?;
+            self.accepted_deletions += 1;
+        }
+        Ok(())
+    }
+
+    /// A download failed. A refusal (`-ERR` to RETR/TOP) leaves the session usable; a
+    /// message that outgrew the limit, a dropped connection or a timeout end it. Each
+    /// is an attempt against the message, so it cannot hold up the others.
+    fn fetch_failed(&mut self, fetch: Option<plan::Fetch>, error: Pop3Error) -> Option<Stop> {
+        let name = self.mailbox.name.clone();
+        let Some(fetch) = fetch else {
+            // The reply to a DELE: the session is out of step.
+            return Some(Stop::Broken(error.into()));
+        };
+        // A shared UIDL has no key before its content is known: its failures count
+        // against the UIDL and its position, which is the best identity there is.
+        let key = fetch
+            .key
+            .clone()
+            .unwrap_or_else(|| format!("{} #{}", fetch.uidl, fetch.number));
+        let previous = self.ledger().get(&name, &key);
+        let verb = if fetch.headers_only { "TOP" } else { "RETR" };
+        self.report.fetch_failed += 1;
+        match &error {
+            Pop3Error::Server { reply, .. } => {
+                warn!(mailbox = %name, uidl = %fetch.uidl, "the server refused {verb} ({reply}); counted as a failed attempt for this message, the others continue");
+                let failure = Failure {
+                    reason: format!("the server refused {verb}: {reply}"),
+                    rejected: false,
+                    retry_after: None,
+                    oversized: false,
+                };
+                self.record_failure(&key, &failure, previous.as_ref());
+                None
+            }
+            Pop3Error::TooLarge { limit, .. } if !fetch.headers_only => {
+                warn!(mailbox = %name, uidl = %fetch.uidl, limit, "message grew past `max_message_size` while downloading; its headers will be posted as a truncated event");
+                let record = plan::grew_too_large(previous.as_ref(), *limit as u64, Now::current());
+                self.ledger().put(&name, &key, Entry::new(record));
+                Some(Stop::Broken(error.into()))
+            }
+            _ => {
+                warn!(mailbox = %name, uidl = %fetch.uidl, "downloading the message failed ({error}); counted as a failed attempt for this message, so a message that always breaks the connection cannot hold up the others");
+                let failure = Failure {
+                    reason: format!("downloading failed: {error}"),
+                    rejected: false,
+                    retry_after: None,
+                    oversized: false,
+                };
+                self.record_failure(&key, &failure, previous.as_ref());
+                Some(Stop::Broken(error.into()))
+            }
+        }
+    }
+
+    /// Writes the next record after a failed attempt; counts and logs a parking.
+    fn record_failure(&mut self, key: &str, failure: &Failure, previous: Option<&Record>) {
+        let name = self.mailbox.name.clone();
+        let previous = match previous {
+            Some(p) => Some(p.clone()),
+            None => self.ledger().get(&name, key),
+        };
+        let record = plan::failed(
+            previous.as_ref(),
+            failure,
+            Now::current(),
+            &self.mailbox.webhook.retry,
+            &mut rand::rng(),
+        );
+        let id = event::event_id(&name, key);
+        match &record {
+            Record::Retrying {
+                attempts, delay_ms, ..
+            } => {
+                warn!(mailbox = %name, key, id, attempts, retry_in_ms = delay_ms.unwrap_or(0), "not delivered ({}); it stays on the server and is tried again", failure.reason);
+            }
+            Record::Parked { attempts, .. } => {
+                error!(mailbox = %name, key, id, attempts, "not delivered ({}); retries exhausted, message PARKED on the server: see `pophook parked list`", failure.reason);
+                self.report.parked += 1;
+                self.report.parked_listed += 1;
+            }
+            _ => {}
+        }
+        self.ledger().put(&name, key, Entry::new(record));
+    }
+
+    /// Writes the outcome of one POST: delivered, a retry, parked, or the endpoint
+    /// disabled. Flushed later, in batches.
+    fn record_outcome(
+        &mut self,
+        posted: Posted,
+        to_delete: &mut Vec<(u32, String)>,
+    ) -> Option<Stop> {
+        let name = self.mailbox.name.clone();
+        match posted.outcome {
+            Some(Ok(())) => {
+                let record =
+                    plan::delivered(posted.fetch.headers_only, posted.fetch.size, Now::current());
+                self.ledger().put(&name, &posted.key, Entry::new(record));
+                self.report.delivered += 1;
+                debug!(mailbox = %name, key = %posted.key, id = %posted.id, "delivered");
+                if !posted.fetch.headers_only {
+                    to_delete.push((posted.fetch.number, posted.key));
+                }
+                None
+            }
+            Some(Err(failure)) if failure.is_gone() => {
+                self.report.failed += 1;
+                if !self.report.endpoint_disabled {
+                    self.report.endpoint_disabled = true;
+                    let url = self.mailbox.webhook.display_url();
+                    error!(mailbox = %name, url = %url, "the webhook answered 410 Gone: no more events are posted for this mailbox and its mail stays on the server until the webhook configuration changes");
+                    self.ledger().disable_endpoint(
+                        &name,
+                        DisabledEndpoint {
+                            fingerprint: self.fingerprint.clone(),
+                            url,
+                            at: crate::ledger::now(),
+                        },
+                    );
+                }
+                Some(Stop::EndpointGone)
+            }
+            Some(Err(failure)) => {
+                self.report.failed += 1;
+                let stop = failure.is_endpoint_unavailable().then(|| {
+                    self.report.endpoint_failing = true;
+                    Stop::EndpointFailing
+                });
+                let reason = Failure {
+                    reason: failure.to_string(),
+                    rejected: failure.is_rejection(),
+                    retry_after: failure.retry_after(),
+                    oversized: posted.fetch.headers_only,
+                };
+                self.record_failure(&posted.key, &reason, None);
+                stop
+            }
+            None => {
+                warn!(mailbox = %name, key = %posted.key, id = %posted.id, "shutdown grace ran out during the POST; the message stays on the server and is posted again (same webhook-id) after restart");
+                Some(Stop::Shutdown)
+            }
+        }
+    }
+
+    /// Counts the DELEs the server answered; returns the keys of the accepted ones.
+    fn count_deleted(&mut self, pipe: &mut Pipeline) -> Vec<String> {
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for deleted in pipe.take_deleted() {
+            match deleted.result {
+                Ok(()) => accepted.push(deleted.uidl),
+                Err(reply) => refused.push((deleted.uidl, reply)),
+            }
+        }
+        self.report.deleted += accepted.len();
+        self.report.dele_refused += refused.len();
+        if let Some((key, reply)) = refused.first() {
+            // One line per cycle, however many: a read-only maildrop refuses them all.
+            warn!(mailbox = %self.name(), refused = refused.len(), example = %key, "the server refused DELE ({reply}); those messages were delivered and stay on the server; DELE is tried again next cycle");
+        }
+        accepted
+    }
+}
+
+/// Builds the event and POSTs it; runs as its own task so that parsing and the HTTP
+/// round trips of several messages overlap with each other and with the next download.
+async fn deliver(
+    ctx: Context,
+    webhook: Arc<WebhookConfig>,
+    mailbox: String,
+    fetch: plan::Fetch,
+    key: String,
+    raw: Bytes,
+) -> Posted {
+    let event = event::build_event(
+        &EventMeta {
+            mailbox: &mailbox,
+            uidl: &key,
+            received_at: time::OffsetDateTime::now_utc(),
+            include_raw: webhook.include_raw,
+            truncated: fetch.headers_only,
+            attachments: webhook.attachments,
+            max_inline_attachment_size: webhook.max_inline_attachment_size,
+        },
+        &raw,
+    );
+    if let Some(error) = &event.data.parse_error {
+        warn!(mailbox, uidl = %fetch.uidl, "message could not be parsed; delivering it raw: {error}");
+    }
+    let id = event.id().to_string();
+    // Room for attachments as base64 and for `raw` when included, so a large message's
+    // JSON is written once instead of re-allocated each time it doubles.
+    let raw_base64 = if webhook.include_raw {
+        raw.len() / 3 * 4
+    } else {
+        0
+    };
+    let mut body = Vec::with_capacity(raw.len() + raw.len() / 2 + raw_base64 + 4096);
+    drop(raw);
+    serde_json::to_writer(&mut body, &event).expect("an event always serialises");
+    drop(event);
+    let outcome = post_within_grace(&ctx, &webhook, &id, body).await;
+    Posted {
+        fetch,
+        key,
+        id,
+        outcome,
+    }
+}
+
+/// Posts, but gives up once shutdown was requested and most of `shutdown_timeout`
+/// passed, so SIGTERM ends the process in bounded time. `None`: abandoned, nothing
+/// recorded.
+async fn post_within_grace(
+    ctx: &Context,
+    webhook: &WebhookConfig,
+    id: &str,
+    body: Vec<u8>,
+) -> Option<Result<(), DeliveryError>> {
+    let mut shutdown = ctx.shutdown.clone();
+    // Two thirds for the POST, the rest for QUIT.
+    let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
+    tokio::select! {
+        result = ctx.sender.post(webhook, id, body) => Some(result),
+        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+impl From<StateError> for Stop {
+    fn from(e: StateError) -> Stop {
+        Stop::Broken(e.into())
+    }
+}

@@ -1,0 +1,484 @@
+//! The delivery engine under the faults that used to stall, loop or lose mail (issue
+//! 9): a message the server refuses or that breaks the connection, oversized mail on
+//! a server without TOP, DELE refused, QUIT not committing, shared and reused UIDLs,
+//! forgetting too soon, and a 410 with retries pending. Scripted POP3 server (faults a
+//! real one won't make on demand) + recording receiver.
+
+mod common;
+
+use std::time::Duration;
+
+use common::receiver::{Receiver, Reply};
+use common::scripted::{Script, Scripted};
+use common::setup::{config, message, TestConfig};
+use pophook::ledger::{Ledger, Record};
+use pophook::mailbox::CycleReport;
+use pophook::service;
+use pophook::watchdog::Watchdog;
+
+fn mailbox(port: u16, extra: &str) -> String {
+    common::setup::scripted_mailbox("box", port, extra)
+}
+
+fn hook(receiver: &Receiver, extra: &str) -> String {
+    common::setup::hook(&receiver.url(), extra)
+}
+
+/// One `once` run: the report, or the error text.
+async fn once(cfg: &TestConfig) -> Result<CycleReport, String> {
+    let mut outcomes = service::once(&cfg.config).await.unwrap();
+    outcomes.remove(0).result
+}
+
+fn records(cfg: &TestConfig) -> Vec<(String, Record)> {
+    let ledger = Ledger::open(&cfg.config.state_dir, Watchdog::default()).unwrap();
+    let mut all: Vec<(String, Record)> = ledger
+        .records(Some("box"))
+        .into_iter()
+        .map(|(_, key, record)| (key, record))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+fn record(cfg: &TestConfig, key: &str) -> Option<Record> {
+    records(cfg)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, r)| r)
+}
+
+fn subjects(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .accepted()
+        .iter()
+        .map(|r| {
+            r.json()["data"]["subject"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_the_server_refuses_to_retr_does_not_hold_up_the_others() {
+    let server = Scripted::start(Script {
+        messages: (1..=3).map(message).collect(),
+        retr_error_uids: vec!["uid-2".into()],
+        pipelining: true,
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &hook(&receiver, "  retry: {schedule: [0s, 0s, 0s]}"),
+        &mailbox(server.port(), ""),
+    );
+
+    let report = once(&cfg)
+        .await
+        .expect("one refused RETR does not fail the cycle");
+    assert_eq!(
+        (report.delivered, report.fetch_failed),
+        (2, 1),
+        "{report:?}"
+    );
+    assert_eq!(subjects(&receiver), ["test 1", "test 3"]);
+    assert_eq!(
+        server.uids(),
+        ["uid-2"],
+        "the others deleted in the same session"
+    );
+    assert!(matches!(
+        record(&cfg, "uid-2"),
+        Some(Record::Retrying { attempts: 1, .. })
+    ));
+
+    // Each cycle is an attempt on its schedule; when the schedule is used up it parks.
+    let _ = once(&cfg).await;
+    let _ = once(&cfg).await;
+    assert!(
+        matches!(
+            record(&cfg, "uid-2"),
+            Some(Record::Parked { attempts: 3, .. })
+        ),
+        "{:?}",
+        record(&cfg, "uid-2")
+    );
+    let report = once(&cfg).await.unwrap();
+    assert_eq!((report.fetched, report.parked_listed), (0, 1));
+    assert!(
+        !report.is_clean(),
+        "`once` exits 1 while a message is parked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_whose_download_always_breaks_the_connection_is_parked_and_the_rest_flow() {
+    let server = Scripted::start(Script {
+        messages: (1..=3).map(message).collect(),
+        drop_during_retr_uid: Some("uid-2".into()),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &hook(&receiver, "  retry: {schedule: [0s, 0s, 0s]}"),
+        &mailbox(server.port(), ""),
+    );
+    for _ in 0..6 {
+        let _ = once(&cfg).await;
+    }
+    assert_eq!(subjects(&receiver), ["test 1", "test 3"]);
+    assert_eq!(server.uids(), ["uid-2"]);
+    assert!(
+        matches!(record(&cfg, "uid-2"), Some(Record::Parked { .. })),
+        "{:?}",
+        record(&cfg, "uid-2")
+    );
+    let attempts = server
+        .commands()
+        .iter()
+        .filter(|c| c.starts_with("RETR"))
+        .count();
+    assert!(attempts <= 2 + 3 + 1, "bounded attempts, got {attempts}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_message_on_a_server_without_top_is_an_attempt_not_a_stall() {
+    let mut big = message(2);
+    big.extend(std::iter::repeat_n(b'x', 20_000));
+    big.extend(b"\r\n");
+    let server = Scripted::start(Script {
+        messages: vec![message(1), big, message(3)],
+        top: false,
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &hook(&receiver, "  retry: {schedule: [0s, 0s]}"),
+        &mailbox(server.port(), "    max_message_size: 8192\n"),
+    );
+    let report = once(&cfg).await.unwrap();
+    assert_eq!(
+        (report.delivered, report.fetch_failed),
+        (2, 1),
+        "{report:?}"
+    );
+    assert!(
+        !server
+            .commands()
+            .iter()
+            .any(|c| c.starts_with("RETR 2") || c.starts_with("TOP")),
+        "neither downloaded nor asked for by TOP"
+    );
+    let Some(Record::Retrying { last_error, .. }) = record(&cfg, "uid-2") else {
+        panic!("{:?}", record(&cfg, "uid-2"));
+    };
+    assert!(last_error.contains("max_message_size"), "{last_error}");
+    let _ = once(&cfg).await;
+    assert!(matches!(record(&cfg, "uid-2"), Some(Record::Parked { .. })));
+    assert_eq!(server.uids(), ["uid-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_deles_cause_neither_a_reconnect_loop_nor_a_second_post() {
+    // A read-only maildrop with 50 messages delivered earlier and one new one.
+    let server = Scripted::start(Script {
+        messages: (1..=51).map(message).collect(),
+        dele_error: true,
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &hook(&receiver, ""),
+        &mailbox(server.port(), "    commit_every: 50\n"),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(60), once(&cfg))
+        .await
+        .expect("`once` ends")
+        .unwrap();
+    assert_eq!(report.delivered, 51);
+    assert!(report.dele_refused >= 51, "{report:?}");
+    let first = server.sessions();
+    assert!(first <= 2, "{first} sessions for one `once`");
+
+    let report = tokio::time::timeout(Duration::from_secs(60), once(&cfg))
+        .await
+        .expect("`once` ends")
+        .unwrap();
+    assert_eq!(report.delivered, 0, "nothing posted twice");
+    assert_eq!(server.sessions() - first, 1, "one session per cycle");
+    assert_eq!(receiver.requests().len(), 51);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_session_per_cycle_commits_a_large_backlog_with_one_quit() {
+    let server = Scripted::start(Script {
+        messages: (1..=120).map(message).collect(),
+        pipelining: true,
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
+    let report = once(&cfg).await.unwrap();
+    assert_eq!((report.delivered, report.deleted), (120, 120));
+    assert_eq!(server.sessions(), 1);
+    assert_eq!(server.commands().iter().filter(|c| *c == "QUIT").count(), 1);
+    assert!(server.remaining().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commit_interval_quits_and_continues_in_a_new_session() {
+    let server = Scripted::start(Script {
+        messages: (1..=6).map(message).collect(),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    // Every POST takes 300 ms; a 500 ms interval QUITs after about two messages.
+    receiver.set_default(Reply::Delay(Duration::from_millis(300), 204));
+    let cfg = config(
+        &hook(&receiver, "  max_in_flight: 1"),
+        &mailbox(server.port(), "    commit_interval: 500ms\n"),
+    );
+    let report = once(&cfg).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert!(server.remaining().is_empty());
+    let quits = server.commands().iter().filter(|c| *c == "QUIT").count();
+    assert!((2..=6).contains(&quits), "{quits} QUITs");
+    assert_eq!(receiver.requests().len(), 6, "nothing posted twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_uidl_reused_after_its_message_was_deleted_is_posted_not_deleted_unposted() {
+    let server = Scripted::start(Script {
+        messages: vec![message(1)],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
+    once(&cfg).await.unwrap();
+    assert!(server.remaining().is_empty());
+    assert_eq!(
+        record(&cfg, "uid-1"),
+        None,
+        "forgotten after the QUIT that removed it"
+    );
+
+    // The server restarts its UID list: a new message gets the old UID at once.
+    server.push_message(message(2), "uid-1");
+    let report = once(&cfg).await.unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(subjects(&receiver), ["test 1", "test 2"]);
+    assert!(server.remaining().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leftover_whose_listed_size_changed_is_posted_before_it_is_deleted() {
+    let server = Scripted::start(Script {
+        messages: vec![message(1)],
+        quit_error: true,
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
+    assert!(once(&cfg).await.is_err(), "QUIT -ERR: nothing committed");
+    assert!(matches!(
+        record(&cfg, "uid-1"),
+        Some(Record::Delivered { .. })
+    ));
+    // Another message now carries the UID (different size): it must not be DELEd unposted.
+    server.take_message("uid-1").unwrap();
+    let mut other = message(2);
+    other.extend(b"A longer body than the first one had.\r\n");
+    server.push_message(other, "uid-1");
+    let _ = once(&cfg).await;
+    assert_eq!(subjects(&receiver), ["test 1", "test 2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_sharing_a_uidl_are_delivered_and_deleted_each_with_its_own_id() {
+    let server = Scripted::start(Script {
+        messages: (1..=3).map(message).collect(),
+        uids: Some(vec!["same".into(), "same".into(), "other".into()]),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
+    let report = once(&cfg).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.delivered, report.shared_uidl), (3, 2));
+    assert!(server.remaining().is_empty());
+    let ids: std::collections::HashSet<String> = receiver
+        .accepted()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "distinct ids");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_uidls_with_delete_false_are_posted_once() {
+    let server = Scripted::start(Script {
+        messages: (1..=2).map(message).collect(),
+        uids: Some(vec!["same".into(), "same".into()]),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &hook(&receiver, ""),
+        &mailbox(server.port(), "    delete: false\n"),
+    );
+    assert!(once(&cfg).await.unwrap().is_clean());
+    assert!(once(&cfg).await.unwrap().is_clean());
+    assert_eq!(
+        receiver.requests().len(),
+        2,
+        "each posted once, then recognised by content"
+    );
+    assert_eq!(server.remaining().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listed_message_left_alone_makes_once_fail() {
+    let server = Scripted::start(Script {
+        messages: (1..=2).map(message).collect(),
+        uids: Some(vec!["good".into(), "bad uid with spaces".into()]),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
+    let report = once(&cfg).await.unwrap();
+    assert_eq!((report.delivered, report.skipped), (1, 1));
+    assert!(
+        !report.is_clean(),
+        "`once` exits 1 while something is left alone"
+    );
+    let output = cfg.pophook(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["mailboxes"][0]["left_alone"], 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_message_stays_dropped_when_one_listing_misses_it() {
+    let server = Scripted::start(Script {
+        messages: (1..=2).map(message).collect(),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.push_replies([Reply::Status(422); 6]);
+    let cfg = config(
+        &hook(
+            &receiver,
+            "  max_in_flight: 1\n  retry: {schedule: [0s, 0s, 0s, 0s]}",
+        ),
+        &mailbox(server.port(), "    delete: false\n"),
+    );
+    for _ in 0..3 {
+        let _ = once(&cfg).await;
+    }
+    assert!(matches!(record(&cfg, "uid-1"), Some(Record::Parked { .. })));
+    let id = pophook::event::event_id("box", "uid-1");
+    assert!(cfg.pophook(&["parked", "drop", &id]).status.success());
+
+    // One listing without it (another client moved it away), then it is back.
+    let held = server.take_message("uid-1").unwrap();
+    let _ = once(&cfg).await;
+    assert!(
+        matches!(record(&cfg, "uid-1"), Some(Record::Dropped { .. })),
+        "{:?}",
+        record(&cfg, "uid-1")
+    );
+    server.push_message(held, "uid-1");
+    let posts = receiver.requests().len();
+    let _ = once(&cfg).await;
+    assert_eq!(
+        receiver.requests().len(),
+        posts,
+        "an operator's drop is not undone"
+    );
+    assert!(matches!(record(&cfg, "uid-2"), Some(Record::Parked { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_rejections_counts_refusals_not_outage_retries() {
+    let server = Scripted::start(Script {
+        messages: vec![message(1)],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    // Four outage failures, then a refusal: not parked yet (max_rejections is 3).
+    receiver.push_replies([
+        Reply::Status(503),
+        Reply::Status(503),
+        Reply::Status(503),
+        Reply::Status(503),
+        Reply::Status(422),
+    ]);
+    let cfg = config(
+        &hook(
+            &receiver,
+            "  retry: {schedule: [0s, 0s, 0s, 0s, 0s, 0s, 0s, 0s]}",
+        ),
+        &mailbox(server.port(), ""),
+    );
+    for _ in 0..5 {
+        let _ = once(&cfg).await;
+    }
+    assert!(
+        matches!(
+            record(&cfg, "uid-1"),
+            Some(Record::Retrying {
+                attempts: 5,
+                rejections: 1,
+                ..
+            })
+        ),
+        "{:?}",
+        record(&cfg, "uid-1")
+    );
+    let _ = once(&cfg).await;
+    assert!(
+        server.remaining().is_empty(),
+        "delivered on the next attempt"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_410_with_retries_pending_the_mailbox_polls_no_faster_than_its_interval() {
+    let server = Scripted::start(Script {
+        messages: (1..=3).map(message).collect(),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.push_replies([Reply::Status(503), Reply::Status(410)]);
+    let cfg = config(
+        &hook(
+            &receiver,
+            "  max_in_flight: 1\n  retry: {schedule: [0s, 0s, 0s]}",
+        ),
+        &mailbox(server.port(), "    poll_interval: 2s\n"),
+    );
+    let (trigger, shutdown) = pophook::shutdown::channel();
+    let run = tokio::spawn(service::run(cfg.config.clone(), shutdown));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    trigger.trigger();
+    run.await.unwrap().unwrap();
+    // 503 (breaker ~1 s), then 410: after that, nothing faster than every 2 s.
+    let sessions = server.sessions();
+    assert!(sessions <= 3, "{sessions} sessions in 4.5 s");
+    assert_eq!(receiver.requests().len(), 2, "nothing posted after the 410");
+}
