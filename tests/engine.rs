@@ -482,3 +482,45 @@ async fn after_a_410_with_retries_pending_the_mailbox_polls_no_faster_than_its_i
     assert!(sessions <= 3, "{sessions} sessions in 4.5 s");
     assert_eq!(receiver.requests().len(), 2, "nothing posted after the 410");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_session_starts_sooner_than_login_delay_after_the_last() {
+    let server = Scripted::start(Script {
+        messages: (1..=4).map(message).collect(),
+        raw_replies: vec![(
+            "CAPA".into(),
+            b"+OK\r\nUSER\r\nTOP\r\nUIDL\r\nLOGIN-DELAY 3\r\n.\r\n".to_vec(),
+        )],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    // Each POST takes 300 ms and a session commits after 200 ms: without LOGIN-DELAY
+    // the four messages would take four sessions in about a second and a half.
+    receiver.set_default(Reply::Delay(Duration::from_millis(300), 204));
+    let cfg = config(
+        &hook(&receiver, "  max_in_flight: 1"),
+        &mailbox(server.port(), "    commit_interval: 200ms\n"),
+    );
+    let report = once(&cfg).await.unwrap();
+    assert!(
+        report.more && !report.is_clean(),
+        "`once` leaves the rest for later: {report:?}"
+    );
+    assert_eq!(
+        server.sessions(),
+        1,
+        "`once` does not log in again within LOGIN-DELAY"
+    );
+
+    let (trigger, shutdown) = pophook::shutdown::channel();
+    let run = tokio::spawn(service::run(cfg.config.clone(), shutdown));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    trigger.trigger();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        server.sessions(),
+        2,
+        "`run` waits LOGIN-DELAY (3 s) after its first login"
+    );
+}

@@ -107,6 +107,24 @@ pub fn plan(
         let oversized_now = size > settings.max_message_size;
         if count[uidl.as_str()] > 1 {
             plan.shared_uidl += 1;
+            // Before its content is known, a failure (a download that broke the
+            // connection) is recorded under the UIDL and position: honour it, or such a
+            // message would break every session.
+            match book
+                .get(&position_key(uidl, *number))
+                .map(|s| (&s.entry.record, s.due))
+            {
+                Some((Record::Retrying { .. }, Some(due))) if due > now.instant => {
+                    plan.waiting += 1;
+                    continue;
+                }
+                Some((Record::Parked { .. }, _)) => {
+                    plan.parked_listed += 1;
+                    continue;
+                }
+                Some((Record::Dropped { .. }, _)) => continue,
+                _ => {}
+            }
             plan.fetches.push(Fetch {
                 number: *number,
                 uidl: uidl.clone(),
@@ -212,6 +230,12 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// The key of a message with a shared UIDL whose content is not known (its download
+/// failed): the UIDL and its position in the listing, the best identity there is.
+pub fn position_key(uidl: &str, number: u32) -> String {
+    format!("{uidl} #{number}")
 }
 
 /// What to do with a downloaded message whose UIDL is shared with others.

@@ -398,7 +398,7 @@ impl Cycle<'_> {
         let key = fetch
             .key
             .clone()
-            .unwrap_or_else(|| format!("{} #{}", fetch.uidl, fetch.number));
+            .unwrap_or_else(|| plan::position_key(&fetch.uidl, fetch.number));
         let previous = self.ledger().get(&name, &key);
         let verb = if fetch.headers_only { "TOP" } else { "RETR" };
         self.report.fetch_failed += 1;

@@ -165,6 +165,23 @@ fn messages_sharing_a_uidl_are_all_fetched_without_a_key() {
 }
 
 #[test]
+fn a_shared_uidl_whose_download_failed_waits_for_its_retry_by_position() {
+    let now = now();
+    let (entries, sizes) = listing(&["dup", "dup"]);
+    let book = book(&[
+        (
+            &position_key("dup", 1),
+            retrying(false),
+            Some(now.instant + Duration::from_secs(5)),
+        ),
+        (&position_key("dup", 2), parked(), None),
+    ]);
+    let plan = super::plan(&entries, &sizes, &book, now, &settings());
+    assert!(plan.fetches.is_empty(), "{:?}", plan.fetches);
+    assert_eq!((plan.waiting, plan.parked_listed), (1, 1));
+}
+
+#[test]
 fn identify_tells_shared_uidls_apart_by_content() {
     let now = now();
     let delivered = duplicate_key("dup", "aa");
