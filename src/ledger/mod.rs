@@ -189,8 +189,25 @@ enum Op {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
     },
-    Flush(oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), FlushFailed>>),
     Close(Closed),
+}
+
+/// Why a flush failed, as the writer thread reports it to every waiter.
+#[derive(Clone, Debug)]
+struct FlushFailed {
+    /// The state directory vanished: the process must stop.
+    vanished: bool,
+    reason: String,
+}
+
+impl From<&StateError> for FlushFailed {
+    fn from(e: &StateError) -> FlushFailed {
+        FlushFailed {
+            vanished: matches!(e, StateError::Vanished { .. }),
+            reason: e.to_string(),
+        }
+    }
 }
 
 /// How the writer says the database is closed: to an async caller, or to the last
@@ -383,16 +400,10 @@ impl Ledger {
         self.send(Op::Flush(tx));
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => {
-                if let Some(fatal) = self.inner.watchdog.fatal() {
-                    if fatal.contains("removed or replaced") {
-                        return Err(StateError::Vanished {
-                            dir: self.inner.dir.clone(),
-                        });
-                    }
-                }
-                Err(StateError::Flush(reason))
-            }
+            Ok(Err(failed)) if failed.vanished => Err(StateError::Vanished {
+                dir: self.inner.dir.clone(),
+            }),
+            Ok(Err(failed)) => Err(StateError::Flush(failed.reason)),
             Err(_) => Err(StateError::Closed),
         }
     }
@@ -517,7 +528,7 @@ fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, count: u64) 
             next = rx.try_recv().ok();
         }
         if !waiters.is_empty() {
-            let result = w.flush().map_err(|e| e.to_string());
+            let result = w.flush().map_err(|e| FlushFailed::from(&e));
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }
@@ -578,6 +589,9 @@ impl Writer {
         }
         if self.broken.is_some() || self.store.is_none() {
             self.reopen()?;
+        } else if self.dirty.is_empty() {
+            // Nothing written since the last flush: no fsync for an idle cycle.
+            return Ok(());
         }
         let store = self.store.as_mut().expect("reopened");
         match store.flush(self.count) {
