@@ -169,8 +169,8 @@ pub fn table(mailboxes: &[MailboxStatus], now: i64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<name_width$}  {:<10}  {:<17}  {:>9}  {:>8}  {:>6}  {:<10}  LAST ERROR",
-        "MAILBOX", "LAST CYCLE", "RESULT", "DELIVERED", "RETRYING", "PARKED", "OLDEST"
+        "{:<name_width$}  {:<10}  {:<17}  {:>9}  {:>8}  {:>6}  {:>10}  {:<10}  LAST ERROR",
+        "MAILBOX", "LAST CYCLE", "RESULT", "DELIVERED", "RETRYING", "PARKED", "LEFT ALONE", "OLDEST"
     );
     for m in mailboxes {
         let result = match (m.endpoint_disabled, m.last_result) {
@@ -193,7 +193,7 @@ pub fn table(mailboxes: &[MailboxStatus], now: i64) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<name_width$}  {:<10}  {:<17}  {:>9}  {:>8}  {:>6}  {:<10}  {error}",
+            "{:<name_width$}  {:<10}  {:<17}  {:>9}  {:>8}  {:>6}  {:>10}  {:<10}  {error}",
             m.mailbox,
             m.last_cycle_at
                 .map_or_else(|| "never".into(), |at| ago(now, at)),
@@ -201,6 +201,7 @@ pub fn table(mailboxes: &[MailboxStatus], now: i64) -> String {
             m.delivered_total,
             m.pending_retries,
             m.parked,
+            m.left_alone,
             m.oldest_undelivered_since
                 .map_or_else(|| "-".into(), |at| ago(now, at)),
         );
@@ -320,7 +321,7 @@ mod tests {
             pending_retries: 1,
             parked: 2,
             oldest_undelivered_since: Some(1000 - 7200),
-            left_alone: 0,
+            left_alone: 3,
             endpoint_disabled: false,
             last_error: Some("webhook answered HTTP 500".into()),
             last_error_at: Some(880),
@@ -329,6 +330,8 @@ mod tests {
         let text = table(&[row, never], 1000);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("MAILBOX"), "{text}");
+        assert!(lines[0].contains("LEFT ALONE"), "{text}");
+        assert!(lines[1].contains("         3  "), "{text}");
         assert!(
             lines[1].contains("10s ago") && lines[1].contains("undelivered"),
             "{text}"
