@@ -170,7 +170,14 @@ pub fn table(mailboxes: &[MailboxStatus], now: i64) -> String {
     let _ = writeln!(
         out,
         "{:<name_width$}  {:<10}  {:<17}  {:>9}  {:>8}  {:>6}  {:>10}  {:<10}  LAST ERROR",
-        "MAILBOX", "LAST CYCLE", "RESULT", "DELIVERED", "RETRYING", "PARKED", "LEFT ALONE", "OLDEST"
+        "MAILBOX",
+        "LAST CYCLE",
+        "RESULT",
+        "DELIVERED",
+        "RETRYING",
+        "PARKED",
+        "LEFT ALONE",
+        "OLDEST"
     );
     for m in mailboxes {
         let result = match (m.endpoint_disabled, m.last_result) {

@@ -69,3 +69,37 @@ async fn fifty_mailboxes_started_ten_times_never_stall() {
         "every message arrived"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn once_over_fifty_mailboxes_always_ends() {
+    let dovecot = Dovecot::start();
+    let names: Vec<String> = (0..MAILBOXES).map(|n| format!("once{n}")).collect();
+    for name in &names {
+        dovecot.add_user(name, "pw");
+    }
+    let receiver = Receiver::start().await;
+    let mailboxes: String = names
+        .iter()
+        .map(|name| plain_mailbox(name, dovecot.plain_port(), name, "pw", ""))
+        .collect();
+    let cfg = config(&format!("  url: {}", receiver.url()), &mailboxes);
+    let mut sequence = 0;
+    for run in 1..=5 {
+        for name in &names {
+            for _ in 0..5 {
+                sequence += 1;
+                dovecot.deliver(name, &message(sequence));
+            }
+        }
+        let outcomes =
+            tokio::time::timeout(Duration::from_secs(60), pophook::service::once(&cfg.config))
+                .await
+                .unwrap_or_else(|_| panic!("`once` run {run} hung"))
+                .unwrap();
+        assert!(
+            outcomes.iter().all(|o| o.is_success()),
+            "run {run}: {outcomes:?}"
+        );
+    }
+    assert_eq!(receiver.accepted().len(), MAILBOXES * 5 * 5);
+}
