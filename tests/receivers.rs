@@ -1,0 +1,340 @@
+//! pophook's receiver formats against the receivers themselves: `raw` against a
+//! receiver that behaves like Action Mailbox's relay ingress (basic auth, 401 otherwise),
+//! and `postmark` and `mailgun` against a real Django project with django-anymail from
+//! PyPI, whose inbound signal writes down what anymail parsed. Each test ends with what
+//! a user cares about: what the receiver read, and what is left on the POP3 server.
+
+mod common;
+
+use base64::Engine as _;
+use common::django::Django;
+use common::dovecot::Dovecot;
+use common::receiver::Receiver;
+use common::setup::{config, plain_mailbox};
+use serde_json::Value;
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An attachment of the test message: its name as the receiver should decode it, the
+/// `Content-Disposition` parameters that encode it, and its bytes.
+struct Attachment {
+    name: &'static str,
+    disposition: &'static str,
+    content_type: &'static str,
+    bytes: Vec<u8>,
+}
+
+fn attachments() -> Vec<Attachment> {
+    vec![
+        Attachment {
+            name: "résumé €.pdf",
+            // RFC 2231 with a charset.
+            disposition: "filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%82%AC.pdf",
+            content_type: "application/pdf",
+            bytes: b"%PDF-1.4\n\x00\x01\x02\xff binary\r\n.dot\n".to_vec(),
+        },
+        Attachment {
+            name: "日本語.png",
+            // RFC 2231 continuations.
+            disposition: "filename*0*=UTF-8''%E6%97%A5%E6%9C%AC; filename*1*=%E8%AA%9E.png",
+            content_type: "image/png",
+            bytes: (0..=255u8).collect(),
+        },
+        Attachment {
+            name: "café.txt",
+            // RFC 2231 in Latin-1.
+            disposition: "filename*=iso-8859-1''caf%E9.txt",
+            content_type: "text/plain",
+            bytes: "Préféré\r\n.leading dot\r\n".as_bytes().to_vec(),
+        },
+    ]
+}
+
+/// A message with a non-ASCII subject and sender, several attachments with RFC 2231
+/// names, and body lines that start with a dot (stuffed on the wire, so they test
+/// dot-unstuffing end to end). `n` makes its Message-ID unique.
+fn message(n: usize) -> Vec<u8> {
+    let mut m = format!(
+        "Return-Path: <bounce-{n}@example.org>\r\n\
+         Delivered-To: support+ticket-{n}@example.com\r\n\
+         From: =?UTF-8?Q?Jos=C3=A9_Mar=C3=ADa_Pe=C3=B1a?= <jose@example.org>\r\n\
+         To: Support <support@example.com>\r\n\
+         Cc: =?UTF-8?B?w5hyc3RlZA==?= <orsted@example.dk>\r\n\
+         Subject: =?UTF-8?B?w5xiZXIgZGllIFLDvGNrc2VuZHVuZyDigqw=?= {n}\r\n\
+         Message-ID: <formats-{n}@example.org>\r\n\
+         Date: Sat, 21 Nov 2026 10:00:00 +0100\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"outer-b\"\r\n\
+         \r\n\
+         --outer-b\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         Grüße aus Köln,\r\n\
+         .a line that starts with a dot\r\n\
+         ..two dots\r\n\
+         .\r\n\
+         the line above is a single dot\r\n"
+    );
+    for a in attachments() {
+        m.push_str(&format!(
+            "--outer-b\r\nContent-Type: {}\r\nContent-Disposition: attachment; {}\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            a.content_type,
+            a.disposition,
+            BASE64.encode(&a.bytes)
+        ));
+    }
+    m.push_str("--outer-b--\r\n");
+    m.into_bytes()
+}
+
+/// What the subject of [`message`] decodes to.
+fn subject(n: usize) -> String {
+    format!("Über die Rücksendung € {n}")
+}
+
+/// Checks one message as django-anymail parsed it against [`message`].
+fn assert_parsed_like_the_message(record: &Value, n: usize, django: &Django) {
+    let context = || format!("{record:#}\n--- Django log:\n{}", django.log());
+    assert_eq!(
+        record["message_id"],
+        format!("<formats-{n}@example.org>"),
+        "{}",
+        context()
+    );
+    assert_eq!(record["subject"], subject(n), "{}", context());
+    assert_eq!(
+        record["from"],
+        serde_json::json!({"name": "José María Peña", "address": "jose@example.org"}),
+        "{}",
+        context()
+    );
+    assert_eq!(
+        record["to"],
+        serde_json::json!([{"name": "Support", "address": "support@example.com"}])
+    );
+    assert_eq!(
+        record["cc"],
+        serde_json::json!([{"name": "Ørsted", "address": "orsted@example.dk"}])
+    );
+    assert_eq!(
+        record["envelope_recipient"],
+        format!("support+ticket-{n}@example.com")
+    );
+    assert_eq!(record["envelope_sender"], format!("bounce-{n}@example.org"));
+    let text = record["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(
+            "Grüße aus Köln,\n.a line that starts with a dot\n..two dots\n.\nthe line above"
+        ),
+        "dot-unstuffed exactly once: {}",
+        context()
+    );
+    let got: Vec<(String, String, Vec<u8>)> = record["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or("<none>").to_owned(),
+                a["content_type"].as_str().unwrap().to_owned(),
+                BASE64
+                    .decode(a["content_base64"].as_str().unwrap())
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, Vec<u8>)> = attachments()
+        .into_iter()
+        .map(|a| (a.name.to_owned(), a.content_type.to_owned(), a.bytes))
+        .collect();
+    assert_eq!(got, expected, "{}", context());
+}
+
+/// Runs `pophook once` on the config and returns (success, stdout + stderr).
+fn once(cfg: &common::setup::TestConfig) -> (bool, String) {
+    let out = tokio::task::block_in_place(|| cfg.pophook(&["once"]));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_arrives_byte_for_byte_as_message_rfc822_with_basic_auth_and_a_signature() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    let plain = b"From: a@example.com\r\nSubject: dots\r\n\r\n.\r\n..\r\n.x\r\nend\r\n".to_vec();
+    let sent = [message(1), plain];
+    for m in &sent {
+        dovecot.deliver("support", m);
+    }
+    let receiver = Receiver::start().await;
+    receiver.require_basic_auth("actionmailbox", "relay-pass-1");
+    let url = format!(
+        "http://actionmailbox:relay-pass-1@{}/rails/action_mailbox/relay/inbound_emails",
+        receiver.addr()
+    );
+    let cfg = config(
+        &format!("  url: {url}\n  format: raw\n  secret: {SECRET}"),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+
+    let (ok, output) = once(&cfg);
+    assert!(ok, "{output}");
+
+    let accepted = receiver.accepted();
+    let bodies: Vec<&[u8]> = accepted.iter().map(|r| &r.body[..]).collect();
+    assert_eq!(
+        bodies,
+        [&sent[0][..], &sent[1][..]],
+        "byte for byte, in order"
+    );
+    let verifier = standardwebhooks::Webhook::new(SECRET).unwrap();
+    for request in &accepted {
+        assert_eq!(request.path, "/rails/action_mailbox/relay/inbound_emails");
+        assert_eq!(request.header("content-type"), Some("message/rfc822"));
+        assert!(request.header("webhook-id").unwrap().starts_with("msg_"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &request.headers {
+            headers.insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        verifier
+            .verify(&request.body, &headers)
+            .expect("the Standard Webhooks signature covers the raw body too");
+    }
+    assert_eq!(dovecot.message_count("support"), 0, "deleted after the 2xx");
+    assert!(!output.contains("relay-pass-1"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_leave_the_mail_on_the_server_and_are_never_printed() {
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    let receiver = Receiver::start().await;
+    receiver.require_basic_auth("actionmailbox", "the-right-one");
+    let url = format!(
+        "http://actionmailbox:wrong-pass-9@{}/rails/action_mailbox/relay/inbound_emails",
+        receiver.addr()
+    );
+    let cfg = config(
+        &format!("  url: {url}\n  format: raw"),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+
+    let (ok, output) = once(&cfg);
+
+    assert!(!ok, "a 401 is not a delivery: {output}");
+    assert!(output.contains("401"), "{output}");
+    assert_eq!(receiver.requests().len(), 1);
+    assert!(receiver.accepted().is_empty());
+    assert_eq!(dovecot.messages("support"), [message(1)], "left as it was");
+    assert!(!output.contains("wrong-pass-9"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn django_anymail_reads_the_postmark_format() {
+    let django = Django::start("pophook:pm-pass-2", "unused-key");
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    dovecot.deliver("support", &message(2));
+    let cfg = config(
+        &format!(
+            "  url: {}\n  format: postmark\n  secret: {SECRET}",
+            django.url("pophook:pm-pass-2", "/anymail/postmark/inbound/")
+        ),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+
+    let (ok, output) = once(&cfg);
+    assert!(ok, "{output}\n--- Django log:\n{}", django.log());
+
+    let mut records = django.received();
+    assert_eq!(records.len(), 2, "{}", django.log());
+    records.sort_by_key(|r| r["message_id"].as_str().unwrap_or_default().to_owned());
+    for (n, record) in [1, 2].into_iter().zip(&records) {
+        assert_eq!(record["esp"], "Postmark");
+        assert!(
+            record["event_id"].as_str().unwrap().starts_with("msg_"),
+            "Postmark's MessageID is pophook's stable id: {record}"
+        );
+        assert_parsed_like_the_message(record, n, &django);
+    }
+    assert_eq!(dovecot.message_count("support"), 0);
+    assert!(!output.contains("pm-pass-2"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn django_anymail_reads_the_mailgun_format() {
+    let key = "mailgun-signing-key-3";
+    let django = Django::start("pophook:mg-pass-3", key);
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    dovecot.deliver("support", &message(2));
+    let cfg = config(
+        &format!(
+            "  url: {}\n  format: mailgun\n  mailgun_signing_key: {key}\n  secret: {SECRET}",
+            django.url("pophook:mg-pass-3", "/anymail/mailgun/inbound_mime/")
+        ),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+
+    let (ok, output) = once(&cfg);
+    assert!(ok, "{output}\n--- Django log:\n{}", django.log());
+
+    let mut records = django.received();
+    assert_eq!(records.len(), 2, "{}", django.log());
+    records.sort_by_key(|r| r["message_id"].as_str().unwrap_or_default().to_owned());
+    for (n, record) in [1, 2].into_iter().zip(&records) {
+        assert_eq!(record["esp"], "Mailgun");
+        assert_parsed_like_the_message(record, n, &django);
+    }
+    assert_ne!(
+        records[0]["event_id"], records[1]["event_id"],
+        "a fresh token for every request"
+    );
+    assert_eq!(dovecot.message_count("support"), 0);
+    assert!(
+        !output.contains(key) && !output.contains("mg-pass-3"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn django_refusing_the_credentials_or_the_signature_keeps_the_mail() {
+    let django = Django::start("pophook:right-pass", "right-key");
+    let dovecot = Dovecot::start();
+    for user in ["postmark", "mailgun"] {
+        dovecot.add_user(user, "pw");
+        dovecot.deliver(user, &message(1));
+    }
+    let mailboxes = format!(
+        "{}    webhook:\n      url: {}\n      format: postmark\n{}    webhook:\n      url: {}\n      format: mailgun\n      mailgun_signing_key: wrong-key-5\n",
+        plain_mailbox("postmark", dovecot.plain_port(), "postmark", "pw", ""),
+        django.url("pophook:wrong-pass-4", "/anymail/postmark/inbound/"),
+        plain_mailbox("mailgun", dovecot.plain_port(), "mailgun", "pw", ""),
+        django.url("pophook:right-pass", "/anymail/mailgun/inbound_mime/"),
+    );
+    let cfg = config(&format!("  url: {}", django.url("", "/unused")), &mailboxes);
+
+    let (ok, output) = once(&cfg);
+
+    assert!(!ok, "{output}");
+    assert!(django.received().is_empty(), "{}", django.log());
+    for user in ["postmark", "mailgun"] {
+        assert_eq!(dovecot.messages(user), [message(1)], "{user}: {output}");
+    }
+    for secret in ["wrong-pass-4", "wrong-key-5", "right-pass"] {
+        assert!(!output.contains(secret), "{secret} printed: {output}");
+    }
+}
