@@ -338,3 +338,71 @@ async fn django_refusing_the_credentials_or_the_signature_keeps_the_mail() {
         assert!(!output.contains(secret), "{secret} printed: {output}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pophook_receive_prints_one_line_per_message_in_every_format() {
+    let dovecot = Dovecot::start();
+    let formats = ["standard", "raw", "postmark", "mailgun"];
+    let mut mailboxes = String::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (n, format) in formats.iter().enumerate() {
+        dovecot.add_user(format, "pw");
+        dovecot.deliver(format, &message(n));
+        mailboxes.push_str(&plain_mailbox(
+            format,
+            dovecot.plain_port(),
+            format,
+            "pw",
+            "",
+        ));
+        mailboxes.push_str(&format!(
+            "    webhook: {{url: 'http://127.0.0.1:{port}/{format}', format: {format}}}\n"
+        ));
+    }
+    let receiver = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
+        .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--secret", SECRET])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cfg = config(
+        &format!("  url: http://127.0.0.1:{port}/\n  secret: {SECRET}\n  mailgun_signing_key: k"),
+        &mailboxes,
+    );
+
+    let (ok, output) = once(&cfg);
+    assert!(ok, "{output}");
+
+    let mut receiver = receiver;
+    receiver.start_kill().unwrap();
+    let out = receiver.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 4, "one line per message:\n{stdout}");
+    let expected = [
+        "email.received [standard] from jose@example.org — \"Über die Rücksendung € 0\"",
+        "mailgun [support+ticket-3@example.com] from jose@example.org — \"Über die Rücksendung € 3\"",
+        "postmark [support+ticket-2@example.com] from jose@example.org — \"Über die Rücksendung € 2\"",
+        "raw [support+ticket-1@example.com] from jose@example.org — \"Über die Rücksendung € 1\"",
+    ];
+    for (line, start) in lines.iter().zip(expected) {
+        assert!(line.starts_with(start), "{line}\nexpected: {start}…");
+        assert!(line.contains("3 attachments"), "{line}");
+    }
+}
