@@ -240,18 +240,23 @@ async fn wrong_credentials_leave_the_mail_on_the_server_and_are_never_printed() 
     assert!(!output.contains("wrong-pass-9"), "{output}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn django_anymail_reads_the_postmark_format() {
-    let django = Django::start("pophook:pm-pass-2", "unused-key");
+/// Messages 1 and 2 delivered by `pophook once` to a fresh Django at `path`, with
+/// anymail's basic auth `basic_auth` (also in the URL) and Mailgun key `mailgun_key`,
+/// and `webhook` lines after the URL. Returns what anymail parsed, sorted by Message-ID,
+/// after checking that the mailbox was emptied and no credential was printed.
+fn delivered_through_django(
+    basic_auth: &str,
+    mailgun_key: &str,
+    path: &str,
+    webhook: &str,
+) -> (Vec<Value>, Django) {
+    let django = Django::start(basic_auth, mailgun_key);
     let dovecot = Dovecot::start();
     dovecot.add_user("support", "pw");
     dovecot.deliver("support", &message(1));
     dovecot.deliver("support", &message(2));
     let cfg = config(
-        &format!(
-            "  url: {}\n  format: postmark\n  secret: {SECRET}",
-            django.url("pophook:pm-pass-2", "/anymail/postmark/inbound/")
-        ),
+        &format!("  url: {}\n{webhook}", django.url(basic_auth, path)),
         &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
     );
 
@@ -262,51 +267,50 @@ async fn django_anymail_reads_the_postmark_format() {
     assert_eq!(records.len(), 2, "{}", django.log());
     records.sort_by_key(|r| r["message_id"].as_str().unwrap_or_default().to_owned());
     for (n, record) in [1, 2].into_iter().zip(&records) {
+        assert_parsed_like_the_message(record, n, &django);
+    }
+    assert_eq!(dovecot.message_count("support"), 0);
+    let password = basic_auth.split_once(':').unwrap().1;
+    assert!(!output.contains(password), "{output}");
+    assert!(!output.contains(mailgun_key), "{output}");
+    (records, django)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn django_anymail_reads_the_postmark_format() {
+    let (records, _django) = tokio::task::block_in_place(|| {
+        delivered_through_django(
+            "pophook:pm-pass-2",
+            "unused-key-2",
+            "/anymail/postmark/inbound/",
+            &format!("  format: postmark\n  secret: {SECRET}"),
+        )
+    });
+    for record in &records {
         assert_eq!(record["esp"], "Postmark");
         assert!(
             record["event_id"].as_str().unwrap().starts_with("msg_"),
             "Postmark's MessageID is pophook's stable id: {record}"
         );
-        assert_parsed_like_the_message(record, n, &django);
     }
-    assert_eq!(dovecot.message_count("support"), 0);
-    assert!(!output.contains("pm-pass-2"), "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn django_anymail_reads_the_mailgun_format() {
-    let key = "mailgun-signing-key-3";
-    let django = Django::start("pophook:mg-pass-3", key);
-    let dovecot = Dovecot::start();
-    dovecot.add_user("support", "pw");
-    dovecot.deliver("support", &message(1));
-    dovecot.deliver("support", &message(2));
-    let cfg = config(
-        &format!(
-            "  url: {}\n  format: mailgun\n  mailgun_signing_key: {key}\n  secret: {SECRET}",
-            django.url("pophook:mg-pass-3", "/anymail/mailgun/inbound_mime/")
-        ),
-        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
-    );
-
-    let (ok, output) = once(&cfg);
-    assert!(ok, "{output}\n--- Django log:\n{}", django.log());
-
-    let mut records = django.received();
-    assert_eq!(records.len(), 2, "{}", django.log());
-    records.sort_by_key(|r| r["message_id"].as_str().unwrap_or_default().to_owned());
-    for (n, record) in [1, 2].into_iter().zip(&records) {
+    let (records, _django) = tokio::task::block_in_place(|| {
+        delivered_through_django(
+            "pophook:mg-pass-3",
+            "mailgun-signing-key-3",
+            "/anymail/mailgun/inbound_mime/",
+            &format!("  format: mailgun\n  mailgun_signing_key: mailgun-signing-key-3\n  secret: {SECRET}"),
+        )
+    });
+    for record in &records {
         assert_eq!(record["esp"], "Mailgun");
-        assert_parsed_like_the_message(record, n, &django);
     }
     assert_ne!(
         records[0]["event_id"], records[1]["event_id"],
         "a fresh token for every request"
-    );
-    assert_eq!(dovecot.message_count("support"), 0);
-    assert!(
-        !output.contains(key) && !output.contains("mg-pass-3"),
-        "{output}"
     );
 }
 
@@ -337,6 +341,35 @@ async fn django_refusing_the_credentials_or_the_signature_keeps_the_mail() {
     for secret in ["wrong-pass-4", "wrong-key-5", "right-pass"] {
         assert!(!output.contains(secret), "{secret} printed: {output}");
     }
+}
+
+/// The limit the README warns about: Django answers 400 to a body over
+/// DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default), and the message must stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_djangos_upload_limit_is_refused_and_the_mail_stays() {
+    let django = Django::start("pophook:big-pass", "k");
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    let big = format!(
+        "From: a@example.com\r\nTo: support@example.com\r\nSubject: big\r\n\
+         Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        BASE64.encode(vec![7u8; 2 * 1024 * 1024])
+    );
+    dovecot.deliver("support", big.as_bytes());
+    let cfg = config(
+        &format!(
+            "  url: {}\n  format: postmark",
+            django.url("pophook:big-pass", "/anymail/postmark/inbound/")
+        ),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+
+    let (ok, output) = once(&cfg);
+
+    assert!(!ok, "{output}");
+    assert!(output.contains("HTTP 400"), "{output}");
+    assert!(django.received().is_empty());
+    assert_eq!(dovecot.messages("support"), [big.into_bytes()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
