@@ -1,14 +1,16 @@
-//! pophook's receiver formats against the receivers themselves: `raw` against a
-//! receiver that behaves like Action Mailbox's relay ingress (basic auth, 401 otherwise),
-//! and `postmark` and `mailgun` against a real Django project with django-anymail from
-//! PyPI, whose inbound signal writes down what anymail parsed. Each test ends with what
-//! a user cares about: what the receiver read, and what is left on the POP3 server.
+//! pophook's receiver formats against the receivers themselves: Action Mailbox's relay,
+//! Postmark and Mailgun ingresses in a real Rails application; django-anymail's Postmark
+//! and Mailgun webhooks in a real Django project (from PyPI), whose inbound signal writes
+//! down what anymail parsed; and the recording receiver for what must be checked byte
+//! by byte (content type, basic auth, signature). Each test ends with what a user cares
+//! about: what the receiver read, and what is left on the POP3 server.
 
 mod common;
 
 use base64::Engine as _;
 use common::django::Django;
 use common::dovecot::Dovecot;
+use common::rails::{Ingress, Rails};
 use common::receiver::Receiver;
 use common::setup::{config, plain_mailbox};
 use serde_json::Value;
@@ -97,7 +99,7 @@ fn subject(n: usize) -> String {
 
 /// Checks one message as django-anymail parsed it against [`message`].
 fn assert_parsed_like_the_message(record: &Value, n: usize, django: &Django) {
-    let context = || format!("{record:#}\n--- Django log:\n{}", django.log());
+    let context = || format!("{record:#}\n{}", django.log());
     assert_eq!(
         record["message_id"],
         format!("<formats-{n}@example.org>"),
@@ -188,12 +190,12 @@ async fn raw_arrives_byte_for_byte_as_message_rfc822_with_basic_auth_and_a_signa
     assert!(ok, "{output}");
 
     let accepted = receiver.accepted();
-    let bodies: Vec<&[u8]> = accepted.iter().map(|r| &r.body[..]).collect();
-    assert_eq!(
-        bodies,
-        [&sent[0][..], &sent[1][..]],
-        "byte for byte, in order"
-    );
+    // Posted concurrently (max_in_flight), so they arrive in either order.
+    let mut bodies: Vec<&[u8]> = accepted.iter().map(|r| &r.body[..]).collect();
+    bodies.sort();
+    let mut expected: Vec<&[u8]> = sent.iter().map(|m| &m[..]).collect();
+    expected.sort();
+    assert_eq!(bodies, expected, "byte for byte");
     let verifier = standardwebhooks::Webhook::new(SECRET).unwrap();
     for request in &accepted {
         assert_eq!(request.path, "/rails/action_mailbox/relay/inbound_emails");
@@ -261,7 +263,7 @@ fn delivered_through_django(
     );
 
     let (ok, output) = once(&cfg);
-    assert!(ok, "{output}\n--- Django log:\n{}", django.log());
+    assert!(ok, "{output}\n{}", django.log());
 
     let mut records = django.received();
     assert_eq!(records.len(), 2, "{}", django.log());
@@ -438,4 +440,142 @@ async fn pophook_receive_prints_one_line_per_message_in_every_format() {
         assert!(line.starts_with(start), "{line}\nexpected: {start}…");
         assert!(line.contains("3 attachments"), "{line}");
     }
+}
+
+/// Messages 1 and 2 delivered by `pophook once` to a fresh Rails application through
+/// `ingress` (password `am-pass`, Mailgun key `am-key`), with `webhook` lines after the
+/// URL. Checks what the mail gem parsed, that Action Mailbox stored the message byte for
+/// byte, that the mailbox was emptied and that no credential was printed.
+fn delivered_through_action_mailbox(ingress: Ingress, userinfo: &str, webhook: &str) {
+    let rails = Rails::start(ingress, "am-pass", "am-key");
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    dovecot.deliver("support", &message(2));
+    let cfg = config(
+        &format!(
+            "  url: {}\n{webhook}",
+            rails.app.url(userinfo, ingress.path())
+        ),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+
+    let (ok, output) = once(&cfg);
+    assert!(ok, "{ingress:?}: {output}\n{}", rails.log());
+
+    let mut records = rails.received();
+    assert_eq!(records.len(), 2, "{}", rails.log());
+    // Posted concurrently (max_in_flight), so recorded in either order.
+    records.sort_by_key(|r| r["message_id"].as_str().unwrap_or_default().to_owned());
+    for (n, record) in [1, 2].into_iter().zip(&records) {
+        let context = || format!("{ingress:?}: {record:#}\n{}", rails.log());
+        assert_eq!(
+            record["message_id"],
+            format!("formats-{n}@example.org"),
+            "{}",
+            context()
+        );
+        assert_eq!(record["subject"], subject(n), "{}", context());
+        assert_eq!(
+            record["from"],
+            serde_json::json!([{"name": "José María Peña", "address": "jose@example.org"}])
+        );
+        let source = BASE64
+            .decode(record["source_base64"].as_str().unwrap())
+            .unwrap();
+        let mut expected = Vec::new();
+        if let Ingress::Mailgun = ingress {
+            // Action Mailbox's Mailgun ingress writes the form's `recipient` on top.
+            expected.extend(format!("X-Original-To: support+ticket-{n}@example.com\n").bytes());
+        }
+        expected.extend(message(n));
+        assert_eq!(source, expected, "stored byte for byte: {}", context());
+        let text = record["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("\n.a line that starts with a dot\r\n..two dots\r\n.\r\n")
+                || text.contains("\n.a line that starts with a dot\n..two dots\n.\n"),
+            "{}",
+            context()
+        );
+        let got: Vec<(String, Vec<u8>)> = record["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap_or("<none>").to_owned(),
+                    BASE64
+                        .decode(a["content_base64"].as_str().unwrap())
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, Vec<u8>)> = attachments()
+            .into_iter()
+            .map(|a| (a.name.to_owned(), a.bytes))
+            .collect();
+        assert_eq!(got, expected, "{}", context());
+    }
+    assert_eq!(dovecot.message_count("support"), 0);
+    for secret in ["am-pass", "am-key"] {
+        assert!(!output.contains(secret), "{secret}: {output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn action_mailbox_relay_ingress_takes_the_raw_format() {
+    tokio::task::block_in_place(|| {
+        delivered_through_action_mailbox(
+            Ingress::Relay,
+            "actionmailbox:am-pass",
+            &format!("  format: raw\n  secret: {SECRET}"),
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn action_mailbox_postmark_ingress_takes_the_postmark_format() {
+    tokio::task::block_in_place(|| {
+        delivered_through_action_mailbox(
+            Ingress::Postmark,
+            "actionmailbox:am-pass",
+            "  format: postmark",
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn action_mailbox_mailgun_ingress_takes_the_mailgun_format() {
+    tokio::task::block_in_place(|| {
+        delivered_through_action_mailbox(
+            Ingress::Mailgun,
+            "",
+            "  format: mailgun\n  mailgun_signing_key: am-key",
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn action_mailbox_refusing_the_password_keeps_the_mail() {
+    let rails = tokio::task::block_in_place(|| Rails::start(Ingress::Relay, "am-pass", "k"));
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    let cfg = config(
+        &format!(
+            "  url: {}\n  format: raw",
+            rails
+                .app
+                .url("actionmailbox:not-am-pass-6", Ingress::Relay.path())
+        ),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+
+    let (ok, output) = once(&cfg);
+
+    assert!(!ok, "{output}");
+    assert!(output.contains("HTTP 401"), "{output}\n{}", rails.log());
+    assert!(rails.received().is_empty());
+    assert_eq!(dovecot.messages("support"), [message(1)]);
+    assert!(!output.contains("not-am-pass-6"), "{output}");
 }

@@ -8,14 +8,13 @@
 //! are never skipped.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+
+use super::webapp::{run, WebApp};
 
 const PROJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/django");
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The virtualenv's python, created and filled on first use.
 fn python() -> &'static Path {
@@ -55,23 +54,9 @@ fn python() -> &'static Path {
     })
 }
 
-fn run(command: &mut Command, hint: &str) {
-    match command.output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "{hint}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!("{hint} ({e})"),
-    }
-}
-
 /// A running Django receiver; stopped on drop.
 pub struct Django {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+    pub app: WebApp,
 }
 
 impl Django {
@@ -79,63 +64,36 @@ impl Django {
     /// (`user:password`) and `MAILGUN_WEBHOOK_SIGNING_KEY` to `mailgun_key`.
     pub fn start(basic_auth: &str, mailgun_key: &str) -> Django {
         let python = python();
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("out")).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // Output to a file: an unread pipe would block the server once it fills.
-        let log = fs::File::create(dir.path().join("django.log")).unwrap();
-        let child = Command::new(python)
-            .current_dir(PROJECT)
-            .args([
-                "manage.py",
-                "runserver",
-                &format!("127.0.0.1:{port}"),
-                "--noreload",
-            ])
-            .env("INBOUND_BASIC_AUTH", basic_auth)
-            .env("INBOUND_MAILGUN_KEY", mailgun_key)
-            .env("INBOUND_OUTPUT_DIR", dir.path().join("out"))
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start Django's runserver");
-        let mut django = Django { child, port, dir };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = django.child.try_wait() {
-                panic!(
-                    "Django exited ({status}) before listening:\n{}",
-                    django.log()
-                );
-            }
-            if started.elapsed() > START_TIMEOUT {
-                panic!(
-                    "Django did not listen within {START_TIMEOUT:?}:\n{}",
-                    django.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        django
+        let app = WebApp::start("Django", |port, dir| {
+            fs::create_dir(dir.join("out")).unwrap();
+            let mut command = Command::new(python);
+            command
+                .current_dir(PROJECT)
+                .args([
+                    "manage.py",
+                    "runserver",
+                    &format!("127.0.0.1:{port}"),
+                    "--noreload",
+                ])
+                .env("INBOUND_BASIC_AUTH", basic_auth)
+                .env("INBOUND_MAILGUN_KEY", mailgun_key)
+                .env("INBOUND_OUTPUT_DIR", dir.join("out"))
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            command
+        });
+        Django { app }
     }
 
     /// `http://{userinfo}@127.0.0.1:PORT{path}`; `userinfo` may be empty.
     pub fn url(&self, userinfo: &str, path: &str) -> String {
-        let at = if userinfo.is_empty() { "" } else { "@" };
-        format!("http://{userinfo}{at}127.0.0.1:{}{path}", self.port)
+        self.app.url(userinfo, path)
     }
 
     /// What the inbound handler recorded so far, one JSON object per message, in no
     /// particular order.
     pub fn received(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(self.dir.path().join("out")).unwrap() {
+        for entry in fs::read_dir(self.app.dir().join("out")).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
                 let text = fs::read_to_string(&path).unwrap();
@@ -145,15 +103,7 @@ impl Django {
         out
     }
 
-    /// Django's output: requests, warnings and tracebacks.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("django.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Django {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.app.log()
     }
 }
