@@ -143,8 +143,12 @@ impl BasicAuth {
             return Ok(None);
         }
         let decode = |text: &str| {
-            percent_decode(text)
-                .ok_or("the user name or password in the URL is not valid percent-encoded UTF-8")
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map(|decoded| decoded.into_owned())
+                .map_err(|_| {
+                    "the user name or password in the URL is not valid percent-encoded UTF-8"
+                })
         };
         let username = decode(url.username())?;
         let password = decode(url.password().unwrap_or(""))?;
@@ -159,23 +163,6 @@ impl BasicAuth {
             password: Secret::new(password),
         }))
     }
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Why a POST did not count as delivered.
