@@ -705,12 +705,6 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
             "must be between 1 (strict mailbox order) and 256",
         ));
     }
-    if basic_auth.is_some() && headers.iter().any(|(name, _)| name == "authorization") {
-        return Err(invalid(
-            &url_key,
-            "has a user and password and `headers` has an Authorization header too; a request carries one, so keep either",
-        ));
-    }
     let format = raw.format.unwrap_or_default();
     validate_format(key, url.path(), format)?;
     let mailgun_key = format!("{key}.mailgun_signing_key");
@@ -1445,14 +1439,6 @@ mod tests {
         );
         let e = error(&hook_yaml("https://u:%ff%fe@app.example.com/in", ""));
         assert!(e.contains("percent-encoded") && !e.contains("%ff"), "{e}");
-        let e = error(&hook_yaml(
-            "https://u:pw-in-url@app.example.com/in",
-            "  headers: {Authorization: Bearer t}\n",
-        ));
-        assert!(
-            e.contains("Authorization") && !e.contains("pw-in-url"),
-            "{e}"
-        );
     }
 
     #[test]
