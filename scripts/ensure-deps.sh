@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing pophook needs on Debian/Ubuntu, only when missing:
 # a C toolchain and OpenSSL headers (reqwest and async-native-tls use OpenSSL),
-# the openssl tool (test certificates) and Dovecot's POP3 server (the real server the
-# tests and the demo run against). Sourced by scripts/test.sh and scripts/demo.sh.
+# the openssl tool (test certificates), Dovecot's POP3 server (the real server the
+# tests and the demo run against), python3 with venv (the tests install Django and
+# django-anymail from PyPI into a virtualenv) and Ruby with Rails, sqlite3 and WEBrick
+# (Action Mailbox): the real receivers of the raw, postmark and mailgun formats.
+# Sourced by scripts/test.sh and scripts/demo.sh.
 set -euo pipefail
 
 as_root() {
@@ -16,6 +19,10 @@ pophook_ensure_deps() {
   [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   command -v openssl >/dev/null || missing+=(openssl)
   [ -x /usr/sbin/dovecot ] && [ -e /usr/lib/dovecot/pop3 ] || missing+=(dovecot-pop3d)
+  # Debian splits venv's pip bootstrap (ensurepip) into python3-venv.
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv)
+  ruby -e 'require "rails"; require "action_mailbox/engine"; require "sqlite3"; require "webrick"' \
+    >/dev/null 2>&1 || missing+=(ruby-rails ruby-sqlite3 ruby-webrick)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     as_root apt-get update -q

@@ -8,18 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Yaml};
+use figment::providers::{Env, Format as _, Yaml};
 use figment::Figment;
 use serde::Deserialize;
 
 use crate::event::AttachmentMode;
+use crate::formats::Format;
 use crate::oauth2::{Provider, TokenSource};
 use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
 use crate::shard::{self, Shard};
-use crate::webhook::WebhookConfig;
+use crate::webhook::{BasicAuth, WebhookConfig, WebhookUrl};
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
@@ -143,6 +144,11 @@ struct RawWebhook {
     max_in_flight: Option<usize>,
     allow_insecure_webhook: Option<bool>,
     retry: Option<RawRetry>,
+    // Receiver formats (issue 11): see `crate::formats` and `validate_format`.
+    format: Option<Format>,
+    mailgun_signing_key: Option<Secret>,
+    mailgun_signing_key_file: Option<PathBuf>,
+    mailgun_signing_key_env: Option<String>,
 }
 
 /// A header value: inline, or `{file: PATH}` / `{env: VAR}` like every other secret.
@@ -590,6 +596,23 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
             base.secret_env.clone(),
         )
     };
+    let over_has_mailgun_key = over.mailgun_signing_key.is_some()
+        || over.mailgun_signing_key_file.is_some()
+        || over.mailgun_signing_key_env.is_some();
+    let (mailgun_signing_key, mailgun_signing_key_file, mailgun_signing_key_env) =
+        if over_has_mailgun_key {
+            (
+                over.mailgun_signing_key,
+                over.mailgun_signing_key_file,
+                over.mailgun_signing_key_env,
+            )
+        } else {
+            (
+                base.mailgun_signing_key.clone(),
+                base.mailgun_signing_key_file.clone(),
+                base.mailgun_signing_key_env.clone(),
+            )
+        };
     let headers = match (&base.headers, over.headers) {
         (Some(base), Some(over)) => {
             let mut merged = base.clone();
@@ -613,6 +636,10 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
             .or(base.max_inline_attachment_size),
         allow_insecure_webhook: over.allow_insecure_webhook.or(base.allow_insecure_webhook),
         retry: over.retry.or_else(|| base.retry.clone()),
+        format: over.format.or(base.format),
+        mailgun_signing_key,
+        mailgun_signing_key_file,
+        mailgun_signing_key_env,
     }
 }
 
@@ -624,8 +651,10 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
             "missing; set `webhook.url` (for every mailbox) or a mailbox's own `webhook.url`",
         )
     })?;
-    let url =
+    let mut url =
         url::Url::parse(&url).map_err(|e| invalid(&url_key, format!("not a valid URL ({e})")))?;
+    // Taken out at once, so the URL that is kept, logged and stored has no password.
+    let basic_auth = BasicAuth::take_from(&mut url).map_err(|reason| invalid(&url_key, reason))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) || raw.allow_insecure_webhook.unwrap_or(false) => {}
@@ -684,8 +713,26 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
             "must be between 1 (strict mailbox order) and 256",
         ));
     }
+    let format = raw.format.unwrap_or_default();
+    validate_format(key, url.path(), format)?;
+    let mailgun_key = format!("{key}.mailgun_signing_key");
+    let mailgun_signing_key = resolve_secret(
+        &mailgun_key,
+        raw.mailgun_signing_key,
+        raw.mailgun_signing_key_file,
+        raw.mailgun_signing_key_env,
+    )?;
+    if format == Format::Mailgun && mailgun_signing_key.is_none() {
+        return Err(invalid(
+            mailgun_key,
+            "missing; `format: mailgun` signs every request as Mailgun does, with the receiver's webhook signing key: set `mailgun_signing_key`, `mailgun_signing_key_file` or `mailgun_signing_key_env`",
+        ));
+    }
     Ok(WebhookConfig {
-        url,
+        url: WebhookUrl::new(url),
+        basic_auth,
+        format,
+        mailgun_signing_key,
         timeout,
         headers,
         signing_key,
@@ -695,6 +742,79 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         max_in_flight,
         retry,
     })
+}
+
+/// Refuses a URL that is a well-known inbound endpoint when `format` is not what it
+/// reads: such an endpoint may answer 200 to a body it cannot read, and pophook would
+/// then delete mail nobody received. Matched on the path's segments, so an app mounted
+/// under a prefix (`/app/rails/action_mailbox/…`) is recognised too.
+fn validate_format(key: &str, path: &str, format: Format) -> Result<(), ConfigError> {
+    use Format::{Mailgun, Postmark, Raw};
+    // (path segments, what it is, the format it reads; None: one pophook cannot speak)
+    const INGRESSES: &[(&str, &str, Option<Format>)] = &[
+        (
+            "rails/action_mailbox/relay/",
+            "Action Mailbox's relay ingress",
+            Some(Raw),
+        ),
+        (
+            "rails/action_mailbox/postmark/",
+            "Action Mailbox's Postmark ingress",
+            Some(Postmark),
+        ),
+        (
+            "rails/action_mailbox/mailgun/",
+            "Action Mailbox's Mailgun ingress",
+            Some(Mailgun),
+        ),
+        ("rails/action_mailbox/", "this Action Mailbox ingress", None),
+        (
+            "anymail/postmark/",
+            "django-anymail's Postmark webhook",
+            Some(Postmark),
+        ),
+        (
+            "anymail/mailgun/",
+            "django-anymail's Mailgun webhook",
+            Some(Mailgun),
+        ),
+        ("anymail/", "this django-anymail webhook", None),
+        (
+            "laravel-mailbox/postmark",
+            "laravel-mailbox's Postmark driver",
+            Some(Postmark),
+        ),
+        (
+            "laravel-mailbox/mailgun/",
+            "laravel-mailbox's Mailgun driver",
+            Some(Mailgun),
+        ),
+    ];
+    let path = format!("{}/", path.trim_end_matches('/'));
+    let Some((_, what, reads)) = INGRESSES
+        .iter()
+        .find(|(segments, _, _)| path.contains(&format!("/{segments}")))
+    else {
+        return Ok(());
+    };
+    match reads {
+        Some(reads) if *reads == format => Ok(()),
+        Some(reads) => Err(invalid(
+            format!("{key}.format"),
+            format!(
+                "the URL is {what}, which reads the `{}` format, but `format` is `{}`: set `format: {}` (otherwise it may accept what it cannot read, and the mail would be deleted)",
+                reads.name(),
+                format.name(),
+                reads.name()
+            ),
+        )),
+        None => Err(invalid(
+            format!("{key}.url"),
+            format!(
+                "the URL is {what}, whose format pophook does not speak; use Action Mailbox's relay ingress (`format: raw`) or a Postmark or Mailgun endpoint (`format: postmark` / `format: mailgun`)"
+            ),
+        )),
+    }
 }
 
 fn validate_retry(key: &str, raw: RawRetry) -> Result<RetryPolicy, ConfigError> {
@@ -1207,6 +1327,171 @@ mod tests {
         ))
         .unwrap();
         assert!(config.mailboxes[0].webhook.signing_key.is_some());
+    }
+
+    /// A config with one mailbox whose webhook is `url` plus `extra` webhook lines.
+    fn hook_yaml(url: &str, extra: &str) -> String {
+        format!("webhook:\n  url: {url}\n{extra}mailboxes:\n{MAILBOX}    password: a\n")
+    }
+
+    #[test]
+    fn a_well_known_ingress_with_the_wrong_format_is_refused_naming_the_right_one() {
+        let cases = [
+            ("/rails/action_mailbox/relay/inbound_emails", "raw"),
+            ("/rails/action_mailbox/postmark/inbound_emails", "postmark"),
+            (
+                "/rails/action_mailbox/mailgun/inbound_emails/mime",
+                "mailgun",
+            ),
+            ("/anymail/postmark/inbound/", "postmark"),
+            ("/anymail/mailgun/inbound_mime/", "mailgun"),
+            ("/anymail/mailgun/inbound/", "mailgun"),
+            ("/laravel-mailbox/postmark", "postmark"),
+            ("/laravel-mailbox/mailgun/mime", "mailgun"),
+            // Mounted under a prefix.
+            ("/app/anymail/postmark/inbound/", "postmark"),
+        ];
+        let key = "  mailgun_signing_key: k\n";
+        for (path, right) in cases {
+            let url = format!("https://hooks.example.com{path}");
+            for wrong in ["standard", "raw", "postmark", "mailgun"] {
+                let yaml = hook_yaml(&url, &format!("  format: {wrong}\n{key}"));
+                if wrong == right {
+                    load(&yaml).unwrap_or_else(|e| panic!("{path} with {wrong}: {e}"));
+                    continue;
+                }
+                let e = error(&yaml);
+                assert!(
+                    e.contains("webhook.format") && e.contains(&format!("set `format: {right}`")),
+                    "{path} with {wrong}: {e}"
+                );
+            }
+            // No `format` at all is `standard`, the silent failure of the issue.
+            let e = error(&hook_yaml(&url, key));
+            assert!(e.contains(&format!("`format: {right}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn ingresses_pophook_cannot_speak_and_ordinary_paths() {
+        let e = error(&hook_yaml(
+            "https://app.example.com/rails/action_mailbox/sendgrid/inbound_emails",
+            "",
+        ));
+        assert!(
+            e.contains("webhook.url") && e.contains("relay ingress"),
+            "{e}"
+        );
+        let e = error(&hook_yaml(
+            "https://app.example.com/anymail/sendgrid/inbound/",
+            "",
+        ));
+        assert!(e.contains("does not speak"), "{e}");
+        for path in ["/inbound", "/hooks/anymail-postmark", "/mailgun/mime", "/"] {
+            for format in ["standard", "raw", "postmark"] {
+                load(&hook_yaml(
+                    &format!("https://app.example.com{path}"),
+                    &format!("  format: {format}\n"),
+                ))
+                .unwrap_or_else(|e| panic!("{path} {format}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_format_is_overridable_per_mailbox() {
+        let config = load(&format!(
+            "{WEBHOOK}  format: raw\nmailboxes:\n{MAILBOX}    password: a\n\
+             {}    password: a\n    webhook: {{format: postmark}}\n",
+            MAILBOX.replace("support", "sales")
+        ))
+        .unwrap();
+        assert_eq!(config.mailboxes[0].webhook.format, Format::Raw);
+        assert_eq!(config.mailboxes[1].webhook.format, Format::Postmark);
+        let default = load(&hook_yaml("https://a.example.com/in", "")).unwrap();
+        assert_eq!(default.mailboxes[0].webhook.format, Format::Standard);
+        let e = error(&hook_yaml("https://a.example.com/in", "  format: json\n"));
+        assert!(e.contains("format"), "{e}");
+    }
+
+    #[test]
+    fn basic_auth_comes_from_the_url_and_never_stays_in_it() {
+        let config = load(&hook_yaml(
+            "https://actionmailbox:s3cr%40t-pass@app.example.com/rails/action_mailbox/relay/inbound_emails?x=1",
+            "  format: raw\n",
+        ))
+        .unwrap();
+        let webhook = &config.mailboxes[0].webhook;
+        let auth = webhook.basic_auth.as_ref().unwrap();
+        assert_eq!(auth.username, "actionmailbox");
+        assert_eq!(auth.password.expose(), "s3cr@t-pass");
+        assert_eq!(
+            webhook.url.as_str(),
+            "https://app.example.com/rails/action_mailbox/relay/inbound_emails?x=1"
+        );
+        let printed = format!("{config:?} {}", webhook.url);
+        assert!(!printed.contains("s3cr"), "{printed}");
+        assert!(
+            !printed.contains("x=1"),
+            "the query may hold a token: {printed}"
+        );
+        // Credentials are part of what re-enables an endpoint disabled by a 410.
+        let other = load(&hook_yaml(
+            "https://actionmailbox:other@app.example.com/rails/action_mailbox/relay/inbound_emails?x=1",
+            "  format: raw\n",
+        ))
+        .unwrap();
+        assert_ne!(
+            webhook.fingerprint(),
+            other.mailboxes[0].webhook.fingerprint()
+        );
+        let e = error(&hook_yaml("https://u:%ff%fe@app.example.com/in", ""));
+        assert!(e.contains("percent-encoded") && !e.contains("%ff"), "{e}");
+    }
+
+    #[test]
+    fn mailgun_needs_a_signing_key_from_any_source_and_never_prints_it() {
+        let url = "https://app.example.com/anymail/mailgun/inbound_mime/";
+        let e = error(&hook_yaml(url, "  format: mailgun\n"));
+        assert!(
+            e.contains("webhook.mailgun_signing_key") && e.contains("mailgun_signing_key_file"),
+            "{e}"
+        );
+        let config = load(&hook_yaml(
+            url,
+            "  format: mailgun\n  mailgun_signing_key: key-inline-value\n",
+        ))
+        .unwrap();
+        let key = config.mailboxes[0].webhook.mailgun_signing_key.as_ref();
+        assert_eq!(key.map(Secret::expose), Some("key-inline-value"));
+        assert!(!format!("{config:?}").contains("key-inline-value"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mailgun-key");
+        std::fs::write(&file, "key-from-file\n").unwrap();
+        let config = load(&hook_yaml(
+            url,
+            &format!(
+                "  format: mailgun\n  mailgun_signing_key_file: {}\n",
+                file.display()
+            ),
+        ))
+        .unwrap();
+        let key = config.mailboxes[0].webhook.mailgun_signing_key.as_ref();
+        assert_eq!(key.map(Secret::expose), Some("key-from-file"));
+        std::env::set_var("PH_TEST_MAILGUN_KEY", "key-from-env");
+        let config = load(&hook_yaml(
+            url,
+            "  format: mailgun\n  mailgun_signing_key_env: PH_TEST_MAILGUN_KEY\n",
+        ))
+        .unwrap();
+        let key = config.mailboxes[0].webhook.mailgun_signing_key.as_ref();
+        assert_eq!(key.map(Secret::expose), Some("key-from-env"));
+        let e = error(&hook_yaml(
+            url,
+            "  format: mailgun\n  mailgun_signing_key: a\n  mailgun_signing_key_env: B\n",
+        ));
+        assert!(e.contains("only one of"), "{e}");
     }
 
     #[test]

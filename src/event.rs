@@ -101,6 +101,11 @@ pub struct EventData {
     pub to: Vec<EmailAddress>,
     pub cc: Vec<EmailAddress>,
     pub bcc: Vec<EmailAddress>,
+    /// The envelope recipient: from `Delivered-To`, `X-Original-To` or `X-Envelope-To`
+    /// (the first found), else the first `To` address.
+    pub recipient: Option<String>,
+    /// The plus-address tag of `recipient` (`support+ticket-42@…` → `ticket-42`).
+    pub mailbox_hash: Option<String>,
     /// An automatic message (vacation notice, autoresponder, bulk mail): a receiver that
     /// answers mail must not answer it, or two robots mail each other forever.
     pub auto_reply: bool,
@@ -266,6 +271,11 @@ fn event_data_with(
         to: parsed.to,
         cc: parsed.cc,
         bcc: parsed.bcc,
+        mailbox_hash: parsed
+            .recipient
+            .as_deref()
+            .and_then(crate::formats::recipient::mailbox_hash),
+        recipient: parsed.recipient,
         auto_reply: parsed.auto_reply,
         bounce: parsed.bounce,
         authentication_results: parsed.authentication_results,
@@ -319,6 +329,7 @@ struct Parsed {
     to: Vec<EmailAddress>,
     cc: Vec<EmailAddress>,
     bcc: Vec<EmailAddress>,
+    recipient: Option<String>,
     auto_reply: bool,
     bounce: bool,
     authentication_results: Option<AuthenticationResults>,
@@ -362,6 +373,7 @@ fn extract(
         to: addresses(all(HeaderName::To)),
         cc: addresses(all(HeaderName::Cc)),
         bcc: addresses(all(HeaderName::Bcc)),
+        recipient: crate::formats::recipient::recipient(raw, headers),
         auto_reply: is_auto_reply(raw, headers),
         bounce: is_bounce(&message),
         authentication_results: first(HeaderName::AuthenticationResults)

@@ -13,6 +13,8 @@
 //! - [`oauth2`]: access tokens for `auth: xoauth2` from a file, a command or a token
 //!   endpoint (client credentials, refresh token), cached until shortly before expiry.
 //! - [`event`]: raw message bytes → the `email.received` JSON event.
+//! - [`formats`]: the body in the format the receiver reads: the standard event, the
+//!   raw message, Postmark's inbound JSON or Mailgun's MIME form; envelope recipient.
 //! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
 //!   classifies the answer.
 //! - [`retry`]: when a failed delivery is tried again, and when it is parked.
@@ -41,6 +43,7 @@
 pub mod api;
 pub mod config;
 pub mod event;
+pub mod formats;
 pub mod ledger;
 pub mod mailbox;
 pub mod manage;

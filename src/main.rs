@@ -54,7 +54,8 @@ enum Command {
     Once(ConfigArg),
     /// Validate the configuration and log in to each mailbox; changes nothing.
     Check(ConfigArg),
-    /// A debug webhook receiver: verifies signatures, prints each event, answers 204.
+    /// A debug webhook receiver: verifies signatures, prints one line per message in any
+    /// `webhook.format`, answers 204.
     Receive(ReceiveArgs),
     /// Messages whose retries ran out: they stay on the server until replayed or dropped.
     #[command(subcommand)]
@@ -244,9 +245,28 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let mut ok = true;
             for report in service::check(&config).await {
                 let owner = owner(&report.mailbox);
+                // Which format goes where, so a wrong `format` shows before mail moves;
+                // the URL prints without credentials or query.
+                let webhook = config
+                    .mailboxes
+                    .iter()
+                    .find(|m| m.name == report.mailbox)
+                    .map(|m| {
+                        format!(
+                            "; webhook: {} to {}{}",
+                            m.webhook.format.name(),
+                            m.webhook.url,
+                            if m.webhook.basic_auth.is_some() {
+                                " with basic auth"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .unwrap_or_default();
                 match report.result {
                     Ok(details) => println!(
-                        "{}{owner}: ok, {} — {} messages, {} octets; capabilities: {}",
+                        "{}{owner}: ok, {} — {} messages, {} octets; capabilities: {}{webhook}",
                         report.mailbox,
                         report.address,
                         details.messages,
@@ -256,7 +276,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     Err(error) => {
                         ok = false;
                         println!(
-                            "{}{owner}: FAILED, {} — {error}",
+                            "{}{owner}: FAILED, {} — {error}{webhook}",
                             report.mailbox, report.address
                         );
                     }

@@ -1,5 +1,6 @@
 //! `pophook receive`: a small webhook receiver for trying pophook out. It verifies the
-//! Standard Webhooks signature when given the secret, prints each event and answers 204.
+//! Standard Webhooks signature when given the secret, prints one line per message in
+//! any `webhook.format` (standard, raw, postmark, mailgun) and answers 204.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 
+use crate::formats::{mailgun, recipient};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::webhook;
@@ -58,19 +60,96 @@ async fn receive(
             return StatusCode::UNAUTHORIZED;
         }
     }
-    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        println!("rejected: the body is not JSON");
-        return StatusCode::BAD_REQUEST;
-    };
-    let line = if options.json {
-        serde_json::to_string_pretty(&event).unwrap_or_default()
-    } else {
-        summary(&event)
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    let line = match describe(content_type, id, &body, options.json) {
+        Ok(line) => line,
+        Err((status, reason)) => {
+            println!("rejected: {reason}");
+            return status;
+        }
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     StatusCode::NO_CONTENT
+}
+
+/// What to print for one request, by its content type: the standard event (whole with
+/// `json`), or one line for a message in the raw, Postmark or Mailgun format.
+fn describe(
+    content_type: &str,
+    id: &str,
+    body: &[u8],
+    json: bool,
+) -> Result<String, (StatusCode, String)> {
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let bad = |reason: String| (StatusCode::BAD_REQUEST, reason);
+    match media_type.as_str() {
+        "message/rfc822" => Ok(message_summary("raw", None, body, id)),
+        "multipart/form-data" => {
+            let fields = mailgun::parse_form(content_type, body).map_err(bad)?;
+            let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            let message =
+                field("body-mime").ok_or_else(|| bad("the form has no body-mime field".into()))?;
+            let to = field("recipient").map(|r| String::from_utf8_lossy(r).into_owned());
+            Ok(message_summary("mailgun", to, message, id))
+        }
+        _ => {
+            let event = serde_json::from_slice::<serde_json::Value>(body)
+                .map_err(|_| bad("the body is not JSON, message/rfc822 or a form".into()))?;
+            if json {
+                return Ok(serde_json::to_string_pretty(&event).unwrap_or_default());
+            }
+            match event["RawEmail"].as_str() {
+                Some(message) => {
+                    let to = event["OriginalRecipient"].as_str().map(str::to_owned);
+                    let id = event["MessageID"].as_str().unwrap_or(id);
+                    Ok(message_summary("postmark", to, message.as_bytes(), id))
+                }
+                None => Ok(summary(&event)),
+            }
+        }
+    }
+}
+
+/// The line for a format that carries the whole message: format, recipient, sender,
+/// subject, size, attachments, id; read from the message itself.
+fn message_summary(format: &str, recipient: Option<String>, message: &[u8], id: &str) -> String {
+    let parsed = mail_parser::MessageParser::default().parse(message);
+    let headers = parsed
+        .as_ref()
+        .and_then(|m| m.parts.first())
+        .map_or(&[][..], |root| &root.headers[..]);
+    let recipient = recipient
+        .filter(|r| !r.is_empty())
+        .or_else(|| recipient::recipient(message, headers))
+        .unwrap_or_else(|| "?".into());
+    let from = parsed
+        .as_ref()
+        .and_then(|m| m.from())
+        .and_then(|a| a.first())
+        .and_then(|a| a.address.as_deref())
+        .unwrap_or("?")
+        .to_owned();
+    let subject = parsed.as_ref().and_then(|m| m.subject()).unwrap_or("");
+    let attachments = parsed.as_ref().map_or(0, |m| m.attachments.len());
+    format!(
+        "{format} [{recipient}] from {from} — {subject:?} ({} bytes, {attachments} attachments){} id={id}",
+        message.len(),
+        if parsed.is_none() { " UNPARSEABLE" } else { "" },
+    )
 }
 
 /// One line a person can scan: mailbox, sender, subject, size, attachments, id.
@@ -180,6 +259,69 @@ mod tests {
         assert!(verify(&key, &headers, b"{}")
             .unwrap_err()
             .contains("5 minutes"));
+    }
+
+    const MESSAGE: &[u8] =
+        b"Delivered-To: support+t-7@example.com\r\nFrom: Ann <ann@example.com>\r\n\
+        Subject: Hello\r\n\r\nHi\r\n";
+
+    #[test]
+    fn every_format_prints_one_line_naming_recipient_sender_subject_and_id() {
+        let raw = describe("message/rfc822", "msg_1", MESSAGE, false).unwrap();
+        assert_eq!(
+            raw,
+            "raw [support+t-7@example.com] from ann@example.com — \"Hello\" (90 bytes, 0 attachments) id=msg_1"
+        );
+        let postmark = serde_json::json!({
+            "RawEmail": String::from_utf8_lossy(MESSAGE), "MessageID": "msg_2",
+            "OriginalRecipient": "support+t-7@example.com"
+        });
+        let line = describe(
+            "application/json",
+            "msg_2",
+            postmark.to_string().as_bytes(),
+            false,
+        )
+        .unwrap();
+        assert!(
+            line.starts_with("postmark [support+t-7@example.com] from ann@example.com — \"Hello\""),
+            "{line}"
+        );
+        assert!(line.ends_with("id=msg_2"), "{line}");
+
+        let boundary = "xyz";
+        let form = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"recipient\"\r\n\r\nsupport@example.com\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"body-mime\"\r\n\r\n{}\r\n--{boundary}--\r\n",
+            String::from_utf8_lossy(MESSAGE)
+        );
+        let line = describe(
+            &format!("multipart/form-data; boundary={boundary}"),
+            "msg_3",
+            form.as_bytes(),
+            false,
+        )
+        .unwrap();
+        assert!(
+            line.starts_with("mailgun [support@example.com] from ann@example.com"),
+            "{line}"
+        );
+        assert!(line.ends_with("id=msg_3"), "{line}");
+    }
+
+    #[test]
+    fn bodies_it_cannot_read_are_refused_with_the_reason() {
+        let (status, reason) = describe("text/plain", "x", b"hello", false).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reason.contains("not JSON"), "{reason}");
+        let (_, reason) = describe(
+            "multipart/form-data; boundary=b",
+            "x",
+            b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--",
+            false,
+        )
+        .unwrap_err();
+        assert!(reason.contains("no name"), "{reason}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! POSTs an event to its endpoint with the Standard Webhooks headers and signature,
 //! and classifies the answer. Redirects are never followed: a 3xx is a failure.
+//! The body is whatever [`crate::formats`] rendered; basic-auth credentials from the
+//! URL travel in their own field and are never printed with it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,13 +11,21 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::event::AttachmentMode;
+use crate::formats::{mailgun, Format, Payload};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 
 /// Where and how one mailbox's events are posted; built and validated by `config`.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
-    pub url: url::Url,
+    /// Without userinfo (that is `basic_auth`); prints without its query too.
+    pub url: WebhookUrl,
+    /// From the URL's `user:password@`, sent as HTTP basic auth.
+    pub basic_auth: Option<BasicAuth>,
+    /// What the POST body is.
+    pub format: Format,
+    /// The key Mailgun-format requests are signed with (`format: mailgun` needs one).
+    pub mailgun_signing_key: Option<Secret>,
     pub timeout: Duration,
     /// Extra headers (lower-case names); values are secrets because they are often
     /// `Authorization` tokens.
@@ -33,15 +43,10 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
-    /// The URL as it may be printed or stored: without userinfo, query or fragment,
-    /// which often carry credentials.
+    /// The URL as it may be printed or stored: without userinfo or query, which often
+    /// carry credentials.
     pub fn display_url(&self) -> String {
-        let mut url = self.url.clone();
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        url.set_query(None);
-        url.set_fragment(None);
-        url.to_string()
+        self.url.to_string()
     }
 
     /// Identifies where and how events are sent (URL, headers, key), so an endpoint
@@ -51,6 +56,22 @@ impl WebhookConfig {
         use sha2::Digest as _;
         let mut hash = Sha256::new();
         hash.update(self.url.as_str());
+        // Hashed only when set, so the fingerprints of configurations from before these
+        // keys existed stay the same.
+        if let Some(auth) = &self.basic_auth {
+            hash.update([2]);
+            hash.update(&auth.username);
+            hash.update([0]);
+            hash.update(auth.password.expose());
+        }
+        if self.format != Format::Standard {
+            hash.update([3]);
+            hash.update(self.format.name());
+        }
+        if let Some(key) = &self.mailgun_signing_key {
+            hash.update([4]);
+            hash.update(key.expose());
+        }
         for (name, value) in &self.headers {
             hash.update([0]);
             hash.update(name);
@@ -63,6 +84,90 @@ impl WebhookConfig {
         }
         let digest = hash.finalize();
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The webhook URL. It may carry a token in its query, so it is printed (`Display`,
+/// `Debug`, and so in logs, errors and the state) as scheme, host, port and path only;
+/// [`WebhookUrl::as_str`] is the whole URL, for sending it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(url::Url);
+
+impl WebhookUrl {
+    /// `url` must already be without userinfo (see [`BasicAuth::take_from`]).
+    pub fn new(url: url::Url) -> WebhookUrl {
+        WebhookUrl(url)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn url(&self) -> &url::Url {
+        &self.0
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.path()
+    }
+}
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = &self.0;
+        write!(f, "{}://{}", url.scheme(), url.host_str().unwrap_or(""))?;
+        if let Some(port) = url.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(url.path())?;
+        if url.query().is_some() {
+            f.write_str("?…")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// HTTP basic-auth credentials, given in the webhook URL as `https://user:pass@host/…`
+/// as Postmark's and Action Mailbox's documentation write it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Secret,
+}
+
+impl BasicAuth {
+    /// Removes the userinfo from `url` and returns it, percent-decoded; `None` when
+    /// the URL has none. Errors name the problem, never the value.
+    pub fn take_from(url: &mut url::Url) -> Result<Option<BasicAuth>, &'static str> {
+        if url.username().is_empty() && url.password().is_none() {
+            return Ok(None);
+        }
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map(|decoded| decoded.into_owned())
+                .map_err(|_| {
+                    "the user name or password in the URL is not valid percent-encoded UTF-8"
+                })
+        };
+        let username = decode(url.username())?;
+        let password = decode(url.password().unwrap_or(""))?;
+        if username.contains(':') {
+            return Err("the user name in the URL contains `:`, which basic auth cannot carry");
+        }
+        // Cannot fail: the URL has a host (it has userinfo), so it can have credentials.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Ok(Some(BasicAuth {
+            username,
+            password: Secret::new(password),
+        }))
     }
 }
 
@@ -157,15 +262,15 @@ impl Sender {
         }
     }
 
-    /// POSTs `body` (a serialised event whose id is `id`). Ok only for a 2xx.
+    /// POSTs `payload` (a message whose event id is `id`). Ok only for a 2xx.
     pub async fn post(
         &self,
         cfg: &WebhookConfig,
         id: &str,
-        body: Vec<u8>,
+        payload: Payload,
     ) -> Result<(), DeliveryError> {
         let started = Instant::now();
-        let result = self.send(cfg, id, body).await;
+        let result = self.send(cfg, id, payload).await;
         if let Some(observer) = &self.observer {
             observer.observe(started.elapsed(), result.as_ref().map(|_| ()));
         }
@@ -176,17 +281,31 @@ impl Sender {
         &self,
         cfg: &WebhookConfig,
         id: &str,
-        body: Vec<u8>,
+        payload: Payload,
     ) -> Result<(), DeliveryError> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let (content_type, body): (std::borrow::Cow<'static, str>, bytes::Bytes) = match payload {
+            Payload::Body {
+                content_type,
+                bytes,
+            } => (content_type.into(), bytes),
+            Payload::Mailgun(fields) => {
+                // Configuration refuses `format: mailgun` without a key.
+                let key = cfg.mailgun_signing_key.as_ref().ok_or_else(|| {
+                    DeliveryError::Network("format mailgun needs `mailgun_signing_key`".into())
+                })?;
+                let (content_type, body) = mailgun::form(&fields, key, timestamp).await;
+                (content_type.into(), body.into())
+            }
+        };
         let mut request = self
             .client
-            .post(cfg.url.clone())
+            .post(cfg.url.url().clone())
             .timeout(cfg.timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type.as_ref())
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(key) = &cfg.signing_key {
@@ -200,6 +319,10 @@ impl Sender {
             // Keeps the value out of reqwest's and hyper's debug output.
             value.set_sensitive(true);
             request = request.header(name.as_str(), value);
+        }
+        if let Some(auth) = &cfg.basic_auth {
+            // reqwest marks the Authorization value sensitive.
+            request = request.basic_auth(&auth.username, Some(auth.password.expose()));
         }
         let response = request.body(body).send().await.map_err(|e| {
             if e.is_timeout() {
@@ -330,6 +453,35 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn credentials_leave_the_url_and_it_prints_without_its_query() {
+        let mut url =
+            url::Url::parse("https://actionmailbox:p%40ss%3Aw@hooks.example.com:8443/in?token=t0k")
+                .unwrap();
+        let auth = BasicAuth::take_from(&mut url).unwrap().unwrap();
+        assert_eq!(auth.username, "actionmailbox");
+        assert_eq!(auth.password.expose(), "p@ss:w");
+        let url = WebhookUrl::new(url);
+        assert_eq!(url.as_str(), "https://hooks.example.com:8443/in?token=t0k");
+        assert_eq!(url.to_string(), "https://hooks.example.com:8443/in?…");
+        assert_eq!(
+            format!("{url:?}"),
+            "\"https://hooks.example.com:8443/in?…\""
+        );
+
+        let mut plain = url::Url::parse("https://hooks.example.com/in").unwrap();
+        assert_eq!(BasicAuth::take_from(&mut plain), Ok(None));
+        let mut bad = url::Url::parse("https://u:%ff@hooks.example.com/").unwrap();
+        assert!(BasicAuth::take_from(&mut bad).is_err());
+        // A user name alone is still basic auth, with an empty password.
+        let mut user = url::Url::parse("https://user@hooks.example.com/").unwrap();
+        let auth = BasicAuth::take_from(&mut user).unwrap().unwrap();
+        assert_eq!(
+            (auth.username.as_str(), auth.password.expose()),
+            ("user", "")
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ const PASSWORD: &str = "pw-SECRET-7f3a9";
 const TOKEN: &str = "tok-SECRET-123";
 const URL_PASSWORD: &str = "url-SECRET-8";
 const URL_KEY: &str = "query-SECRET-9";
+const MAILGUN_KEY: &str = "mailgun-SECRET-11";
 const MARKER: &str = "SECRET";
 /// The signing key's bytes; the secret is `whsec_` + their base64.
 const KEY: &[u8] = b"key-SECRET-0123456789abcdef-xyz!";
@@ -52,7 +53,10 @@ fn secrets(password: &str) -> Vec<String> {
         whsec_key(),
         TOKEN.to_string(),
         URL_PASSWORD.to_string(),
+        // The basic-auth header value made from the URL's userinfo.
+        BASE64.encode(format!("hook:{URL_PASSWORD}")),
         URL_KEY.to_string(),
+        MAILGUN_KEY.to_string(),
     ]
 }
 
@@ -410,6 +414,83 @@ async fn an_invalid_configuration_is_refused_without_echoing_its_secrets() {
                     "{what}: {cause:?} not in:\n{output}"
                 );
                 assert_no_secret(&output, PASSWORD, &what);
+            }
+        }
+    }
+}
+
+/// Every file under `dir`, to look for secrets in what pophook stored.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_from_the_url_and_the_mailgun_key_stay_out_of_logs_check_and_state() {
+    for (reply, delivered) in [(204, true), (401, false), (410, false)] {
+        for format in [Format::Text, Format::Json] {
+            let what = format!("webhook answering {reply} ({format:?})");
+            let s = setup(Auth::User, PASSWORD).await;
+            s.receiver
+                .set_default(common::receiver::Reply::Status(reply));
+            let url = url_with_key(&s.receiver.url()).replacen(
+                "http://",
+                &format!("http://hook:{URL_PASSWORD}@"),
+                1,
+            );
+            let yaml = format!(
+                "state_dir: {state}\n\
+                 webhook:\n  url: \"{url}\"\n  format: mailgun\n  mailgun_signing_key: {MAILGUN_KEY}\n\
+                 mailboxes:\n  - name: redaction\n    host: 127.0.0.1\n    port: {port}\n    tls: none\n    allow_insecure: true\n    \
+                 username: {USER}\n    password: {PASSWORD}\n    timeout: 5s\n",
+                state = s.dir.path().join("state").display(),
+                port = s.server.port(),
+            );
+            std::fs::write(&s.config, yaml).unwrap();
+
+            let (run, output) = pophook(format, "once", &s.config).await;
+            assert_eq!(run.status.success(), delivered, "{what}:\n{output}");
+            // The secrets were really used: basic auth from the URL, and a Mailgun form.
+            let request = &s.receiver.requests()[0];
+            assert_eq!(
+                request.header("authorization"),
+                Some(format!("Basic {}", BASE64.encode(format!("hook:{URL_PASSWORD}"))).as_str())
+            );
+            assert!(String::from_utf8_lossy(&request.body).contains("name=\"signature\""));
+            assert_no_secret(&output, PASSWORD, &format!("{what}, once"));
+            if reply == 410 {
+                assert!(output.contains("410"), "{what}: {output}");
+            }
+
+            let (_, output) = pophook(format, "check", &s.config).await;
+            assert!(
+                output.contains("webhook: mailgun to http://127.0.0.1:")
+                    && output.contains("/inbound?… with basic auth"),
+                "{what}: check shows where and how mail goes: {output}"
+            );
+            assert_no_secret(&output, PASSWORD, &format!("{what}, check"));
+
+            let stored = files_under(&s.dir.path().join("state"));
+            assert!(!stored.is_empty(), "{what}: no state written");
+            for (path, bytes) in stored {
+                for secret in secrets(PASSWORD) {
+                    assert!(
+                        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                        "{what}: {} holds {secret:?}",
+                        path.display()
+                    );
+                }
             }
         }
     }

@@ -18,6 +18,7 @@ use super::plan::{self, Failure, Identified, Now};
 use super::{CycleError, CycleReport};
 use crate::config::Mailbox;
 use crate::event::{self, EventMeta};
+use crate::formats::{self, Payload};
 use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record, StateError};
 use crate::pop3::pipeline::{self, FetchError, Pipeline};
 use crate::pop3::{Pop3Error, Session};
@@ -554,7 +555,8 @@ async fn deliver(
     key: String,
     raw: Bytes,
 ) -> Posted {
-    let event = event::build_event(
+    let rendered = formats::render(
+        webhook.format,
         &EventMeta {
             mailbox: &mailbox,
             uidl: &key,
@@ -566,21 +568,12 @@ async fn deliver(
         },
         &raw,
     );
-    if let Some(error) = &event.data.parse_error {
+    drop(raw);
+    if let Some(error) = &rendered.parse_error {
         warn!(mailbox, uidl = %fetch.uidl, "message could not be parsed; delivering it raw: {error}");
     }
-    let id = event.id().to_string();
-    // Room for attachments as base64 and for `raw` when included, so a large message's
-    // JSON is written once instead of re-allocated each time it doubles.
-    let raw_base64 = if webhook.include_raw {
-        raw.len() / 3 * 4
-    } else {
-        0
-    };
-    let mut body = Vec::with_capacity(raw.len() + raw.len() / 2 + raw_base64 + 4096);
-    drop(raw);
-    serde_json::to_writer(&mut body, &event).expect("an event always serialises");
-    drop(event);
+    let id = rendered.id;
+    let body = rendered.payload;
     let outcome = post_within_grace(&ctx, &webhook, &id, body).await;
     Posted {
         fetch,
@@ -597,7 +590,7 @@ async fn post_within_grace(
     ctx: &Context,
     webhook: &WebhookConfig,
     id: &str,
-    body: Vec<u8>,
+    body: Payload,
 ) -> Option<Result<(), DeliveryError>> {
     let mut shutdown = ctx.shutdown.clone();
     // Two thirds for the POST, the rest for QUIT.

@@ -89,6 +89,9 @@ struct State {
     /// Requests being answered right now, and the most there ever were at once.
     in_flight: usize,
     max_in_flight: usize,
+    /// The `Authorization` value every request must carry, else 401 (as Action
+    /// Mailbox's relay ingress answers).
+    basic_auth: Option<String>,
 }
 
 impl Receiver {
@@ -107,6 +110,7 @@ impl Receiver {
                 default: Reply::Status(204),
                 in_flight: 0,
                 max_in_flight: 0,
+                basic_auth: None,
             }),
             accepted: watch::Sender::new(0),
         });
@@ -121,6 +125,20 @@ impl Receiver {
     /// The webhook URL to configure: `http://127.0.0.1:PORT/inbound`.
     pub fn url(&self) -> String {
         format!("http://{}/inbound", self.addr)
+    }
+
+    /// The listening address, for URLs with another path or with credentials.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// From now on a request without these basic-auth credentials is answered 401
+    /// (and not counted as accepted), whatever the scripted replies say.
+    pub fn require_basic_auth(&self, user: &str, password: &str) {
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.state().basic_auth = Some(format!("Basic {encoded}"));
     }
 
     /// Every request received so far, in order, however it was answered.
@@ -262,8 +280,16 @@ async fn answer(
         state.requests.push(recorded.clone());
         state.in_flight += 1;
         state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        let authorised = match &state.basic_auth {
+            Some(expected) => recorded.header("authorization") == Some(expected.as_str()),
+            None => true,
+        };
         let default = state.default;
-        state.queued.pop_front().unwrap_or(default)
+        if authorised {
+            state.queued.pop_front().unwrap_or(default)
+        } else {
+            Reply::Status(401)
+        }
     };
     // Counted down when this answer is done, whichever way it ends.
     struct Leaving<'a>(&'a Shared);

@@ -1,0 +1,217 @@
+//! The webhook body in the shape the receiver already understands: pophook's own event
+//! (`standard`), the message itself (`raw`, for Action Mailbox's relay ingress),
+//! Postmark's inbound JSON or Mailgun's forwarded MIME form. [`render`] is the one entry
+//! point: message bytes in, a body to POST out.
+
+pub mod mailgun;
+pub mod postmark;
+pub mod recipient;
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::event::{self, EventMeta};
+
+/// `webhook.format`: what the POST body is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// pophook's `email.received` event, `application/json`.
+    #[default]
+    Standard,
+    /// The message as retrieved (dot-unstuffed), `message/rfc822`.
+    Raw,
+    /// Postmark's inbound webhook JSON, always with `RawEmail`.
+    Postmark,
+    /// What Mailgun posts to a forwarding URL ending in `mime`: `multipart/form-data`
+    /// with `body-mime`, signed with the Mailgun webhook signing key.
+    Mailgun,
+}
+
+impl Format {
+    /// As written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Standard => "standard",
+            Format::Raw => "raw",
+            Format::Postmark => "postmark",
+            Format::Mailgun => "mailgun",
+        }
+    }
+}
+
+/// One message, ready to POST.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The stable event id (`webhook-id`), the same whatever the format.
+    pub id: String,
+    pub payload: Payload,
+    /// Set when the message could not be parsed; it is still delivered whole.
+    pub parse_error: Option<String>,
+}
+
+/// The body of the POST.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A finished body: the same bytes on every attempt.
+    Body {
+        content_type: &'static str,
+        bytes: Bytes,
+    },
+    /// Mailgun's form, whose `timestamp`, `token` and `signature` must be made fresh
+    /// for each attempt (Action Mailbox refuses a timestamp older than two minutes).
+    Mailgun(mailgun::Fields),
+}
+
+impl From<Vec<u8>> for Payload {
+    /// A serialised standard event.
+    fn from(json: Vec<u8>) -> Payload {
+        Payload::Body {
+            content_type: "application/json",
+            bytes: json.into(),
+        }
+    }
+}
+
+/// Renders one retrieved message (dot-unstuffed, or only its headers when
+/// `meta.truncated`) in `format`. Never fails: what cannot be parsed is still sent,
+/// whole, in every format.
+pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
+    let id = event::event_id(meta.mailbox, meta.uidl);
+    match format {
+        Format::Standard => standard(meta, raw),
+        Format::Raw => Rendered {
+            id,
+            payload: Payload::Body {
+                content_type: "message/rfc822",
+                bytes: Bytes::from(message_bytes(raw, meta.truncated).into_owned()),
+            },
+            parse_error: None,
+        },
+        Format::Postmark => {
+            let message = message_bytes(raw, meta.truncated);
+            let (body, parse_error) = postmark::render(meta, &message);
+            Rendered {
+                id,
+                payload: body.into(),
+                parse_error,
+            }
+        }
+        Format::Mailgun => Rendered {
+            id,
+            payload: Payload::Mailgun(mailgun::fields(&message_bytes(raw, meta.truncated))),
+            parse_error: None,
+        },
+    }
+}
+
+fn standard(meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
+    let event = event::build_event(meta, raw);
+    // Room for attachments as base64 and for `raw` when included, so a large message's
+    // JSON is written once instead of re-allocated each time it doubles.
+    let raw_base64 = if meta.include_raw {
+        raw.len() / 3 * 4
+    } else {
+        0
+    };
+    let mut body = Vec::with_capacity(raw.len() + raw.len() / 2 + raw_base64 + 4096);
+    serde_json::to_writer(&mut body, &event).expect("an event always serialises");
+    Rendered {
+        id: event.data.id,
+        payload: body.into(),
+        parse_error: event.data.parse_error,
+    }
+}
+
+/// The header field added to a message of which only the headers were fetched (it is
+/// larger than `max_message_size`). The standard event says so in `truncated`; the other
+/// formats have no such field, and a receiver must not take the headers for the whole
+/// message, so the message itself says it.
+pub const TRUNCATED_FIELD: &str = "X-Pophook-Truncated";
+
+/// The message to send: as retrieved, or with [`TRUNCATED_FIELD`] on top when only its
+/// headers were fetched (the line ending matches the message's own).
+fn message_bytes(raw: &[u8], truncated: bool) -> Cow<'_, [u8]> {
+    if !truncated {
+        return Cow::Borrowed(raw);
+    }
+    let crlf = raw
+        .iter()
+        .position(|&b| b == b'\n')
+        .is_none_or(|at| at > 0 && raw[at - 1] == b'\r');
+    let mut out = format!(
+        "{TRUNCATED_FIELD}: only the headers were fetched; the message is larger than max_message_size and stays on the server{}",
+        if crlf { "\r\n" } else { "\n" }
+    )
+    .into_bytes();
+    out.extend_from_slice(raw);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::AttachmentMode;
+
+    pub(crate) fn meta(truncated: bool) -> EventMeta<'static> {
+        EventMeta {
+            mailbox: "support",
+            uidl: "UID1",
+            received_at: time::macros::datetime!(2024-03-16 12:00:00 UTC),
+            include_raw: false,
+            truncated,
+            attachments: AttachmentMode::Inline,
+            max_inline_attachment_size: None,
+        }
+    }
+
+    fn body(rendered: &Rendered) -> (&'static str, &[u8]) {
+        match &rendered.payload {
+            Payload::Body {
+                content_type,
+                bytes,
+            } => (content_type, bytes),
+            Payload::Mailgun(_) => panic!("not a finished body"),
+        }
+    }
+
+    const MESSAGE: &[u8] =
+        b"From: a@example.com\r\nSubject: hi\r\n\r\n.starts with a dot\r\n\xff not UTF-8\r\n";
+
+    #[test]
+    fn raw_is_the_message_byte_for_byte_with_the_stable_id() {
+        let rendered = render(Format::Raw, &meta(false), MESSAGE);
+        assert_eq!(body(&rendered), ("message/rfc822", MESSAGE));
+        assert_eq!(rendered.id, event::event_id("support", "UID1"));
+        let standard = render(Format::Standard, &meta(false), MESSAGE);
+        assert_eq!(standard.id, rendered.id, "every format carries the same id");
+        assert_eq!(body(&standard).0, "application/json");
+    }
+
+    #[test]
+    fn a_truncated_message_says_so_in_its_own_headers() {
+        let rendered = render(Format::Raw, &meta(true), b"Subject: big\r\n\r\n");
+        let (_, bytes) = body(&rendered);
+        assert!(bytes.starts_with(b"X-Pophook-Truncated: only the headers"));
+        assert!(bytes.ends_with(b"server\r\nSubject: big\r\n\r\n"));
+        let lf = message_bytes(b"Subject: big\n\n", true);
+        assert!(lf.ends_with(b"server\nSubject: big\n\n"));
+        assert_eq!(message_bytes(MESSAGE, false), MESSAGE);
+    }
+
+    #[test]
+    fn format_names_are_lower_case_in_the_configuration() {
+        for format in [
+            Format::Standard,
+            Format::Raw,
+            Format::Postmark,
+            Format::Mailgun,
+        ] {
+            let parsed: Format = serde_json::from_str(&format!("\"{}\"", format.name())).unwrap();
+            assert_eq!(parsed, format);
+        }
+        assert!(serde_json::from_str::<Format>("\"Postmark\"").is_err());
+    }
+}
