@@ -26,6 +26,8 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
+/// 256 MiB of message bytes in flight; peak memory is about 2–3× that.
+const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +41,9 @@ pub struct Config {
     pub mailboxes: Vec<Mailbox>,
     /// How long `run` may take after SIGTERM to finish the message in hand and QUIT.
     pub shutdown_timeout: Duration,
+    /// Message bytes in flight across all mailboxes (downloaded and not yet answered
+    /// by the webhook); a download waits for room.
+    pub max_memory: u64,
     /// The health, metrics and management endpoint; off unless configured.
     pub http: Option<HttpConfig>,
     pub shard: Option<Shard>,
@@ -105,6 +110,7 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     shutdown_timeout: Option<Duration>,
+    max_memory: Option<u64>,
     #[serde(default)]
     webhook: RawWebhook,
     #[serde(default)]
@@ -359,6 +365,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if shutdown_timeout.is_zero() {
         return Err(invalid("shutdown_timeout", "must be more than 0s"));
     }
+    let max_memory = raw.max_memory.unwrap_or(DEFAULT_MAX_MEMORY);
+    if max_memory < 1024 * 1024 {
+        return Err(invalid(
+            "max_memory",
+            "must be at least 1048576 (1 MiB); it bounds the message bytes in flight across all mailboxes",
+        ));
+    }
     let http = raw.http.map(validate_http).transpose()?;
     let shard = raw.shard.map(validate_shard).transpose()?;
     // Sharding is applied here, not at service start: every command (`run`, `once`,
@@ -382,6 +395,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| PathBuf::from("./pophook-state")),
         mailboxes,
         shutdown_timeout,
+        max_memory,
         http,
         shard,
         other_shards,

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::api::{self, Api};
 use crate::config::{Config, Mailbox};
 use crate::ledger::{Ledger, StateError};
+use crate::mailbox::budget::Budget;
 use crate::mailbox::task::{self, CycleSink};
 use crate::mailbox::{self, Context, CycleError, CycleReport};
 use crate::monitor::{MailboxMonitor, Monitor};
@@ -125,6 +126,7 @@ pub async fn replay(
         ledger,
         shutdown: Shutdown::never(),
         shutdown_timeout: config.shutdown_timeout,
+        budget: Budget::new(config.max_memory),
     };
     let selected = parked::select(&ctx.ledger, mailbox, ids)?;
     parked::unpark(&ctx.ledger, &selected).await?;
@@ -313,6 +315,7 @@ fn context(
         ledger: open_ledger(config, watchdog)?,
         shutdown,
         shutdown_timeout: config.shutdown_timeout,
+        budget: Budget::new(config.max_memory),
     })
 }
 

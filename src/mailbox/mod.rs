@@ -8,7 +8,9 @@
 //! - [`session`]: one POP3 session per cycle, executing a plan; failures that belong
 //!   to a message are recorded against it and the others keep flowing.
 //! - [`task`]: the loop that owns "when do I try next", with one breaker for outages.
+//! - [`budget`]: the process-wide bound on message bytes in flight.
 
+pub mod budget;
 pub mod plan;
 pub mod session;
 pub mod task;

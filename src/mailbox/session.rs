@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::budget::{Budget, Reservation};
 use super::plan::{self, Failure, Identified, Now};
 use super::{CycleError, CycleReport};
 use crate::config::Mailbox;
@@ -33,7 +34,12 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// After shutdown is requested, how long the message in hand may take.
     pub shutdown_timeout: Duration,
+    /// Message bytes in flight across every mailbox.
+    pub budget: Budget,
 }
+
+/// What the budget reserves for a headers-only download (`TOP n 0`).
+const HEADERS_RESERVATION: u64 = 64 * 1024;
 
 /// Acknowledged messages are flushed in batches of this many (and at the end of a
 /// session): one fsync per batch instead of one per message. DELE waits for the flush
@@ -258,6 +264,15 @@ impl Cycle<'_> {
                     stop = Some(Stop::CommitPoint);
                     break;
                 }
+                // Room in the process-wide budget before the download starts; given
+                // back once its POST is answered.
+                let reservation = match pipe.next_fetch() {
+                    Some(next) if next.headers_only => {
+                        self.ctx.budget.reserve(HEADERS_RESERVATION).await
+                    }
+                    Some(next) => self.ctx.budget.reserve(next.expected_size as u64).await,
+                    None => break,
+                };
                 let (fetched, raw) = match pipe.next_message().await {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
@@ -300,9 +315,9 @@ impl Cycle<'_> {
                     self.ctx.clone(),
                     webhook.clone(),
                     name.clone(),
-                    fetch,
-                    key,
+                    (fetch, key),
                     raw,
+                    reservation,
                 ));
             }
 
@@ -545,36 +560,59 @@ impl Cycle<'_> {
     }
 }
 
-/// Builds the event and POSTs it; runs as its own task so that parsing and the HTTP
+/// Builds the payload and POSTs it; runs as its own task so that parsing and the HTTP
 /// round trips of several messages overlap with each other and with the next download.
+/// Parsing and serialising run on the blocking pool: a large or hostile message must
+/// not hold up the reactor that serves every socket and `/healthz`.
 async fn deliver(
     ctx: Context,
     webhook: Arc<WebhookConfig>,
     mailbox: String,
-    fetch: plan::Fetch,
-    key: String,
+    (fetch, key): (plan::Fetch, String),
     raw: Bytes,
+    reservation: Reservation,
 ) -> Posted {
-    let rendered = formats::render(
-        webhook.format,
-        &EventMeta {
-            mailbox: &mailbox,
-            uidl: &key,
-            received_at: time::OffsetDateTime::now_utc(),
-            include_raw: webhook.include_raw,
-            truncated: fetch.headers_only,
-            attachments: webhook.attachments,
-            max_inline_attachment_size: webhook.max_inline_attachment_size,
-        },
-        &raw,
-    );
-    drop(raw);
+    let render = {
+        let (webhook, mailbox, key) = (webhook.clone(), mailbox.clone(), key.clone());
+        let truncated = fetch.headers_only;
+        tokio::task::spawn_blocking(move || {
+            formats::render(
+                webhook.format,
+                &EventMeta {
+                    mailbox: &mailbox,
+                    uidl: &key,
+                    received_at: time::OffsetDateTime::now_utc(),
+                    include_raw: webhook.include_raw,
+                    truncated,
+                    attachments: webhook.attachments,
+                    max_inline_attachment_size: webhook.max_inline_attachment_size,
+                },
+                &raw,
+            )
+        })
+    };
+    let rendered = match render.await {
+        Ok(rendered) => rendered,
+        Err(e) => {
+            // Only when the runtime is shutting down (the builder contains panics):
+            // nothing is recorded, so the message is fetched again later.
+            warn!(mailbox, key, "building the event did not finish: {e}");
+            let id = event::event_id(&mailbox, &key);
+            return Posted {
+                fetch,
+                key,
+                id,
+                outcome: None,
+            };
+        }
+    };
     if let Some(error) = &rendered.parse_error {
         warn!(mailbox, uidl = %fetch.uidl, "message could not be parsed; delivering it raw: {error}");
     }
     let id = rendered.id;
     let body = rendered.payload;
     let outcome = post_within_grace(&ctx, &webhook, &id, body).await;
+    drop(reservation);
     Posted {
         fetch,
         key,

@@ -81,6 +81,18 @@ impl Pipeline {
                 .count()
     }
 
+    /// The message [`Pipeline::next_message`] reads next: the first one requested, or
+    /// else the first queued.
+    pub fn next_fetch(&self) -> Option<&Fetch> {
+        self.sent
+            .iter()
+            .find_map(|s| match s {
+                Sent::Fetch(fetch) => Some(fetch),
+                Sent::Dele(_) => None,
+            })
+            .or_else(|| self.queue.front())
+    }
+
     /// The next queued message, downloaded; `None` when the queue is empty. Requests
     /// for the following ones are sent first, up to the window.
     pub async fn next_message(&mut self) -> Result<Option<(Fetch, Bytes)>, FetchError> {
