@@ -17,6 +17,10 @@ pub(super) fn html_to_text(html: &str) -> String {
     let mut out = String::with_capacity(html.len() / 2);
     let mut pending_space = false;
     let mut in_pre = false;
+    // Open lists (`None` for `ul`, the next number for `ol`) and links (where their
+    // text starts in `out`, and the target).
+    let mut lists: Vec<Option<u32>> = Vec::new();
+    let mut links: Vec<(usize, String)> = Vec::new();
     let mut rest = html;
 
     while let Some(ch) = rest.chars().next() {
@@ -50,8 +54,46 @@ pub(super) fn html_to_text(html: &str) -> String {
                         in_pre = !closing;
                         line_break(&mut out, 2, false);
                     }
-                    "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl"
-                    | "table" | "blockquote" | "hr" => line_break(&mut out, 2, false),
+                    "ul" | "ol" => {
+                        if closing {
+                            lists.pop();
+                        }
+                        // A nested list is part of its item: no blank line around it.
+                        line_break(&mut out, if lists.is_empty() { 2 } else { 1 }, false);
+                        if !closing && lists.len() < MAX_LIST_DEPTH {
+                            lists.push((name == "ol").then_some(1));
+                        }
+                    }
+                    // A marker per item, so a list reads as one: `- x`, `1. y`.
+                    "li" if !closing => {
+                        line_break(&mut out, 1, false);
+                        let depth = lists.len().saturating_sub(1);
+                        out.extend(std::iter::repeat_n("  ", depth));
+                        match lists.last_mut() {
+                            Some(Some(n)) => {
+                                out.push_str(&format!("{n}. "));
+                                *n += 1;
+                            }
+                            _ => out.push_str("- "),
+                        }
+                    }
+                    // Bounded by the input: every entry is a tag in it.
+                    "a" if !closing => links.push((out.len(), href(tag).unwrap_or_default())),
+                    // The target of a web link follows its text, as plain-text mail
+                    // writes it, unless the text is the address already: a reset-password
+                    // link must survive as text. Image-only links stay out (tracking).
+                    "a" => {
+                        if let Some((start, target)) = links.pop() {
+                            let text = out.get(start..).unwrap_or("").trim();
+                            let web =
+                                target.starts_with("https://") || target.starts_with("http://");
+                            if web && !text.is_empty() && text != target {
+                                out.push_str(&format!(" <{target}>"));
+                            }
+                        }
+                    }
+                    "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "dl" | "table"
+                    | "blockquote" | "hr" => line_break(&mut out, 2, false),
                     "div" | "li" | "tr" | "dt" | "dd" | "section" | "article" | "header"
                     | "footer" | "nav" | "aside" | "main" | "figure" | "figcaption" | "address"
                     | "form" | "fieldset" | "center" => {
@@ -96,7 +138,7 @@ pub(super) fn html_to_text(html: &str) -> String {
                 // Unicode whitespace, so runs of `&nbsp;` spacers collapse too.
                 pending_space = true;
             } else {
-                if pending_space && !out.is_empty() && !out.ends_with('\n') {
+                if pending_space && !out.is_empty() && !out.ends_with(['\n', ' ']) {
                     out.push(' ');
                 }
                 pending_space = false;
@@ -107,6 +149,38 @@ pub(super) fn html_to_text(html: &str) -> String {
 
     out.truncate(out.trim_end().len());
     out
+}
+
+/// Lists nest no deeper than this in what we track; deeper ones still render.
+const MAX_LIST_DEPTH: usize = 32;
+
+/// The `href` of an `a` tag (its text after `<`), `&amp;` decoded.
+fn href(tag: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("href") {
+        let at = from + found;
+        from = at + 4;
+        // `data-href` or `hreflang` are other attributes.
+        let before = lower[..at].chars().next_back();
+        if !before.is_some_and(char::is_whitespace) {
+            continue;
+        }
+        let rest = tag[at + 4..].trim_start();
+        let Some(value) = rest.strip_prefix('=') else {
+            continue;
+        };
+        let value = value.trim_start();
+        let target = match value.chars().next() {
+            Some(q @ ('"' | '\'')) => value[1..].split(q).next().unwrap_or(""),
+            _ => value
+                .split(|c: char| c.is_whitespace() || c == '>')
+                .next()
+                .unwrap_or(""),
+        };
+        return Some(target.trim().replace("&amp;", "&"));
+    }
+    None
 }
 
 /// Where a tag that starts at `after` (just past its `<`) ends; a `>` inside a quoted

@@ -626,7 +626,20 @@ mod tests {
                 "News\n\none\ntwo",
             ),
             ("a<br>b<br/><br>c", "a\nb\n\nc"),
-            ("<ul><li>x</li><li>y</li></ul>after", "x\ny\n\nafter"),
+            ("<ul><li>x</li><li>y</li></ul>after", "- x\n- y\n\nafter"),
+            (
+                "<ol><li>one<li> two <ul><li>inner</li></ul></li></ol>",
+                "1. one\n2. two\n  - inner",
+            ),
+            (
+                "Read <a href=\"https://x.test/t?a=1&amp;b=2\">the terms</a>, \
+                 <a href='https://x.test/'>https://x.test/</a>, \
+                 <a href=\"mailto:a@x.test\">mail us</a>, \
+                 <a data-href=\"https://no\" href=https://y.test/>y</a> \
+                 <a href=\"https://pixel.test/\"><img src=\"p.gif\"></a>end",
+                "Read the terms <https://x.test/t?a=1&b=2>, https://x.test/, mail us, \
+                 y <https://y.test/> end",
+            ),
             (
                 "<table><tr><td>Tea</td><td>2.50</td></tr></table>",
                 "Tea 2.50",
