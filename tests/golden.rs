@@ -184,6 +184,10 @@ fn golden_messages_give_the_expected_events_with_lf_and_with_crlf() {
 /// be skipped by a typo in its name.
 #[test]
 fn every_golden_message_has_its_expected_output() {
+    // The other test is writing the files right now.
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        return;
+    }
     for entry in std::fs::read_dir(GOLDEN_DIR).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

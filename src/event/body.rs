@@ -29,10 +29,22 @@ pub(super) struct Bodies {
 }
 
 pub(super) fn bodies(raw: &[u8], message: &Message<'_>) -> Bodies {
-    let reader = Reader { raw, message };
+    // Flags by part index rather than searches through lists, so that a message of many
+    // thousands of parts stays linear.
+    let mut listed = vec![false; message.parts.len()];
+    for &id in &message.attachments {
+        if let Some(flag) = listed.get_mut(id as usize) {
+            *flag = true;
+        }
+    }
+    let reader = Reader {
+        raw,
+        message,
+        listed,
+    };
     let mut dropped = Vec::new();
     let text_parts = reader.walk(0, Kind::Plain, 0, &mut dropped);
-    let html_parts = reader.walk(0, Kind::Html, 0, &mut Vec::new());
+    let html_parts = reader.walk(0, Kind::Html, 0, &mut dropped);
 
     let text = reader.join(&text_parts, Kind::Plain);
     let html = html_parts
@@ -44,13 +56,19 @@ pub(super) fn bodies(raw: &[u8], message: &Message<'_>) -> Bodies {
     // Attachments: what mail-parser lists, less the parts we read as bodies, plus text
     // parts that are neither a body nor a lesser alternative (the non-root parts of a
     // `multipart/related`, say), so that nothing silently disappears.
-    let used = |id: usize| {
-        text_parts.iter().any(|&(p, _)| p == id) || html_parts.iter().any(|&(p, _)| p == id)
-    };
-    let listed = |id: usize| message.attachments.iter().any(|&a| a as usize == id);
+    let mut skip = vec![false; message.parts.len()];
+    for id in dropped
+        .iter()
+        .copied()
+        .chain(text_parts.iter().chain(&html_parts).map(|&(id, _)| id))
+    {
+        if let Some(flag) = skip.get_mut(id) {
+            *flag = true;
+        }
+    }
     let attachments = (0..message.parts.len())
-        .filter(|&id| !used(id) && !dropped.contains(&id))
-        .filter(|&id| listed(id) || reader.leaf_kind(id).is_some())
+        .filter(|&id| !skip[id])
+        .filter(|&id| reader.listed[id] || reader.leaf_kind(id).is_some())
         .collect();
     Bodies {
         text,
@@ -62,6 +80,8 @@ pub(super) fn bodies(raw: &[u8], message: &Message<'_>) -> Bodies {
 struct Reader<'r, 'm> {
     raw: &'r [u8],
     message: &'r Message<'m>,
+    /// Whether mail-parser listed part `i` as an attachment.
+    listed: Vec<bool>,
 }
 
 impl Reader<'_, '_> {
@@ -95,15 +115,20 @@ impl Reader<'_, '_> {
             .to_ascii_lowercase();
         match subtype.as_str() {
             // RFC 2046 §5.1.4: versions of one content, in increasing preference. Take
-            // the last that has what the reader wants, else the last with anything.
+            // the last that is what the reader wants (for text: plain text only, not an
+            // HTML version with a plain footer), else the last with anything.
             "alternative" => {
                 let versions: Vec<Vec<(usize, Kind)>> = children
                     .iter()
                     .map(|&c| self.walk(c, want, depth + 1, dropped))
                     .collect();
+                let fits = |v: &Vec<(usize, Kind)>| match want {
+                    Kind::Plain => !v.is_empty() && v.iter().all(|&(_, k)| k == Kind::Plain),
+                    Kind::Html => v.iter().any(|&(_, k)| k == Kind::Html),
+                };
                 let best = versions
                     .iter()
-                    .rposition(|v| v.iter().any(|&(_, k)| k == want))
+                    .rposition(fits)
                     .or_else(|| versions.iter().rposition(|v| !v.is_empty()));
                 let mut chosen = Vec::new();
                 for (n, version) in versions.into_iter().enumerate() {
@@ -158,43 +183,34 @@ impl Reader<'_, '_> {
         out
     }
 
-    /// Whether part `id` is body text. mail-parser's verdict stands, except for a part
-    /// whose transfer encoding it could not undo: mail-parser then lists it as an unnamed
-    /// attachment, but a text part with no file name is a body, decoded leniently here.
+    /// Whether part `id` is body text: a `text/plain` (or untyped) or `text/html` part
+    /// that is neither `Content-Disposition: attachment` nor named like a file, read
+    /// from its headers. mail-parser's own verdict depends on where it met the part among
+    /// alternatives, and it lists a text part it could not decode as an unnamed
+    /// attachment, which loses the body.
     fn leaf_kind(&self, id: usize) -> Option<Kind> {
         let part = self.message.parts.get(id)?;
-        let kind = match &part.body {
-            PartType::Text(_) => Kind::Plain,
-            PartType::Html(_) => Kind::Html,
-            _ => return None,
-        };
-        let listed = self.message.attachments.iter().any(|&a| a as usize == id);
-        if !listed {
-            return Some(kind);
-        }
-        if !part.is_encoding_problem {
+        if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
             return None;
         }
         let content_type = self.header_params(part, HeaderName::ContentType);
         let disposition = self.header_params(part, HeaderName::ContentDisposition);
-        let named = content_type
+        let kind = match content_type.as_ref().map_or("", |p| p.value.as_str()) {
+            "" | "text/plain" => Kind::Plain,
+            "text/html" => Kind::Html,
+            _ => return None,
+        };
+        if disposition
             .as_ref()
-            .is_some_and(|p| p.get("name").is_some())
-            || disposition
-                .as_ref()
-                .is_some_and(|p| p.get("filename").is_some());
-        let attached = disposition.is_some_and(|p| p.value == "attachment");
-        if named || attached {
+            .is_some_and(|p| p.value == "attachment")
+        {
             return None;
         }
-        match content_type
-            .as_ref()
-            .map_or("text/plain", |p| p.value.as_str())
-        {
-            "text/plain" | "" => Some(Kind::Plain),
-            "text/html" => Some(Kind::Html),
-            _ => None,
-        }
+        // A name makes a part in a multipart a file; a message that is one text part is
+        // still read, name or not.
+        let named = content_type.is_some_and(|p| p.get("name").is_some())
+            || disposition.is_some_and(|p| p.get("filename").is_some());
+        (id == 0 || !named).then_some(kind)
     }
 
     /// All the leaves as one text (`Kind::Plain`) or one HTML document.
