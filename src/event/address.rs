@@ -139,6 +139,28 @@ impl Pending {
             }
             return;
         }
+        // `Ann ann@example.com`: a name before a bare address, brackets forgotten.
+        let full_address = |w: &[u8]| {
+            w.iter()
+                .position(|&b| b == b'@')
+                .is_some_and(|at| at > 0 && at + 1 < w.len())
+        };
+        if at_words == 1 && self.phrase.len() > 1 {
+            let at = self
+                .phrase
+                .iter()
+                .position(|(t, _)| matches!(t, Token::Word(w) if full_address(w)));
+            if let Some(at) = at {
+                let mut name = self.phrase.clone();
+                if let (Token::Word(address), _) = name.remove(at) {
+                    out.push(EmailAddress {
+                        name: phrase_text(&name),
+                        address: Some(String::from_utf8_lossy(&address).into_owned()),
+                    });
+                    return;
+                }
+            }
+        }
         let words = self
             .phrase
             .iter()
@@ -342,6 +364,11 @@ mod tests {
                 ],
             ),
             ("a@x b@y", vec![bare("a@x"), bare("b@y")]),
+            (
+                "Ann Example ann@example.com",
+                vec![named("Ann Example", "ann@example.com")],
+            ),
+            ("john.doe @ example.com", vec![bare("john.doe@example.com")]),
             ("<a@x><b@y>", vec![bare("a@x"), bare("b@y")]),
             ("Ann <a@example.com", vec![named("Ann", "a@example.com")]),
             ("<>", vec![(None, None)]),

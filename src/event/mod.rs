@@ -615,6 +615,40 @@ mod tests {
         );
         assert_eq!(date("Fri, 30 Feb 2024 08:15:30 +0000"), None);
         assert_eq!(date("yesterday"), None);
+        // Zones no clock uses: mail-parser wraps them by 24 hours.
+        assert_eq!(date("Tue, 30 Nov 1999 23:56:33 -3000"), None);
+        assert_eq!(date("Tue, 30 Nov 1999 23:56:33 +2400"), None);
+        assert_eq!(date("Tue, 30 Nov 1999 23:56:33 +0199"), None);
+    }
+
+    /// RFC 5322 §4.3 obsolete forms, which old clients and some robots still write.
+    #[test]
+    fn obsolete_date_forms_read_as_rfc_5322_says() {
+        let date = |header: &str| {
+            let raw = format!("Date: {header}\r\nSubject: x\r\n\r\n");
+            build_event(&meta("1"), raw.as_bytes()).data.date
+        };
+        let cases = [
+            // Two-digit years: 00-49 are 20xx, 50-99 19xx.
+            ("21 Nov 97 09:55:06 GMT", "1997-11-21T09:55:06Z"),
+            ("Fri, 21 Nov 03 09:55:06 +0100", "2003-11-21T09:55:06+01:00"),
+            // Named US zones.
+            ("Fri, 21 Nov 1997 09:55:06 EST", "1997-11-21T09:55:06-05:00"),
+            ("Fri, 21 Nov 1997 09:55:06 PDT", "1997-11-21T09:55:06-07:00"),
+            ("Fri, 21 Nov 1997 09:55:06 UT", "1997-11-21T09:55:06Z"),
+            // No seconds, no day name, comments and extra whitespace.
+            (
+                "Thu, 13 Feb 1969 23:32 -0330 (Newfoundland Time)",
+                "1969-02-13T23:32:00-03:30",
+            ),
+            (
+                "  13   Feb   1969   23:32:10   -0330  ",
+                "1969-02-13T23:32:10-03:30",
+            ),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(date(header).as_deref(), Some(expected), "{header}");
+        }
     }
 
     #[test]
@@ -1050,6 +1084,47 @@ mod tests {
             assert_eq!(serde_json::from_str::<AttachmentMode>(json).unwrap(), mode);
         }
         assert!(serde_json::from_str::<AttachmentMode>("\"Inline\"").is_err());
+    }
+
+    /// The readers pophook wrote for headers, parameters, encodings and replies see
+    /// whatever a sender writes: every prefix of some nasty values and of byte soup built
+    /// from the characters they care about must come back without a panic.
+    #[test]
+    fn own_readers_survive_every_prefix_of_hostile_values() {
+        let mut values: Vec<Vec<u8>> = [
+            "=?utf-8?b?0J/R?= =?utf-8?q?=9F=?= \"q\\\" (c(d)\\) <a@b> x@y, g:;",
+            "attachment; filename*0*=utf-8''%E2%82; filename*1=\"x\"; name=\"=?x?q?a?=\"",
+            "+AD4-+ZeVnLIqe +/v8- +",
+            "=0=\r\n9 =\n=ZZ=4",
+            "On Mon, X <a@b>\nwrote:\n> q\n-- \nFrom: a\nSent: b",
+            "<ol><li><a href='https://x'>y</a><a href=\"<ul><li>",
+        ]
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+        let alphabet = b"=?\"\\()<>,:;@*'%+-_ \t\r\nabQB0\xc3\xa9\xff";
+        let mut seed: u32 = 0x9e37_79b9;
+        for _ in 0..20 {
+            let soup = (0..200).map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                alphabet[(seed >> 16) as usize % alphabet.len()]
+            });
+            values.push(soup.collect());
+        }
+        for value in &values {
+            for end in 0..=value.len() {
+                let bytes = &value[..end];
+                let text = String::from_utf8_lossy(bytes);
+                address::parse_addresses(bytes);
+                params::parse(bytes);
+                decode::decode_unstructured(bytes);
+                decode::decode_utf7(bytes);
+                decode::decode_quoted_printable_lenient(bytes);
+                decode::decode_base64_lenient(bytes);
+                reply::stripped_text(&text);
+                html_to_text(&text);
+            }
+        }
     }
 
     /// Every prefix of every golden message (what a dropped connection or a bug upstream
