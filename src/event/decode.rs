@@ -142,23 +142,7 @@ pub(super) fn decode_quoted_printable_lenient(bytes: &[u8]) -> Vec<u8> {
             Some(rest) => (rest, true),
             None => (content, false),
         };
-        let mut i = 0;
-        while i < content.len() {
-            let b = content[i];
-            if b == b'=' {
-                let hex = content
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                if let Some(decoded) = hex {
-                    out.push(decoded);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(b);
-            i += 1;
-        }
+        out.extend(unescape_hex(content, b'=', false));
         if !soft {
             out.extend_from_slice(line_end);
         }
@@ -296,25 +280,33 @@ pub(super) fn encoded_word(input: &[u8]) -> Option<(EncodedWord, &[u8])> {
 
 /// The `Q` encoding: `_` is a space, `=XX` a byte; anything else is itself.
 fn decode_q(text: &[u8]) -> Vec<u8> {
+    unescape_hex(text, b'=', true)
+}
+
+/// Undoes `<escape>XX` hex escapes (`=` in quoted-printable and `Q`, `%` in RFC 2231),
+/// keeping an escape character that no two hex digits follow, as RFC 2045 §6.7 advises;
+/// `underscore_is_space` for RFC 2047's `Q`.
+pub(super) fn unescape_hex(text: &[u8], escape: u8, underscore_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     let mut i = 0;
     while i < text.len() {
-        match text[i] {
-            b'_' => out.push(b' '),
-            b'=' => {
-                let hex = text
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                if let Some(byte) = hex {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'=');
+        let b = text[i];
+        if b == escape {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(byte) = hex {
+                out.push(byte);
+                i += 3;
+                continue;
             }
-            b => out.push(b),
         }
+        out.push(if b == b'_' && underscore_is_space {
+            b' '
+        } else {
+            b
+        });
         i += 1;
     }
     out

@@ -493,8 +493,6 @@ mod tests {
 
     use time::macros::datetime;
 
-    const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/eml");
-
     fn meta(uidl: &str) -> EventMeta<'_> {
         EventMeta {
             mailbox: "support",
@@ -505,21 +503,6 @@ mod tests {
             attachments: AttachmentMode::Inline,
             max_inline_attachment_size: None,
         }
-    }
-
-    fn strip_cr(bytes: &[u8]) -> Vec<u8> {
-        bytes.iter().copied().filter(|&b| b != b'\r').collect()
-    }
-
-    fn add_cr(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
-        for &b in bytes {
-            if b == b'\n' {
-                out.push(b'\r');
-            }
-            out.push(b);
-        }
-        out
     }
 
     #[test]
@@ -1123,52 +1106,6 @@ mod tests {
                 decode::decode_base64_lenient(bytes);
                 reply::stripped_text(&text);
                 html_to_text(&text);
-            }
-        }
-    }
-
-    /// Every prefix of every golden message (what a dropped connection or a bug upstream
-    /// could hand us) and some byte soup: each must give an event, and an event without
-    /// structure must carry the raw bytes.
-    #[test]
-    fn hostile_input_always_produces_an_event() {
-        let mut inputs: Vec<Vec<u8>> = vec![
-            b"".to_vec(),
-            b"\0".to_vec(),
-            b":".to_vec(),
-            b"\n\n\n".to_vec(),
-            b"Subject".to_vec(),
-            b"Subject: =?utf-8?b?////?= =?\xff?q?=ZZ?=\r\n\r\n".to_vec(),
-            b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n--\r\n".to_vec(),
-            b"Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n".to_vec(),
-            b"Content-Type: text/plain; charset=\"\xff\xfe\"\r\nContent-Transfer-Encoding: \
-              base64\r\n\r\n\xff\xff\xff\r\n"
-                .to_vec(),
-        ];
-        // A small LCG keeps the soup the same on every run.
-        let mut seed: u32 = 0x1234_5678;
-        for len in [1, 7, 64, 1000] {
-            let soup = (0..len).map(|_| {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                (seed >> 16) as u8
-            });
-            inputs.push(soup.collect());
-        }
-        for entry in std::fs::read_dir(GOLDEN_DIR).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|ext| ext == "eml") {
-                let crlf = add_cr(&strip_cr(&std::fs::read(path).unwrap()));
-                inputs.extend((0..crlf.len()).map(|end| crlf[..end].to_vec()));
-            }
-        }
-
-        for input in &inputs {
-            let event = build_event(&meta("1"), input);
-            assert_eq!(event.data.size, input.len() as u64);
-            if event.data.parse_error.is_some() {
-                assert_eq!(BASE64.decode(event.data.raw.unwrap()).unwrap(), *input);
-            } else {
-                assert!(!event.data.headers.is_empty());
             }
         }
     }

@@ -4,7 +4,7 @@
 //! mail-parser 0.11 keeps the whitespace between encoded-words in a parameter and loses
 //! a parameter whose value starts on a folded line, so attachment names are read here.
 
-use super::decode::{decode_charset, decode_unstructured, unfold};
+use super::decode::{decode_charset, decode_unstructured, unescape_hex, unfold};
 
 /// A parsed `value; name=param; …` field.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -142,24 +142,7 @@ fn percent_decoded_with_charset(value: &[u8]) -> (Option<String>, Vec<u8>) {
 }
 
 fn percent_decode(value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        if value[i] == b'%' {
-            let hex = value
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(byte) = hex {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(value[i]);
-        i += 1;
-    }
-    out
+    unescape_hex(value, b'%', false)
 }
 
 /// A quoted string without its quotes and escapes, or a token as it is.
