@@ -74,14 +74,17 @@ fn history_starts(lines: &[&str], i: usize) -> bool {
     if line.len() >= 20 && line.bytes().all(|b| b == b'_') {
         return true;
     }
-    // `From: …` followed by `Sent:`/`Date:`/`To:`/`Subject:` within four lines: Outlook
-    // and Apple Mail put the answered message's headers there.
+    // `From: …` followed by at least two of `Sent:`/`Date:`/`To:`/`Subject:` in the
+    // next five lines: Outlook and Apple Mail put the answered message's headers there.
+    // Two, so that a sentence starting "From:" and one "To:" line do not cut a reply.
     if has_field(line, FROM) {
-        return lines
+        let fields = lines
             .iter()
             .skip(i + 1)
-            .take(4)
-            .any(|next| has_field(next.trim(), HEADER_FIELDS));
+            .take(5)
+            .filter(|next| has_field(next.trim(), HEADER_FIELDS))
+            .count();
+        return fields >= 2;
     }
     false
 }
@@ -92,12 +95,20 @@ fn is_attribution(text: &str) -> bool {
     if lower.len() > 400 {
         return false;
     }
-    let Some(starter) = ATTRIBUTION_START.iter().find(|s| lower.starts_with(*s)) else {
-        return false;
+    // Most clients start with a word like "On" or "Le"; some (Gmail in Polish or
+    // Czech) start with the date, and then the address in the line must show it.
+    let start = ATTRIBUTION_START
+        .iter()
+        .find(|s| lower.starts_with(*s))
+        .map(|s| s.len());
+    let start = match start {
+        Some(len) => len,
+        None if lower.contains('@') => 0,
+        None => return false,
     };
     // `… wrote:` in English, but `… schreef Ann <ann@example.com>:` in Dutch or German,
     // so the verb may stand anywhere before the final colon.
-    lower.len() > starter.len() + 3
+    lower.len() > start + 3
         && lower.ends_with(':')
         && ATTRIBUTION_VERB.iter().any(|verb| lower.contains(verb))
 }
@@ -281,6 +292,23 @@ mod tests {
                 "Prima.\n\nOp ma 4 mrt 2024 om 10:00 schreef Ann <ann@example.com>:\n> Hoi\n",
                 "Prima.",
             ),
+            // Yahoo, Italian, Portuguese and Polish Gmail.
+            (
+                "Fine.\n\nOn Monday, March 4, 2024, 10:00:00 AM GMT+1, Ann <ann@example.com> wrote:\n\n\nHello\n",
+                "Fine.",
+            ),
+            (
+                "Va bene.\n\nIl giorno lun 4 mar 2024 alle ore 10:00 Ann <ann@example.com> ha\nscritto:\n> Ciao\n",
+                "Va bene.",
+            ),
+            (
+                "Obrigado.\n\nEm seg., 4 de mar. de 2024 às 10:00, Ann <ann@example.com>\nescreveu:\n> Olá\n",
+                "Obrigado.",
+            ),
+            (
+                "Dzięki.\n\npon., 4 mar 2024 o 10:00 Ann <ann@example.com> napisał(a):\n> Cześć\n",
+                "Dzięki.",
+            ),
             // An interleaved reply keeps every answer.
             (
                 "> Can you come?\nYes.\n> At ten?\nBetter at eleven.\n",
@@ -305,7 +333,9 @@ mod tests {
             "",
             "Once upon a time he wrote: a book.\nThe end.",
             "From: the desk of Bob\nnothing else here\n",
+            "From: our records, you owe 5 EUR.\nTo: be paid by Friday.\n",
             "Ask Ann about the plan; she wrote it on Monday\n",
+            "He wrote the following 3 points:\n1. a\n2. b\n",
         ] {
             assert_eq!(stripped_text(text), None, "{text:?}");
         }
