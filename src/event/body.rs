@@ -193,6 +193,11 @@ impl Reader<'_, '_> {
         if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
             return None;
         }
+        // mail-parser's stand-in body for a message that ends inside its header section:
+        // such a message has no body, so `text` stays null rather than "".
+        if id == 0 && part.is_encoding_problem && part.offset_body as usize >= self.raw.len() {
+            return None;
+        }
         let content_type = self.header_params(part, HeaderName::ContentType);
         let disposition = self.header_params(part, HeaderName::ContentDisposition);
         let kind = match content_type.as_ref().map_or("", |p| p.value.as_str()) {

@@ -580,6 +580,18 @@ mod tests {
                 .data
                 .truncated
         );
+
+        // Headers that end without the blank line: no body at all, so no text.
+        for headers_only in [&b"Subject: hi\r\n"[..], b"Subject: hi"] {
+            assert_eq!(build_event(&meta("1"), headers_only).data.text, None);
+        }
+        assert_eq!(
+            build_event(&meta("1"), b"Subject: hi\r\n\r\n")
+                .data
+                .text
+                .as_deref(),
+            Some("")
+        );
     }
 
     #[test]
