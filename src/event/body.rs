@@ -389,6 +389,57 @@ fn is_header_line(line: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))
 }
 
+/// Whether some part lacks the blank line after its headers: a part's header section,
+/// as mail-parser read it, holds a line that is no header field, or bytes no part covers
+/// (where a part mail-parser lost lies) need the repair. Only header sections and such
+/// gaps are read, so a large healthy message costs next to nothing.
+pub(super) fn needs_header_repair(raw: &[u8], message: &Message<'_>) -> bool {
+    let bad_section = message.parts.iter().skip(1).any(|part| {
+        let Some(section) = raw.get(part.offset_header as usize..part.offset_body as usize) else {
+            return false;
+        };
+        for line in section.split(|&b| b == b'\n') {
+            let content = line.trim_ascii_end();
+            if content.is_empty() {
+                return false;
+            }
+            if !(line[0] == b' ' || line[0] == b'\t' || is_header_line(content)) {
+                return true;
+            }
+        }
+        false
+    });
+    if bad_section {
+        return true;
+    }
+    // What each part covers: a multipart only its header section (its children cover
+    // the rest), any other part all of itself.
+    let mut covered: Vec<(usize, usize)> = message
+        .parts
+        .iter()
+        .map(|part| {
+            let end = match part.body {
+                PartType::Multipart(_) => part.offset_body,
+                _ => part.offset_end,
+            };
+            (part.offset_header as usize, end as usize)
+        })
+        .collect();
+    covered.sort_unstable();
+    let boundaries = boundaries(message);
+    let mut from = 0;
+    for (start, end) in covered.into_iter().chain([(raw.len(), raw.len())]) {
+        if start > from {
+            let gap = raw.get(from..start).unwrap_or_default();
+            if repair_part_headers(gap, &boundaries).is_some() {
+                return true;
+            }
+        }
+        from = from.max(end);
+    }
+    false
+}
+
 /// Every multipart boundary mail-parser found, so the repair knows which lines are
 /// boundaries.
 pub(super) fn boundaries(message: &Message<'_>) -> Vec<Vec<u8>> {
@@ -429,5 +480,32 @@ mod tests {
             assert_eq!(fix(fine), None, "{fine}");
         }
         assert_eq!(repair_part_headers(b"--b\nx\n", &[]), None);
+    }
+
+    /// The check that spares healthy messages the full scan must still see both ways a
+    /// missing blank line shows: junk in a header section, or a part mail-parser lost.
+    #[test]
+    fn only_messages_that_need_it_are_scanned_for_the_repair() {
+        let needs = |raw: &str| {
+            let message = mail_parser::MessageParser::default()
+                .parse(raw.as_bytes())
+                .unwrap();
+            needs_header_repair(raw.as_bytes(), &message)
+        };
+        let head = "Subject: x\nContent-Type: multipart/mixed; boundary=\"b\"\n\n";
+        assert!(!needs(&format!(
+            "{head}preamble\n--b\nContent-Type: text/plain\n\nhi\n--b\n\
+             Content-Type: message/rfc822\n\nSubject: in\n\nbody\n--b--\nepilogue\n"
+        )));
+        assert!(!needs("Subject: x\n\njust text\n--b\nnot: a part\n"));
+        // Junk in the first part's headers; the last part lost entirely.
+        assert!(needs(&format!(
+            "{head}--b\nContent-Type: text/plain\ntext\n--b\n\
+             Content-Type: text/html\n\n<p>x</p>\n--b--\n"
+        )));
+        assert!(needs(&format!(
+            "{head}--b\nContent-Type: text/plain\n\ntext\n--b\n\
+             Content-Type: text/html\n<p>x</p>\n--b--\n"
+        )));
     }
 }

@@ -372,7 +372,10 @@ fn extract(
     // A part whose headers run straight into its body makes mail-parser read the body,
     // and the boundaries after it, as headers; reading a copy with the blank line put
     // back keeps every part. The event's `raw` and `size` stay the original's.
-    match body::repair_part_headers(raw, &body::boundaries(&message)) {
+    let repaired = body::needs_header_repair(raw, &message)
+        .then(|| body::repair_part_headers(raw, &body::boundaries(&message)))
+        .flatten();
+    match repaired {
         Some(fixed) => {
             let message = parser.parse(&fixed).ok_or(ParseFailure::Unparseable)?;
             read(&fixed, &message, mode, max_inline)
