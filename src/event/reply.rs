@@ -169,6 +169,7 @@ const ATTRIBUTION_VERB: &[&str] = &[
     "napisał",
     "skrev",
     "написал",
+    "пишет",
     "napsal",
     "kirjoitti",
     "va escriure",
@@ -308,6 +309,15 @@ mod tests {
             (
                 "Dzięki.\n\npon., 4 mar 2024 o 10:00 Ann <ann@example.com> napisał(a):\n> Cześć\n",
                 "Dzięki.",
+            ),
+            // Swedish Gmail and a Russian client.
+            (
+                "Tack.\n\nDen mån 4 mars 2024 kl 10:00 skrev Ann <ann@example.com>:\n> Hej\n",
+                "Tack.",
+            ),
+            (
+                "Спасибо.\n\n4 марта 2024 г., в 10:00, Ann <ann@example.com> написал(а):\n> Привет\n",
+                "Спасибо.",
             ),
             // An interleaved reply keeps every answer.
             (
