@@ -24,7 +24,7 @@ cd fuzz
 # Seeds: the golden messages for the event builder, and a short POP3 session for the
 # codec (8 bytes of split point and limits, then server bytes).
 mkdir -p corpus/event corpus/codec
-cp -n ../tests/eml/*.eml corpus/event/ 2>/dev/null || true
+cp -n ../tests/fixtures/eml/*.eml corpus/event/ 2>/dev/null || true
 printf '\x20\x00\x7f\xff\xff\xff\xff\xff+OK ready\r\n+OK\r\n1 uid-1\r\n2 uid-2\r\n.\r\n-ERR [IN-USE] busy\r\n+OK 2 320\r\n+OK\r\nSubject: x\r\n\r\n..dot\r\n.\r\n' \
   > corpus/codec/session
 printf '\x05\x00\x10\x04\x00\x00\x00\x00+ \r\n+OK\r\nSTLS\r\n.\r\n' > corpus/codec/small-limits

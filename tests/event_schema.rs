@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use time::macros::datetime;
 
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/event.schema.json");
-const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/eml");
+const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/eml");
 
 fn schema() -> Value {
     let text = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| panic!("{SCHEMA}: {e}"));
@@ -100,8 +100,8 @@ fn the_schema_is_valid_draft_2020_12_and_every_object_requires_all_its_fields() 
     }
     let mut objects = 0;
     check("#", &schema, &mut objects);
-    // event, data, address, header, attachment, authentication_results
-    assert_eq!(objects, 6);
+    // event, data, address, header, attachment, authentication_results, spam
+    assert_eq!(objects, 7);
 }
 
 #[test]
@@ -116,6 +116,7 @@ fn every_golden_message_validates_in_every_mode() {
     // What the events covered, so this test cannot pass on events without the
     // interesting shapes.
     let (mut inline, mut omitted, mut auth, mut bounce, mut auto_reply) = (0, 0, 0, 0, 0);
+    let (mut spam, mut stripped) = (0, 0);
     for (path, raw) in golden_messages() {
         for mode in modes {
             for include_raw in [false, true] {
@@ -138,6 +139,8 @@ fn every_golden_message_validates_in_every_mode() {
                     auth += usize::from(!data["authentication_results"].is_null());
                     bounce += usize::from(data["bounce"] == json!(true));
                     auto_reply += usize::from(data["auto_reply"] == json!(true));
+                    spam += usize::from(!data["spam"].is_null());
+                    stripped += usize::from(!data["stripped_text"].is_null());
                 }
             }
         }
@@ -149,6 +152,8 @@ fn every_golden_message_validates_in_every_mode() {
         ("authentication_results", auth),
         ("bounces", bounce),
         ("auto-replies", auto_reply),
+        ("spam verdicts", spam),
+        ("stripped replies", stripped),
     ] {
         assert!(count > 0, "no golden event had {what}");
     }
@@ -191,11 +196,13 @@ fn events_pophook_would_not_send_are_refused() {
     };
     let with_attachments = golden("004-");
     let with_auth = golden("014-");
+    let with_spam = golden("033-");
     assert_eq!(errors(&validator, &with_attachments), None);
     assert_eq!(errors(&validator, &with_auth), None);
+    assert_eq!(errors(&validator, &with_spam), None);
 
     type Mutation = fn(&mut Value);
-    let broken: [(&str, &Value, Mutation); 16] = [
+    let broken: [(&str, &Value, Mutation); 21] = [
         ("no data.id", &with_attachments, |e| {
             e["data"].as_object_mut().unwrap().remove("id");
         }),
@@ -247,6 +254,21 @@ fn events_pophook_would_not_send_are_refused() {
         }),
         ("a verdict in upper case", &with_auth, |e| {
             e["data"]["authentication_results"]["dkim"] = json!("PASS");
+        }),
+        ("spam flagged as a string", &with_spam, |e| {
+            e["data"]["spam"]["flagged"] = json!("yes");
+        }),
+        ("a spam score as a string", &with_spam, |e| {
+            e["data"]["spam"]["score"] = json!("6");
+        }),
+        ("a spam source pophook does not read", &with_spam, |e| {
+            e["data"]["spam"]["source"] = json!("x-my-filter");
+        }),
+        ("spam without its source", &with_spam, |e| {
+            e["data"]["spam"].as_object_mut().unwrap().remove("source");
+        }),
+        ("stripped_text as a list", &with_spam, |e| {
+            e["data"]["stripped_text"] = json!(["Yes"]);
         }),
         ("authentication_results without dmarc", &with_auth, |e| {
             let results = e["data"]["authentication_results"].as_object_mut().unwrap();
