@@ -538,8 +538,28 @@ fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, count: u64) 
                 let _ = w.flush();
             }
             drop(w.store.take());
+            wait_for_unlock(&w.dir);
             tx.done();
             return;
+        }
+    }
+}
+
+/// sled releases its lock on the database file only when the last of its internal
+/// references is gone, which can be a moment after the handle is dropped. Closing
+/// waits for that (briefly), so the directory can be opened again at once.
+fn wait_for_unlock(dir: &Path) {
+    let db = dir.join("db");
+    for _ in 0..100 {
+        match std::fs::File::open(&db) {
+            Ok(file) => match file.try_lock() {
+                Ok(()) => return,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(std::fs::TryLockError::Error(_)) => return,
+            },
+            Err(_) => return,
         }
     }
 }
