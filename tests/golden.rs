@@ -239,3 +239,39 @@ fn hostile_input_always_produces_an_event() {
         }
     }
 }
+
+/// The body pophook posts is assembled without building each attachment's base64 as
+/// a string first (issue 10); it must be exactly the event, for every golden message,
+/// with LF and CRLF, with `raw` included and attachments inline.
+#[test]
+fn the_streamed_body_is_the_event() {
+    let meta = EventMeta {
+        include_raw: true,
+        ..meta()
+    };
+    let mut checked = 0;
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eml")).unwrap()
+    {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let lf = strip_cr(&std::fs::read(&path).unwrap());
+        for raw in [lf.clone(), add_cr(&lf)] {
+            let (id, body, parse_error) = pophook::event::serialize_event(&meta, &raw);
+            let streamed: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+            let mut expected = serde_json::to_value(build_event(&meta, &raw)).unwrap();
+            expected["timestamp"] = streamed["timestamp"].clone();
+            assert_eq!(streamed, expected, "{}", path.display());
+            assert_eq!(streamed["data"]["id"], id.as_str());
+            assert_eq!(
+                streamed["data"]["parse_error"].as_str(),
+                parse_error.as_deref()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 60, "{checked} messages checked");
+}

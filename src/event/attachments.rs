@@ -7,8 +7,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use mail_parser::{HeaderName, MessagePart, MimeHeaders, PartType};
 
-use super::body::transfer_decode;
+use super::body::{is_base64, transfer_decode};
 use super::headers::{ids, raw_value};
+use super::spool::Spool;
 use super::{params, Attachment, AttachmentMode, Disposition};
 
 pub(super) fn attachment(
@@ -16,6 +17,7 @@ pub(super) fn attachment(
     part: &MessagePart<'_>,
     mode: AttachmentMode,
     max_inline: Option<u64>,
+    spool: Option<&mut Spool<'_>>,
 ) -> Option<Attachment> {
     let content = attachment_bytes(raw, part)?;
     let size = content.len() as u64;
@@ -50,7 +52,16 @@ pub(super) fn attachment(
         size,
         content_id,
         disposition,
-        content_base64: inline.then(|| BASE64.encode(&content)),
+        content_base64: inline.then(|| match spool {
+            // Base64 in the message as sent: the JSON can take it as it stands.
+            Some(spool) => {
+                let sent = is_base64(part)
+                    .then(|| raw.get(part.offset_body as usize..part.offset_end as usize))
+                    .flatten();
+                spool.base64_of(&content, sent)
+            }
+            None => BASE64.encode(&content),
+        }),
         content_omitted: !inline,
     })
 }

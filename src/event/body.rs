@@ -308,7 +308,7 @@ pub(super) fn transfer_decode<'b>(
     }
 }
 
-fn is_base64(part: &MessagePart<'_>) -> bool {
+pub(super) fn is_base64(part: &MessagePart<'_>) -> bool {
     transfer_encoding(part).as_deref() == Some("base64")
 }
 

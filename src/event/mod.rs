@@ -13,6 +13,7 @@ mod headers;
 mod html;
 mod params;
 mod reply;
+mod spool;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -32,6 +33,7 @@ use headers::{
 };
 #[cfg(test)]
 use html::html_to_text;
+use spool::Spool;
 
 /// The Standard Webhooks `type` of every event pophook sends.
 pub const EVENT_TYPE: &str = "email.received";
@@ -260,29 +262,72 @@ pub fn build_event(meta: &EventMeta<'_>, raw: &[u8]) -> Event {
 }
 
 fn event_data(meta: &EventMeta<'_>, raw: &[u8]) -> EventData {
-    event_data_with(meta, raw, |raw| {
-        extract(raw, meta.attachments, meta.max_inline_attachment_size)
-    })
+    event_data_with(
+        meta,
+        raw,
+        |raw, spool| {
+            extract(
+                raw,
+                meta.attachments,
+                meta.max_inline_attachment_size,
+                spool,
+            )
+        },
+        None,
+    )
+}
+
+/// The standard event for one message, serialised: (id, JSON body, parse error). Large
+/// base64 content goes straight into the body (see `spool`), so the peak is about the
+/// message plus the body rather than three copies.
+pub fn serialize_event(meta: &EventMeta<'_>, raw: &[u8]) -> (String, Vec<u8>, Option<String>) {
+    let mut spool = Spool::new(raw);
+    let data = event_data_with(
+        meta,
+        raw,
+        |raw, spool| {
+            extract(
+                raw,
+                meta.attachments,
+                meta.max_inline_attachment_size,
+                spool,
+            )
+        },
+        Some(&mut spool),
+    );
+    let (id, parse_error) = (data.id.clone(), data.parse_error.clone());
+    let event = Event {
+        kind: EVENT_TYPE.to_owned(),
+        timestamp: rfc3339(OffsetDateTime::now_utc()),
+        data,
+    };
+    let json = serde_json::to_vec(&event).expect("an event always serialises");
+    drop(event);
+    (id, spool.assemble(&json), parse_error)
 }
 
 /// `extract` is a parameter only so a test can make it panic.
-fn event_data_with(
+fn event_data_with<'r>(
     meta: &EventMeta<'_>,
-    raw: &[u8],
-    extract: impl FnOnce(&[u8]) -> Result<Parsed, ParseFailure>,
+    raw: &'r [u8],
+    extract: impl FnOnce(&[u8], Option<&mut Spool<'r>>) -> Result<Parsed, ParseFailure>,
+    mut spool: Option<&mut Spool<'r>>,
 ) -> EventData {
     // mail-parser is fuzzed but not proven; a panic inside it must cost one message its
     // structure, not the whole mailbox task. Nothing shared is mutated inside, so
     // observing state after an unwind is not a concern.
-    let outcome =
-        catch_unwind(AssertUnwindSafe(|| extract(raw))).unwrap_or(Err(ParseFailure::Panicked));
+    let outcome = catch_unwind(AssertUnwindSafe(|| extract(raw, spool.as_deref_mut())))
+        .unwrap_or(Err(ParseFailure::Panicked));
     let (parsed, parse_error) = match outcome {
         Ok(parsed) => (parsed, None),
         Err(failure) => (Parsed::default(), Some(failure.message().to_owned())),
     };
     // When parsing failed the raw bytes are the only copy of the message the receiver
     // gets before we delete it, so they go out whatever `include_raw` says.
-    let raw_base64 = (meta.include_raw || parse_error.is_some()).then(|| BASE64.encode(raw));
+    let raw_base64 = (meta.include_raw || parse_error.is_some()).then(|| match spool {
+        Some(spool) => spool.raw_message(),
+        None => BASE64.encode(raw),
+    });
 
     EventData {
         id: event_id(meta.mailbox, meta.uidl),
@@ -377,6 +422,7 @@ fn extract(
     raw: &[u8],
     mode: AttachmentMode,
     max_inline: Option<u64>,
+    spool: Option<&mut Spool<'_>>,
 ) -> Result<Parsed, ParseFailure> {
     let parser = MessageParser::default();
     let message = parser.parse(raw).ok_or(ParseFailure::Unparseable)?;
@@ -389,9 +435,9 @@ fn extract(
     match repaired {
         Some(fixed) => {
             let message = parser.parse(&fixed).ok_or(ParseFailure::Unparseable)?;
-            read(&fixed, &message, mode, max_inline)
+            read(&fixed, &message, mode, max_inline, spool)
         }
-        None => read(raw, &message, mode, max_inline),
+        None => read(raw, &message, mode, max_inline, spool),
     }
 }
 
@@ -402,6 +448,7 @@ fn read(
     message: &Message<'_>,
     mode: AttachmentMode,
     max_inline: Option<u64>,
+    mut spool: Option<&mut Spool<'_>>,
 ) -> Result<Parsed, ParseFailure> {
     let root = message.parts.first().ok_or(ParseFailure::Unparseable)?;
     if root.headers.is_empty() {
@@ -462,7 +509,7 @@ fn read(
                 .attachments
                 .iter()
                 .filter_map(|&id| message.parts.get(id))
-                .filter_map(|part| attachment(raw, part, mode, max_inline))
+                .filter_map(|part| attachment(raw, part, mode, max_inline, spool.as_deref_mut()))
                 .collect(),
         },
     })
@@ -566,7 +613,7 @@ mod tests {
     #[test]
     fn a_panic_while_parsing_becomes_a_parse_error_with_raw() {
         let raw = b"Subject: hi\r\n\r\nbody\r\n";
-        let data = event_data_with(&meta("1"), raw, |_| panic!("parser bug"));
+        let data = event_data_with(&meta("1"), raw, |_, _| panic!("parser bug"), None);
         assert!(data.parse_error.unwrap().contains("panicked"));
         assert_eq!(BASE64.decode(data.raw.unwrap()).unwrap(), raw);
         assert_eq!(data.id, event_id("support", "1"));

@@ -108,20 +108,11 @@ pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
 }
 
 fn standard(meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
-    let event = event::build_event(meta, raw);
-    // Room for attachments as base64 and for `raw` when included, so a large message's
-    // JSON is written once instead of re-allocated each time it doubles.
-    let raw_base64 = if meta.include_raw {
-        raw.len() / 3 * 4
-    } else {
-        0
-    };
-    let mut body = Vec::with_capacity(raw.len() + raw.len() / 2 + raw_base64 + 4096);
-    serde_json::to_writer(&mut body, &event).expect("an event always serialises");
+    let (id, body, parse_error) = event::serialize_event(meta, raw);
     Rendered {
-        id: event.data.id,
+        id,
         payload: body.into(),
-        parse_error: event.data.parse_error,
+        parse_error,
     }
 }
 
@@ -199,6 +190,44 @@ mod tests {
         let lf = message_bytes(b"Subject: big\n\n", true);
         assert!(lf.ends_with(b"server\nSubject: big\n\n"));
         assert_eq!(message_bytes(MESSAGE, false), MESSAGE);
+    }
+
+    #[test]
+    fn the_standard_body_carries_large_attachments_exactly() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let pdf: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let encoded = b64.encode(&pdf);
+        let wrapped: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let raw = format!(
+            "Subject: \u{0}pophook-spool:0000000000000000:0\u{0}\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b\r\nContent-Type: application/octet-stream; name=q.bin\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nA=00B=FF\r\n--b--\r\n",
+            wrapped.join("\r\n")
+        );
+        let meta = EventMeta {
+            include_raw: true,
+            ..meta(false)
+        };
+        let rendered = render(Format::Standard, &meta, raw.as_bytes());
+        let (_, bytes) = body(&rendered);
+        let value: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        let attachments = value["data"]["attachments"].as_array().unwrap();
+        assert_eq!(attachments[0]["content_base64"], encoded.as_str());
+        assert_eq!(
+            b64.decode(attachments[1]["content_base64"].as_str().unwrap())
+                .unwrap(),
+            b"A\x00B\xff"
+        );
+        assert_eq!(value["data"]["raw"], b64.encode(raw.as_bytes()));
+        assert_eq!(
+            value["data"]["subject"], "\u{0}pophook-spool:0000000000000000:0\u{0}",
+            "text that looks like a marker stays text"
+        );
+        // The body is written once at its final size: not a byte reallocated.
+        assert!(bytes.len() < raw.len() * 3);
     }
 
     #[test]
