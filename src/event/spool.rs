@@ -163,7 +163,7 @@ fn canonical_base64_len(text: &[u8]) -> Option<usize> {
             _ => return None,
         }
     }
-    if count % 4 != 0 {
+    if !count.is_multiple_of(4) {
         return None;
     }
     let value = match last {
