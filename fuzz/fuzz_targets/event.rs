@@ -2,14 +2,15 @@
 //! every attachment mode (the first input byte picks it and the inline size limit).
 //!
 //! pophook's own code must not panic, the event must serialise to JSON and read back
-//! unchanged, and a message that could not be parsed (a MIME parser panic included)
+//! unchanged, the body pophook posts (assembled with the base64 streamed in) must be
+//! that same event, and a message that could not be parsed (a MIME parser panic included)
 //! must still carry its original bytes in `raw`: they are deleted from the server next.
 #![no_main]
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use pophook::event::{build_event, AttachmentMode, Event, EventMeta};
+use pophook::event::{build_event, serialize_event, AttachmentMode, Event, EventMeta};
 use std::sync::Once;
 
 /// libfuzzer aborts on any panic. A panic inside mail-parser is part of the contract
@@ -57,6 +58,11 @@ fuzz_target!(|input: &[u8]| {
         let json = serde_json::to_vec(&event).expect("an event serialises to JSON");
         let back: Event = serde_json::from_slice(&json).expect("the JSON reads back");
         assert_eq!(back, event, "the event changed through JSON");
+        let (id, body, _) = serialize_event(&meta, raw);
+        let mut posted: Event = serde_json::from_slice(&body).expect("the posted body is JSON");
+        posted.timestamp = event.timestamp.clone();
+        assert_eq!(posted, event, "the posted body is not the event");
+        assert_eq!(id, event.data.id);
 
         let data = &event.data;
         assert_eq!(data.size, raw.len() as u64);
