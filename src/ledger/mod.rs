@@ -513,6 +513,8 @@ fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, count: u64) 
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        // Writes are watched too: sled can block inside an insert as well as a flush.
+        let _busy = w.watchdog.begin("the state writer");
         let mut waiters = Vec::new();
         let mut closing = None;
         let mut next = Some(first);
