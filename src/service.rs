@@ -29,9 +29,6 @@ use crate::webhook::Sender;
 
 /// How often histogram samples are folded into buckets when nobody scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
-/// `once` continues a mailbox in new sessions (each after `commit_interval`) at most
-/// this many times, so a cron run always ends.
-const ONCE_MAX_SESSIONS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -89,13 +86,20 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
         tasks.spawn(async move {
             let sink = Bookkeeper::new(&mailbox, &ctx.ledger, monitor);
             let mut report = CycleReport::default();
-            let mut result = Ok(());
-            for _ in 0..ONCE_MAX_SESSIONS {
+            let mut result;
+            loop {
                 let mut session = CycleReport::default();
                 result = cycle(&mailbox, &ctx, &sink, false, &mut session).await;
+                // A session that QUIT at `commit_interval` (or `commit_every`) and moved
+                // something goes on in a new one; one that moved nothing would only
+                // repeat itself, so `once` always ends.
+                let progress = session.fetched + session.deleted > 0;
                 report.absorb(session);
-                // Another session at once only where LOGIN-DELAY allows it.
-                if result.is_err() || !report.more || report.login_delay.is_some() {
+                if result.is_err() || !report.more {
+                    break;
+                }
+                if report.login_delay.is_some() || !progress {
+                    warn!(mailbox = %mailbox.name, "`once` stops with messages left: {}", if progress { "the server's LOGIN-DELAY forbids another login now" } else { "the last session moved nothing" });
                     break;
                 }
             }

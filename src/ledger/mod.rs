@@ -255,17 +255,13 @@ impl Ledger {
     /// writer thread. Refuses a locked, unreadable or damaged database.
     pub fn open(dir: &Path, watchdog: Watchdog) -> Result<Ledger, StateError> {
         let mut store = Store::open(dir)?;
-        let loaded = store.load()?;
-        let books = loaded
-            .messages
+        let mut books: HashMap<String, Book> = HashMap::new();
+        let loaded = store.load(|mailbox, key, entry| {
+            books.entry(mailbox).or_default().insert(key, entry);
+        })?;
+        let books = books
             .into_iter()
-            .map(|(mailbox, entries)| {
-                let mut book = Book::default();
-                for (key, entry) in entries {
-                    book.insert(key, entry);
-                }
-                (mailbox, Arc::new(Mutex::new(book)))
-            })
+            .map(|(mailbox, book)| (mailbox, Arc::new(Mutex::new(book))))
             .collect();
         let (tx, rx) = mpsc::channel();
         let thread_watchdog = watchdog.clone();
@@ -638,7 +634,7 @@ impl Writer {
             other => other,
         })?;
         // Reads the marker back, and checks the database against it once more.
-        store.load()?;
+        store.load(|_, _, _| {})?;
         for ((tree, key), value) in &self.dirty {
             store.apply(*tree, key, value.as_deref())?;
         }

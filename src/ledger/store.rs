@@ -17,7 +17,7 @@ const MARKER: &str = "pophook-ledger.json";
 
 /// sled's page cache; the ledger keeps its own copy of every record in memory, so
 /// sled's cache only has to hold what is being written.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tree {
@@ -33,11 +33,10 @@ struct Marker {
     flushed_at: i64,
 }
 
-/// Everything in the database, read once at start.
+/// Everything but the message records (handed out one by one as they are read), read
+/// once at start.
 #[derive(Default)]
 pub struct Loaded {
-    /// mailbox → key → entry
-    pub messages: HashMap<String, HashMap<String, Entry>>,
     pub endpoints: HashMap<String, DisabledEndpoint>,
     pub cycles: HashMap<String, CycleLog>,
     pub count: u64,
@@ -101,9 +100,13 @@ impl Store {
         self.messages.len() as u64
     }
 
-    /// Reads every record, and refuses a database that holds fewer records than the
-    /// marker says it held at its last clean flush.
-    pub fn load(&mut self) -> Result<Loaded, StateError> {
+    /// Reads every record, handing each message record to `each` (mailbox, key, entry)
+    /// so that no second copy of a large state is built, and refuses a database that
+    /// holds fewer records than the marker says it held at its last clean flush.
+    pub fn load(
+        &mut self,
+        mut each: impl FnMut(String, String, Entry),
+    ) -> Result<Loaded, StateError> {
         let mut loaded = Loaded::default();
         for entry in self.messages.iter() {
             let (k, v) = entry?;
@@ -114,11 +117,11 @@ impl Store {
             };
             let entry: Entry =
                 serde_json::from_slice(&v).map_err(|e| StateError::Corrupt(e.to_string()))?;
-            loaded
-                .messages
-                .entry(String::from_utf8_lossy(&k[..split]).into_owned())
-                .or_default()
-                .insert(String::from_utf8_lossy(&k[split + 1..]).into_owned(), entry);
+            each(
+                String::from_utf8_lossy(&k[..split]).into_owned(),
+                String::from_utf8_lossy(&k[split + 1..]).into_owned(),
+                entry,
+            );
             loaded.count += 1;
         }
         for entry in self.endpoints.iter() {
@@ -203,14 +206,16 @@ impl Store {
 
     /// Makes every write durable. `count` is the number of message records after it:
     /// the marker is lowered (durably) before a flush that removes records, and raised
-    /// after one that adds them, so it never claims more than the database holds.
+    /// after one that adds enough of them, so it never claims more than the database
+    /// holds and is rewritten only when it would otherwise lag far behind.
     pub fn flush(&mut self, count: u64) -> Result<(), StateError> {
         if count < self.marker.records {
             self.marker.records = count;
             self.write_marker(true)?;
         }
         self.db.flush()?;
-        if count != self.marker.records {
+        let lag = count - self.marker.records;
+        if lag > 0 && (self.marker.records == 0 || lag >= (self.marker.records / 8).max(64)) {
             self.marker.records = count;
             self.marker.flushed_at = now();
             self.write_marker(false)?;

@@ -3,7 +3,7 @@
 //! fetch, which records to age or forget), and an outcome into the next record.
 //! The session code only executes these decisions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::Rng;
@@ -186,11 +186,11 @@ pub fn plan(
         });
     }
 
-    let present: HashSet<&str> = count.keys().copied().collect();
-    plan.renumbered = looks_renumbered(book, &present, settings.delete);
+    // `count` doubles as the set of listed UIDLs: no second 100,000-entry set per cycle.
+    plan.renumbered = looks_renumbered(book, &count, settings.delete);
     for (key, slot) in book.iter() {
         let uidl = key.split(' ').next().unwrap_or(key);
-        if present.contains(uidl) {
+        if count.contains_key(uidl) {
             if slot.entry.absent.is_some() && key.as_str() != uidl {
                 plan.updates
                     .push((key.clone(), Entry::new(slot.entry.record.clone())));
@@ -365,7 +365,7 @@ pub fn grew_too_large(previous: Option<&Record>, limit: u64, now: Now) -> Record
 /// A listing where most remembered UIDLs vanished and most listed ones are new looks
 /// like a server that renumbered its UIDLs (a migration): every message is about to be
 /// delivered again. Only records of messages expected to still be on the server count.
-fn looks_renumbered(book: &Book, present: &HashSet<&str>, delete: bool) -> bool {
+fn looks_renumbered(book: &Book, present: &HashMap<&str, usize>, delete: bool) -> bool {
     let expected: Vec<&str> = book
         .iter()
         .filter(|(_, s)| !(delete && matches!(s.entry.record, Record::Delivered { .. })))
@@ -375,7 +375,7 @@ fn looks_renumbered(book: &Book, present: &HashSet<&str>, delete: bool) -> bool 
     if expected.len() < 10 {
         return false;
     }
-    let still_listed = expected.iter().filter(|u| present.contains(*u)).count();
+    let still_listed = expected.iter().filter(|u| present.contains_key(*u)).count();
     let vanished = expected.len() - still_listed;
     let new = present.len().saturating_sub(still_listed);
     vanished * 2 > expected.len() && new * 2 >= expected.len()
