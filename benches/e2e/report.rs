@@ -277,7 +277,7 @@ pub fn targets(rows: &[Row]) -> String {
         }
         _ => writeln!(
             out,
-            "- Scenario 2: `max_in_flight: 4` ≥ 3× faster than `1` — n/a (not measured: run with `--max-in-flight` once pophook has `webhook.max_in_flight`)"
+            "- Scenario 2: `max_in_flight: 4` ≥ 3× faster than `1` — n/a (not measured)"
         ),
     };
 
@@ -373,10 +373,16 @@ fn idle_targets(out: &mut String, rows: &[Row]) {
     let _ = match find(IDLE_RUN).and_then(|r| r.trend().map(|t| (r, t))) {
         Some((row, trend)) => writeln!(
             out,
-            "- Scenario 5: `run` at 1 s polls for {:.0} s without RSS growth (last sample ≤ first + {GROWTH_TOLERANCE_MIB} MiB) — **{}**: {}",
+            "- Scenario 5: `run` at 1 s polls for {:.0} s without RSS growth (last sample ≤ first + {GROWTH_TOLERANCE_MIB} MiB) — **{}**: {}; every sample (MiB): {}",
             row.wall().unwrap_or_default().as_secs_f64(),
             verdict(!trend.grew()),
             trend.summary(row.cpu()),
+            trend
+                .samples_kib
+                .iter()
+                .map(|kib| format!("{:.1}", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
         None => writeln!(
             out,
