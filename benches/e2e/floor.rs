@@ -1,6 +1,7 @@
 //! The floor pophook is measured against: the least any client can do to empty the
 //! mailbox — log in, pipeline RETR and DELE for every message, QUIT — without parsing,
-//! posting or remembering anything.
+//! posting or remembering anything. For idle cycles (scenario 5), the least any client
+//! can do to learn there is nothing new: log in, UIDL, LIST, QUIT.
 //!
 //! Unlike a client that writes every command before reading (as `pop3-raw.py` does),
 //! it keeps a bounded window of commands in flight: with thousands of messages, both
@@ -59,6 +60,41 @@ pub fn drain(
     Ok(Drained {
         messages,
         bytes,
+        wall: start.elapsed(),
+    })
+}
+
+/// What an idle cycle's floor listed.
+pub struct Listed {
+    /// Lines of the UIDL answer.
+    pub messages: usize,
+    /// From connect to QUIT's `+OK`.
+    pub wall: Duration,
+}
+
+/// Logs in, reads UIDL and LIST of the whole mailbox (pipelined) and QUITs: what
+/// pophook's idle cycle asks of the server, without deciding anything. Plain only.
+pub fn list(addr: SocketAddr, user: &str, password: &str, timeout: Duration) -> io::Result<Listed> {
+    let start = Instant::now();
+    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_nodelay(true)?;
+    let mut conn = Conn {
+        reader: BufReader::with_capacity(256 * 1024, tcp),
+        line: Vec::with_capacity(1024),
+    };
+    conn.ok("greeting")?;
+    conn.command(format!("USER {user}\r\n").as_bytes(), "USER")?;
+    conn.command(format!("PASS {password}\r\n").as_bytes(), "PASS")?;
+    conn.write(b"UIDL\r\nLIST\r\n")?;
+    conn.ok("UIDL")?;
+    let messages = conn.skip_lines()?;
+    conn.ok("LIST")?;
+    conn.skip_lines()?;
+    conn.command(b"QUIT\r\n", "QUIT")?;
+    Ok(Listed {
+        messages,
         wall: start.elapsed(),
     })
 }
@@ -139,6 +175,18 @@ impl<S: Read + Write> Conn<S> {
                 return Ok(size);
             }
             size += self.line.len() as u64;
+        }
+    }
+
+    /// Reads a multi-line answer up to its `.` line; returns how many lines it had.
+    fn skip_lines(&mut self) -> io::Result<usize> {
+        let mut lines = 0;
+        loop {
+            self.read_line()?;
+            if self.line == b".\r\n" || self.line == b".\n" {
+                return Ok(lines);
+            }
+            lines += 1;
         }
     }
 

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use crate::report::{self, Row, RunResult, Trend};
-use crate::{check_arrivals, child, corpus, Bench, MailboxConfig, Options};
+use crate::{
+    check_arrivals, child, corpus, floor, Bench, MailboxConfig, Options, PASSWORD, POP3_TIMEOUT,
+};
 
 pub const SCENARIO: u8 = 5;
 const USER: &str = "bench5";
@@ -56,7 +58,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         corpus.len(),
         corpus.bytes() as f64 / 1024.0 / 1024.0
     );
-    bench.dovecot.add_user(USER, crate::PASSWORD);
+    bench.dovecot.add_user(USER, PASSWORD);
     let start = Instant::now();
     bench.deliver(&corpus, USER);
     eprintln!(
@@ -110,6 +112,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         return vec![
             first,
             row(report::IDLE_ONCE, false, skipped()),
+            row(report::IDLE_FLOOR, false, skipped()),
             row(report::IDLE_RUN, false, skipped()),
         ];
     }
@@ -152,6 +155,34 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
     let idle = report::median(tries);
     crate::print_row(&idle);
 
+    // What the server alone takes to answer an idle cycle, to tell pophook's share of
+    // its wall time from Dovecot's.
+    let tries = (0..options.repeat)
+        .map(|_| {
+            let result = match floor::list(bench.addr(false), USER, PASSWORD, POP3_TIMEOUT) {
+                Ok(listed) => RunResult::Measured {
+                    wall: listed.wall,
+                    max_rss_kib: None,
+                    cpu: None,
+                    problem: (listed.messages != count)
+                        .then(|| format!("UIDL listed {} of {count}", listed.messages)),
+                    trend: None,
+                },
+                Err(e) => RunResult::Failed(format!("floor: {e}")),
+            };
+            Row {
+                scenario: SCENARIO,
+                run: report::IDLE_FLOOR.into(),
+                messages: corpus.len(),
+                bytes: corpus.bytes(),
+                delivers: false,
+                result,
+            }
+        })
+        .collect();
+    let floor = report::median(tries);
+    crate::print_row(&floor);
+
     bench.receiver.reset(Duration::ZERO);
     let service = match child::run_service(
         &bench.pophook,
@@ -187,5 +218,5 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         }
         Err(e) => RunResult::Failed(e),
     };
-    vec![first, idle, row(report::IDLE_RUN, false, service)]
+    vec![first, idle, floor, row(report::IDLE_RUN, false, service)]
 }

@@ -82,8 +82,16 @@ impl Trend {
             }
             _ => String::new(),
         };
+        // Polls are timed from the end of a cycle, so the period is the poll interval
+        // plus the cycle's own wall time.
+        let sampled = self.every.as_secs_f64() * self.samples_kib.len() as f64;
+        let period = if self.cycles > 0 {
+            format!(" (one every {:.2} s)", sampled / self.cycles as f64)
+        } else {
+            String::new()
+        };
         format!(
-            "RSS every {:.1} s: first {:.1}, last {:.1}, peak {:.1} MiB ({} samples); {} cycles{per_cycle}; exit 0 {:.2} s after SIGTERM",
+            "RSS every {:.1} s: first {:.1}, last {:.1}, peak {:.1} MiB ({} samples); {} cycles{period}{per_cycle}; exit 0 {:.2} s after SIGTERM",
             self.every.as_secs_f64(),
             self.first_mib(),
             self.last_mib(),
@@ -365,9 +373,15 @@ fn idle_targets(out: &mut String, rows: &[Row]) {
     if let Some(row) = find(IDLE_ONCE).filter(|r| r.wall().is_some()) {
         let _ = writeln!(
             out,
-            "- Scenario 5: an idle `once` over {remembered} remembered UIDLs (no target; for information): {} CPU s, {:.2} s wall (start-up, login, UIDL and LIST of the whole mailbox, QUIT)",
+            "- Scenario 5: an idle `once` over {remembered} remembered UIDLs (no target; for information): {} CPU s, {:.2} s wall (start-up and loading the state, login, UIDL and LIST of the whole mailbox, QUIT){}",
             row.cpu().map_or("–".into(), |c| format!("{:.2}", c.as_secs_f64())),
             row.wall().unwrap_or_default().as_secs_f64(),
+            find(IDLE_FLOOR)
+                .and_then(Row::wall)
+                .map_or(String::new(), |f| format!(
+                    "; the server alone answers login, UIDL, LIST and QUIT in {:.2} s",
+                    f.as_secs_f64()
+                )),
         );
     }
     let _ = match find(IDLE_RUN).and_then(|r| r.trend().map(|t| (r, t))) {
@@ -441,6 +455,7 @@ pub const IN_FLIGHT_ABSENT: &str = "pophook, plain, max_in_flight absent";
 /// then cycles that find nothing new.
 pub const IDLE_FIRST: &str = "pophook once, first: posts all";
 pub const IDLE_ONCE: &str = "pophook once, idle";
+pub const IDLE_FLOOR: &str = "floor: login, UIDL, LIST, QUIT";
 pub const IDLE_RUN: &str = "pophook run, poll_interval 1s, idle";
 
 pub const MANY_POPHOOK: &str = "pophook, 50 mailboxes at once";
