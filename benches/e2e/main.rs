@@ -350,7 +350,13 @@ fn main() -> ExitCode {
     }
 
     let table = report::table(&rows);
-    let targets = report::targets(&rows);
+    let mut targets = report::targets(&rows);
+    if let Some(n) = options.commit_every {
+        targets.insert_str(
+            0,
+            &format!("- Measured with the deprecated cap `commit_every: {n}`, not pophook's defaults; the issue's targets are for the defaults.\n"),
+        );
+    }
     println!("\n{table}\n{targets}");
     if options.write {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
