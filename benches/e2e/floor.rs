@@ -39,10 +39,7 @@ pub fn drain(
     timeout: Duration,
 ) -> io::Result<Drained> {
     let start = Instant::now();
-    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
-    tcp.set_read_timeout(Some(timeout))?;
-    tcp.set_write_timeout(Some(timeout))?;
-    tcp.set_nodelay(true)?;
+    let tcp = connect(addr, timeout)?;
     let (messages, bytes) = match transport {
         Transport::Plain => session(tcp, user, password)?,
         Transport::Tls { ca_pem } => {
@@ -76,22 +73,12 @@ pub struct Listed {
 /// pophook's idle cycle asks of the server, without deciding anything. Plain only.
 pub fn list(addr: SocketAddr, user: &str, password: &str, timeout: Duration) -> io::Result<Listed> {
     let start = Instant::now();
-    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
-    tcp.set_read_timeout(Some(timeout))?;
-    tcp.set_write_timeout(Some(timeout))?;
-    tcp.set_nodelay(true)?;
-    let mut conn = Conn {
-        reader: BufReader::with_capacity(256 * 1024, tcp),
-        line: Vec::with_capacity(1024),
-    };
-    conn.ok("greeting")?;
-    conn.command(format!("USER {user}\r\n").as_bytes(), "USER")?;
-    conn.command(format!("PASS {password}\r\n").as_bytes(), "PASS")?;
+    let mut conn = Conn::login(connect(addr, timeout)?, user, password)?;
     conn.write(b"UIDL\r\nLIST\r\n")?;
     conn.ok("UIDL")?;
-    let messages = conn.skip_lines()?;
+    let (messages, _) = conn.skip_body()?;
     conn.ok("LIST")?;
-    conn.skip_lines()?;
+    conn.skip_body()?;
     conn.command(b"QUIT\r\n", "QUIT")?;
     Ok(Listed {
         messages,
@@ -99,14 +86,16 @@ pub fn list(addr: SocketAddr, user: &str, password: &str, timeout: Duration) -> 
     })
 }
 
+fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
 fn session<S: Read + Write>(stream: S, user: &str, password: &str) -> io::Result<(usize, u64)> {
-    let mut conn = Conn {
-        reader: BufReader::with_capacity(256 * 1024, stream),
-        line: Vec::with_capacity(1024),
-    };
-    conn.ok("greeting")?;
-    conn.command(format!("USER {user}\r\n").as_bytes(), "USER")?;
-    conn.command(format!("PASS {password}\r\n").as_bytes(), "PASS")?;
+    let mut conn = Conn::login(stream, user, password)?;
     let stat = conn.command(b"STAT\r\n", "STAT")?;
     let count: usize = String::from_utf8_lossy(&stat)
         .split_whitespace()
@@ -129,7 +118,7 @@ fn session<S: Read + Write>(stream: S, user: &str, password: &str) -> io::Result
             sent = until;
         }
         conn.ok("RETR")?;
-        bytes += conn.skip_body()?;
+        bytes += conn.skip_body()?.1;
         conn.ok("DELE")?;
         done += 1;
     }
@@ -143,6 +132,18 @@ struct Conn<S> {
 }
 
 impl<S: Read + Write> Conn<S> {
+    /// Reads the greeting and logs in with USER/PASS.
+    fn login(stream: S, user: &str, password: &str) -> io::Result<Conn<S>> {
+        let mut conn = Conn {
+            reader: BufReader::with_capacity(256 * 1024, stream),
+            line: Vec::with_capacity(1024),
+        };
+        conn.ok("greeting")?;
+        conn.command(format!("USER {user}\r\n").as_bytes(), "USER")?;
+        conn.command(format!("PASS {password}\r\n").as_bytes(), "PASS")?;
+        Ok(conn)
+    }
+
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let stream = self.reader.get_mut();
         stream.write_all(bytes)?;
@@ -166,27 +167,17 @@ impl<S: Read + Write> Conn<S> {
         Ok(self.line.clone())
     }
 
-    /// Reads a multi-line body up to its `.` line; returns its size.
-    fn skip_body(&mut self) -> io::Result<u64> {
-        let mut size = 0;
+    /// Reads a multi-line answer up to its `.` line; returns how many lines it had
+    /// and their size.
+    fn skip_body(&mut self) -> io::Result<(usize, u64)> {
+        let (mut lines, mut size) = (0, 0);
         loop {
             self.read_line()?;
             if self.line == b".\r\n" || self.line == b".\n" {
-                return Ok(size);
-            }
-            size += self.line.len() as u64;
-        }
-    }
-
-    /// Reads a multi-line answer up to its `.` line; returns how many lines it had.
-    fn skip_lines(&mut self) -> io::Result<usize> {
-        let mut lines = 0;
-        loop {
-            self.read_line()?;
-            if self.line == b".\r\n" || self.line == b".\n" {
-                return Ok(lines);
+                return Ok((lines, size));
             }
             lines += 1;
+            size += self.line.len() as u64;
         }
     }
 

@@ -41,15 +41,21 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         RUN_FOR
     });
     let corpus = corpus::small("s5", count, SCENARIO.into());
-    let row = |run: &str, delivers: bool, result: RunResult| {
-        let row = Row {
-            scenario: SCENARIO,
-            run: run.to_string(),
-            messages: corpus.len(),
-            bytes: corpus.bytes(),
-            delivers,
-            result,
-        };
+    let row = |run: &str, delivers: bool, result: RunResult| Row {
+        scenario: SCENARIO,
+        run: run.to_string(),
+        messages: corpus.len(),
+        bytes: corpus.bytes(),
+        delivers,
+        result,
+    };
+    // Each row printed as soon as it is known, the median of `--repeat` tries.
+    let measure = |run: &str, delivers: bool, once: &dyn Fn() -> RunResult| {
+        let row = report::median(
+            (0..options.repeat)
+                .map(|_| row(run, delivers, once()))
+                .collect(),
+        );
         crate::print_row(&row);
         row
     };
@@ -106,6 +112,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         Err(e) => RunResult::Failed(e),
     };
     let first = row(report::IDLE_FIRST, true, first);
+    crate::print_row(&first);
     if first.is_failure() {
         // The idle runs would post what the first one did not: not idle.
         let skipped = || RunResult::NotApplicable("not run: the first run failed".into());
@@ -123,65 +130,44 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             "{n} requests from a cycle that should find nothing new"
         )),
     };
-    let tries = (0..options.repeat)
-        .map(|_| {
-            bench.receiver.reset(Duration::ZERO);
-            let result = match child::run_once(
-                &bench.pophook,
-                &config,
-                dir.path(),
-                &bench.wrap,
-                IDLE_TIMEOUT,
-            ) {
-                Ok(idle) => RunResult::Measured {
-                    wall: idle.wall,
-                    max_rss_kib: Some(idle.max_rss_kib),
-                    cpu: Some(idle.cpu),
-                    problem: nothing_posted().or_else(left_alone),
-                    trend: None,
-                },
-                Err(e) => RunResult::Failed(e),
-            };
-            Row {
-                scenario: SCENARIO,
-                run: report::IDLE_ONCE.into(),
-                messages: corpus.len(),
-                bytes: corpus.bytes(),
-                delivers: false,
-                result,
-            }
-        })
-        .collect();
-    let idle = report::median(tries);
-    crate::print_row(&idle);
+    let idle = measure(report::IDLE_ONCE, false, &|| {
+        bench.receiver.reset(Duration::ZERO);
+        match child::run_once(
+            &bench.pophook,
+            &config,
+            dir.path(),
+            &bench.wrap,
+            IDLE_TIMEOUT,
+        ) {
+            Ok(idle) => RunResult::Measured {
+                wall: idle.wall,
+                max_rss_kib: Some(idle.max_rss_kib),
+                cpu: Some(idle.cpu),
+                problem: nothing_posted().or_else(left_alone),
+                trend: None,
+            },
+            Err(e) => RunResult::Failed(e),
+        }
+    });
 
     // What the server alone takes to answer an idle cycle, to tell pophook's share of
     // its wall time from Dovecot's.
-    let tries = (0..options.repeat)
-        .map(|_| {
-            let result = match floor::list(bench.addr(false), USER, PASSWORD, POP3_TIMEOUT) {
-                Ok(listed) => RunResult::Measured {
-                    wall: listed.wall,
-                    max_rss_kib: None,
-                    cpu: None,
-                    problem: (listed.messages != count)
-                        .then(|| format!("UIDL listed {} of {count}", listed.messages)),
-                    trend: None,
-                },
-                Err(e) => RunResult::Failed(format!("floor: {e}")),
-            };
-            Row {
-                scenario: SCENARIO,
-                run: report::IDLE_FLOOR.into(),
-                messages: corpus.len(),
-                bytes: corpus.bytes(),
-                delivers: false,
-                result,
-            }
-        })
-        .collect();
-    let floor = report::median(tries);
-    crate::print_row(&floor);
+    let floor = measure(report::IDLE_FLOOR, false, &|| match floor::list(
+        bench.addr(false),
+        USER,
+        PASSWORD,
+        POP3_TIMEOUT,
+    ) {
+        Ok(listed) => RunResult::Measured {
+            wall: listed.wall,
+            max_rss_kib: None,
+            cpu: None,
+            problem: (listed.messages != count)
+                .then(|| format!("UIDL listed {} of {count}", listed.messages)),
+            trend: None,
+        },
+        Err(e) => RunResult::Failed(format!("floor: {e}")),
+    });
 
     bench.receiver.reset(Duration::ZERO);
     let service = match child::run_service(
@@ -218,5 +204,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         }
         Err(e) => RunResult::Failed(e),
     };
-    vec![first, idle, floor, row(report::IDLE_RUN, false, service)]
+    let service = row(report::IDLE_RUN, false, service);
+    crate::print_row(&service);
+    vec![first, idle, floor, service]
 }

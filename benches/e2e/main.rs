@@ -104,29 +104,18 @@ impl Options {
                 "--no-write" => options.write = false,
                 "--max-in-flight" => options.max_in_flight = true,
                 "--commit-every" => {
-                    options.commit_every = Some(
-                        args.next()
-                            .and_then(|n| n.parse().ok())
-                            .filter(|n| *n > 0)
-                            .ok_or("--commit-every needs a count, e.g. 1000")?,
-                    );
+                    options.commit_every = Some(count(&mut args, "--commit-every", 1000)?);
                 }
                 "--remembered" => {
-                    options.remembered = Some(
-                        args.next()
-                            .and_then(|n| n.parse().ok())
-                            .filter(|n| *n > 0)
-                            .ok_or("--remembered needs a count, e.g. 100000")?,
-                    );
+                    options.remembered = Some(count(&mut args, "--remembered", 100_000)?);
                 }
                 "--run-for" => {
-                    options.run_for = Some(
-                        args.next()
-                            .and_then(|n| n.parse().ok())
-                            .filter(|n| *n >= 10)
-                            .map(Duration::from_secs)
-                            .ok_or("--run-for needs seconds, at least 10, e.g. 60")?,
-                    );
+                    // Fewer seconds leave too few cycles to tell a trend.
+                    let secs = count(&mut args, "--run-for", 60)?;
+                    if secs < 10 {
+                        return Err("--run-for needs at least 10 seconds".into());
+                    }
+                    options.run_for = Some(Duration::from_secs(secs as u64));
                 }
                 "--only" => {
                     let list = args.next().ok_or("--only needs a list, e.g. 1,3")?;
@@ -136,13 +125,7 @@ impl Options {
                         .collect::<Result<Vec<_>, _>>()?;
                     options.only = Some(ids);
                 }
-                "--repeat" => {
-                    options.repeat = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .filter(|n| *n > 0)
-                        .ok_or("--repeat needs a count, e.g. 3")?;
-                }
+                "--repeat" => options.repeat = count(&mut args, "--repeat", 3)?,
                 "--wrap" => {
                     let cmd = args.next().ok_or("--wrap needs a command")?;
                     options.wrap = cmd.split_whitespace().map(String::from).collect();
@@ -159,6 +142,18 @@ impl Options {
             .as_ref()
             .is_none_or(|only| only.contains(&scenario))
     }
+}
+
+/// The positive count that follows `option`.
+fn count(
+    args: &mut impl Iterator<Item = String>,
+    option: &str,
+    example: usize,
+) -> Result<usize, String> {
+    args.next()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{option} needs a count, e.g. {example}"))
 }
 
 /// What one scenario delivers and how it is run.

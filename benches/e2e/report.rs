@@ -226,24 +226,33 @@ pub fn targets(rows: &[Row]) -> String {
     let mut out = String::new();
 
     // Issue 9's targets for pophook's defaults (one session per cycle).
-    let _ = match (wall(1, POPHOOK_PLAIN), wall(1, FLOOR_PLAIN)) {
-        (Some(p), Some(f)) => {
-            let ratio = p.as_secs_f64() / f.as_secs_f64();
-            writeln!(
-                out,
-                "- Scenario 1, plain: pophook ≤ 1.5× the floor (goal 1.2×) — **{}**: {ratio:.2}× the floor ({:.2} s vs {:.2} s){}{}",
-                verdict(ratio <= 1.5),
-                p.as_secs_f64(),
-                f.as_secs_f64(),
-                beyond(ratio, 1.5),
-                if ratio <= 1.2 { "; goal met" } else { "" },
-            )
-        }
-        _ => writeln!(
-            out,
-            "- Scenario 1, plain: pophook ≤ 1.5× the floor (goal 1.2×) — n/a (not measured)"
-        ),
-    };
+    let floor_target =
+        |out: &mut String, label: &str, scenario: u8, limit: f64, goal: Option<f64>| {
+            let target = match goal {
+                Some(goal) => format!("{label}: pophook ≤ {limit}× the floor (goal {goal}×)"),
+                None => format!("{label}: pophook ≤ {limit}× the floor"),
+            };
+            let _ = match (wall(scenario, POPHOOK_PLAIN), wall(scenario, FLOOR_PLAIN)) {
+                (Some(p), Some(f)) => {
+                    let ratio = p.as_secs_f64() / f.as_secs_f64();
+                    writeln!(
+                        out,
+                        "- {target} — **{}**: {ratio:.2}× the floor ({:.2} s vs {:.2} s){}{}",
+                        verdict(ratio <= limit),
+                        p.as_secs_f64(),
+                        f.as_secs_f64(),
+                        beyond(ratio, limit),
+                        if goal.is_some_and(|goal| ratio <= goal) {
+                            "; goal met"
+                        } else {
+                            ""
+                        },
+                    )
+                }
+                _ => writeln!(out, "- {target} — n/a (not measured)"),
+            };
+        };
+    floor_target(&mut out, "Scenario 1, plain", 1, 1.5, Some(1.2));
     if let (Some(p), Some(f)) = (wall(1, POPHOOK_TLS), wall(1, FLOOR_TLS)) {
         let _ = writeln!(
             out,
@@ -251,23 +260,7 @@ pub fn targets(rows: &[Row]) -> String {
             p.as_secs_f64() / f.as_secs_f64()
         );
     }
-    let _ = match (wall(3, POPHOOK_PLAIN), wall(3, FLOOR_PLAIN)) {
-        (Some(p), Some(f)) => {
-            let ratio = p.as_secs_f64() / f.as_secs_f64();
-            writeln!(
-                out,
-                "- Scenario 3: pophook ≤ 2× the floor — **{}**: {ratio:.2}× the floor ({:.2} s vs {:.2} s){}",
-                verdict(ratio <= 2.0),
-                p.as_secs_f64(),
-                f.as_secs_f64(),
-                beyond(ratio, 2.0),
-            )
-        }
-        _ => writeln!(
-            out,
-            "- Scenario 3: pophook ≤ 2× the floor — n/a (not measured)"
-        ),
-    };
+    floor_target(&mut out, "Scenario 3", 3, 2.0, None);
 
     let _ = match (wall(2, &in_flight_run(1)), wall(2, &in_flight_run(4))) {
         (Some(one), Some(four)) => {
@@ -289,11 +282,7 @@ pub fn targets(rows: &[Row]) -> String {
         ),
     };
 
-    let peak = rows
-        .iter()
-        .filter(|r| (1..=3).contains(&r.scenario))
-        .filter_map(|r| r.rss_mib().map(|mib| (mib, r)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let peak = highest_rss(rows.iter().filter(|r| (1..=3).contains(&r.scenario)));
     let _ = match peak {
         Some((mib, row)) => writeln!(
             out,
@@ -354,12 +343,13 @@ fn idle_targets(out: &mut String, rows: &[Row]) {
         let _ = writeln!(out, "- Scenario 5: idle cycles — n/a (not measured)");
         return;
     };
-    let peak = [IDLE_FIRST, IDLE_ONCE, IDLE_RUN]
-        .into_iter()
-        .filter_map(|run| find(run).and_then(|r| r.rss_mib().map(|mib| (mib, run))))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let peak = highest_rss(
+        [IDLE_FIRST, IDLE_ONCE, IDLE_RUN]
+            .into_iter()
+            .filter_map(find),
+    );
     let _ = match peak {
-        Some((mib, run)) => writeln!(
+        Some((mib, Row { run, .. })) => writeln!(
             out,
             "- Scenario 5: peak RSS ≤ 64 MiB with {remembered} remembered UIDLs — **{}**: highest {mib:.1} MiB ({run}){}",
             verdict(mib <= 64.0),
@@ -403,6 +393,12 @@ fn idle_targets(out: &mut String, rows: &[Row]) {
             "- Scenario 5: `run` without RSS growth — n/a (not measured)"
         ),
     };
+}
+
+/// The row with the highest peak RSS, and that peak in MiB.
+fn highest_rss<'a>(rows: impl Iterator<Item = &'a Row>) -> Option<(f64, &'a Row)> {
+    rows.filter_map(|r| r.rss_mib().map(|mib| (mib, r)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 fn verdict(met: bool) -> &'static str {
