@@ -514,9 +514,10 @@ fn output(program: &str, args: &[&str]) -> String {
 }
 
 const HEADER: &str = "# Benchmarks\n\n\
-End-to-end throughput and memory of `pophook once` against a real Dovecot on\n\
-127.0.0.1, produced by `scripts/bench.sh` (the `e2e` bench in `benches/e2e/`). Each run\n\
-appends a section below; compare runs made on the same machine only.\n\n\
+End-to-end throughput and memory of `pophook once` (and `run`, scenario 5) against a\n\
+real Dovecot on 127.0.0.1, produced by `scripts/bench.sh` (the `e2e` bench in\n\
+`benches/e2e/`). Each run appends a section below; compare runs made on the same\n\
+machine only.\n\n\
 - **Scenario 1**: 2,000 mixed messages (60% plain ~2 KiB, 30% multipart/alternative\n  \
 ~8 KiB, 10% with a 64 KiB base64 attachment), plain POP3 and implicit TLS.\n\
 - **Scenario 2**: 500 messages of the same mix; the webhook takes 20 ms per request;\n  \
@@ -531,8 +532,9 @@ Runs use pophook's defaults (one session per cycle, `commit_interval: 5m`) unles
 command says otherwise (`--commit-every N` sets the deprecated `commit_every` cap).\n\
 The *floor* is a bare pipelined POP3 client (in the bench) doing RETR+DELE of every\n\
 message without parsing or posting, on the same mailbox re-delivered: what the server\n\
-and the loopback allow. *wall* is from spawning pophook to its exit (from connecting to\n\
-QUIT's reply for the floor); *peak RSS* and *CPU* are pophook's, from wait4 via GNU time.\n\
+and the loopback allow (scenario 5's floor logs in, reads UIDL and LIST, and QUITs).\n\
+*wall* is from spawning pophook to its exit (from connecting to QUIT's reply for the\n\
+floor); *peak RSS* and *CPU* are pophook's, from wait4 via GNU time.\n\
 With `--repeat N` each row is the run with the median wall time of N.\n\
 Every run checks that each message arrived once with its Message-ID and that the\n\
 mailbox is empty afterwards (scenario 5: nothing posted by idle cycles, every message\n\
