@@ -4,8 +4,8 @@
 # receiver, runs `target/release/pophook` on each scenario's corpus with pophook's
 # defaults, measures the floor with a bare pipelined POP3 client, prints a table and
 # appends it to BENCHMARKS.md. Installs what it needs (Dovecot, OpenSSL headers, GNU
-# time) when missing. A full run takes about half an hour on 2 cores, most of it
-# scenario 5 (posting 100,000 messages before measuring idle cycles).
+# time) when missing. A full run with `--repeat 3` takes about 5 minutes on 2 cores,
+# 2 of them scenario 5 (posting 100,000 messages, then a minute of `pophook run`).
 #
 #   scripts/bench.sh                    # every scenario; appends to BENCHMARKS.md
 #   scripts/bench.sh --only 1,4         # some scenarios

@@ -22,8 +22,8 @@ const QUICK_RUN_FOR: Duration = Duration::from_secs(10);
 /// RSS samples per `run`: enough to see a trend, few enough that reading /proc costs
 /// nothing measurable.
 const SAMPLES: u32 = 12;
-/// The first `once` posts every message; at the ~1,500 messages/s of scenario 3 that is
-/// about a minute for 100,000, so this bounds a stall, not the work.
+/// The first `once` posts every message: 15–17 s for 100,000 on the 2-core machine of
+/// BENCHMARKS.md, so this bounds a stall, not the work.
 const FIRST_TIMEOUT: Duration = Duration::from_secs(1200);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// pophook's default `shutdown_timeout` (30 s) plus its own one-second margin.

@@ -389,7 +389,7 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One row as soon as it is measured: a full run takes most of an hour.
+/// One row as soon as it is measured, so a long run shows its progress.
 fn print_row(row: &Row) {
     let table = report::table(std::slice::from_ref(row));
     eprintln!("{}", table.lines().nth(2).unwrap_or_default());
