@@ -1,6 +1,7 @@
 //! The floor pophook is measured against: the least any client can do to empty the
 //! mailbox — log in, pipeline RETR and DELE for every message, QUIT — without parsing,
-//! posting or remembering anything.
+//! posting or remembering anything. For idle cycles (scenario 5), the least any client
+//! can do to learn there is nothing new: log in, UIDL, LIST, QUIT.
 //!
 //! Unlike a client that writes every command before reading (as `pop3-raw.py` does),
 //! it keeps a bounded window of commands in flight: with thousands of messages, both
@@ -38,10 +39,7 @@ pub fn drain(
     timeout: Duration,
 ) -> io::Result<Drained> {
     let start = Instant::now();
-    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
-    tcp.set_read_timeout(Some(timeout))?;
-    tcp.set_write_timeout(Some(timeout))?;
-    tcp.set_nodelay(true)?;
+    let tcp = connect(addr, timeout)?;
     let (messages, bytes) = match transport {
         Transport::Plain => session(tcp, user, password)?,
         Transport::Tls { ca_pem } => {
@@ -63,14 +61,41 @@ pub fn drain(
     })
 }
 
+/// What an idle cycle's floor listed.
+pub struct Listed {
+    /// Lines of the UIDL answer.
+    pub messages: usize,
+    /// From connect to QUIT's `+OK`.
+    pub wall: Duration,
+}
+
+/// Logs in, reads UIDL and LIST of the whole mailbox (pipelined) and QUITs: what
+/// pophook's idle cycle asks of the server, without deciding anything. Plain only.
+pub fn list(addr: SocketAddr, user: &str, password: &str, timeout: Duration) -> io::Result<Listed> {
+    let start = Instant::now();
+    let mut conn = Conn::login(connect(addr, timeout)?, user, password)?;
+    conn.write(b"UIDL\r\nLIST\r\n")?;
+    conn.ok("UIDL")?;
+    let (messages, _) = conn.skip_body()?;
+    conn.ok("LIST")?;
+    conn.skip_body()?;
+    conn.command(b"QUIT\r\n", "QUIT")?;
+    Ok(Listed {
+        messages,
+        wall: start.elapsed(),
+    })
+}
+
+fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
 fn session<S: Read + Write>(stream: S, user: &str, password: &str) -> io::Result<(usize, u64)> {
-    let mut conn = Conn {
-        reader: BufReader::with_capacity(256 * 1024, stream),
-        line: Vec::with_capacity(1024),
-    };
-    conn.ok("greeting")?;
-    conn.command(format!("USER {user}\r\n").as_bytes(), "USER")?;
-    conn.command(format!("PASS {password}\r\n").as_bytes(), "PASS")?;
+    let mut conn = Conn::login(stream, user, password)?;
     let stat = conn.command(b"STAT\r\n", "STAT")?;
     let count: usize = String::from_utf8_lossy(&stat)
         .split_whitespace()
@@ -93,7 +118,7 @@ fn session<S: Read + Write>(stream: S, user: &str, password: &str) -> io::Result
             sent = until;
         }
         conn.ok("RETR")?;
-        bytes += conn.skip_body()?;
+        bytes += conn.skip_body()?.1;
         conn.ok("DELE")?;
         done += 1;
     }
@@ -107,6 +132,18 @@ struct Conn<S> {
 }
 
 impl<S: Read + Write> Conn<S> {
+    /// Reads the greeting and logs in with USER/PASS.
+    fn login(stream: S, user: &str, password: &str) -> io::Result<Conn<S>> {
+        let mut conn = Conn {
+            reader: BufReader::with_capacity(256 * 1024, stream),
+            line: Vec::with_capacity(1024),
+        };
+        conn.ok("greeting")?;
+        conn.command(format!("USER {user}\r\n").as_bytes(), "USER")?;
+        conn.command(format!("PASS {password}\r\n").as_bytes(), "PASS")?;
+        Ok(conn)
+    }
+
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let stream = self.reader.get_mut();
         stream.write_all(bytes)?;
@@ -130,14 +167,16 @@ impl<S: Read + Write> Conn<S> {
         Ok(self.line.clone())
     }
 
-    /// Reads a multi-line body up to its `.` line; returns its size.
-    fn skip_body(&mut self) -> io::Result<u64> {
-        let mut size = 0;
+    /// Reads a multi-line answer up to its `.` line; returns how many lines it had
+    /// and their size.
+    fn skip_body(&mut self) -> io::Result<(usize, u64)> {
+        let (mut lines, mut size) = (0, 0);
         loop {
             self.read_line()?;
             if self.line == b".\r\n" || self.line == b".\n" {
-                return Ok(size);
+                return Ok((lines, size));
             }
+            lines += 1;
             size += self.line.len() as u64;
         }
     }

@@ -1,4 +1,4 @@
-//! End-to-end benchmark of `pophook once` (issue 6): a deterministic corpus delivered
+//! End-to-end benchmark of pophook (issues 6 and 9): a deterministic corpus delivered
 //! into a throwaway Dovecot, pophook run as a child process posting to a local receiver,
 //! wall time and peak RSS measured, and the same mailbox re-delivered and drained by a
 //! bare pipelined POP3 client to measure the floor. Run it with `scripts/bench.sh`.
@@ -7,20 +7,32 @@
 //! - `corpus`: the seeded message generator for each scenario.
 //! - `receiver`: a hyper webhook endpoint that answers 204 (optionally after a delay)
 //!   and notes which Message-IDs arrived.
-//! - `child`: runs `pophook once` under GNU time, with a timeout.
+//! - `child`: runs `pophook once` (or `run`, sampled, then SIGTERM) under GNU time,
+//!   with a timeout.
 //! - `floor`: the bare pipelined RETR+DELE client, plain or implicit TLS.
+//! - `idle`: scenario 5, idle cycles over 100,000 remembered UIDLs (`delete: false`).
+//! - `many`: scenario 6, 50 mailboxes in one `once`.
 //! - `report`: the table, the issue's targets and the BENCHMARKS.md section.
+//!
+//! pophook runs with its defaults (one session per cycle, committed by
+//! `commit_interval`) unless an option below says otherwise.
 //!
 //! Options (after `--` with cargo): `--only 1,3` runs some scenarios; `--quick` runs
 //! small versions and writes nothing; `--no-write` leaves BENCHMARKS.md alone;
-//! `--max-in-flight` passes `webhook.max_in_flight` in scenario 2 (only once pophook
-//! has that key: its configuration rejects unknown keys); `--wrap 'CMD ARGS'` runs
-//! pophook under CMD (e.g. `perf record -g -o /tmp/perf.data --`) and writes nothing;
-//! `--repeat N` runs everything N times and reports the run with the median wall time.
+//! `--max-in-flight` passes `webhook.max_in_flight` in scenario 2 (the default);
+//! `--commit-every N` sets the deprecated `commit_every` cap on every mailbox;
+//! `--remembered N` is scenario 5's mailbox size (100,000; 5,000 with `--quick`);
+//! `--run-for S` is how long scenario 5's `pophook run` polls (60 s; 10 s with
+//! `--quick`); `--wrap 'CMD ARGS'` runs `pophook once` under CMD (e.g.
+//! `perf record -g -o /tmp/perf.data --`) and writes nothing; `--repeat N` runs
+//! everything N times (scenario 5: its idle `once`) and reports the run with the median
+//! wall time.
 
 mod child;
 mod corpus;
 mod floor;
+mod idle;
+mod many;
 mod receiver;
 mod report;
 
@@ -56,8 +68,13 @@ struct Options {
     quick: bool,
     write: bool,
     max_in_flight: bool,
-    /// `commit_every` for pophook's mailbox (pophook's default, 50, when absent).
+    /// The deprecated `commit_every` cap for every mailbox; unset (pophook's default,
+    /// no cap) when absent.
     commit_every: Option<usize>,
+    /// Scenario 5's mailbox size when given; otherwise by `quick`.
+    remembered: Option<usize>,
+    /// How long scenario 5's `pophook run` polls when given; otherwise by `quick`.
+    run_for: Option<Duration>,
     wrap: Vec<String>,
     repeat: usize,
 }
@@ -70,6 +87,8 @@ impl Options {
             write: true,
             max_in_flight: true,
             commit_every: None,
+            remembered: None,
+            run_for: None,
             wrap: Vec::new(),
             repeat: 1,
         };
@@ -85,12 +104,18 @@ impl Options {
                 "--no-write" => options.write = false,
                 "--max-in-flight" => options.max_in_flight = true,
                 "--commit-every" => {
-                    options.commit_every = Some(
-                        args.next()
-                            .and_then(|n| n.parse().ok())
-                            .filter(|n| *n > 0)
-                            .ok_or("--commit-every needs a count, e.g. 1000")?,
-                    );
+                    options.commit_every = Some(count(&mut args, "--commit-every", 1000)?);
+                }
+                "--remembered" => {
+                    options.remembered = Some(count(&mut args, "--remembered", 100_000)?);
+                }
+                "--run-for" => {
+                    // Fewer seconds leave too few cycles to tell a trend.
+                    let secs = count(&mut args, "--run-for", 60)?;
+                    if secs < 10 {
+                        return Err("--run-for needs at least 10 seconds".into());
+                    }
+                    options.run_for = Some(Duration::from_secs(secs as u64));
                 }
                 "--only" => {
                     let list = args.next().ok_or("--only needs a list, e.g. 1,3")?;
@@ -100,13 +125,7 @@ impl Options {
                         .collect::<Result<Vec<_>, _>>()?;
                     options.only = Some(ids);
                 }
-                "--repeat" => {
-                    options.repeat = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .filter(|n| *n > 0)
-                        .ok_or("--repeat needs a count, e.g. 3")?;
-                }
+                "--repeat" => options.repeat = count(&mut args, "--repeat", 3)?,
                 "--wrap" => {
                     let cmd = args.next().ok_or("--wrap needs a command")?;
                     options.wrap = cmd.split_whitespace().map(String::from).collect();
@@ -123,6 +142,18 @@ impl Options {
             .as_ref()
             .is_none_or(|only| only.contains(&scenario))
     }
+}
+
+/// The positive count that follows `option`.
+fn count(
+    args: &mut impl Iterator<Item = String>,
+    option: &str,
+    example: usize,
+) -> Result<usize, String> {
+    args.next()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{option} needs a count, e.g. {example}"))
 }
 
 /// What one scenario delivers and how it is run.
@@ -302,14 +333,25 @@ fn main() -> ExitCode {
                 .map(|_| bench.run(&scenario, &user, run))
                 .collect();
             let row = report::median(tries);
-            let table = report::table(std::slice::from_ref(&row));
-            eprintln!("{}", table.lines().nth(2).unwrap_or_default());
+            print_row(&row);
             rows.push(row);
         }
     }
+    if options.wants(idle::SCENARIO) {
+        rows.extend(idle::run(&bench, &options));
+    }
+    if options.wants(many::SCENARIO) {
+        rows.extend(many::run(&bench, &options));
+    }
 
     let table = report::table(&rows);
-    let targets = report::targets(&rows);
+    let mut targets = report::targets(&rows);
+    if let Some(n) = options.commit_every {
+        targets.insert_str(
+            0,
+            &format!("- Measured with the deprecated cap `commit_every: {n}`, not pophook's defaults; the issue's targets are for the defaults.\n"),
+        );
+    }
     println!("\n{table}\n{targets}");
     if options.write {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -347,6 +389,36 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// One row as soon as it is measured, so a long run shows its progress.
+fn print_row(row: &Row) {
+    let table = report::table(std::slice::from_ref(row));
+    eprintln!("{}", table.lines().nth(2).unwrap_or_default());
+}
+
+/// One `mailboxes[]` entry of a run's configuration; pophook's defaults for the rest.
+struct MailboxConfig<'a> {
+    name: String,
+    user: &'a str,
+    tls: bool,
+    max_message_size: Option<usize>,
+    /// `delete: false` is written; `true` is pophook's default.
+    delete: bool,
+    poll_interval: Option<Duration>,
+}
+
+impl<'a> MailboxConfig<'a> {
+    fn new(name: impl Into<String>, user: &'a str) -> MailboxConfig<'a> {
+        MailboxConfig {
+            name: name.into(),
+            user,
+            tls: false,
+            max_message_size: None,
+            delete: true,
+            poll_interval: None,
+        }
+    }
+}
+
 impl Bench {
     fn run(&self, scenario: &Scenario, user: &str, run: &Run) -> Row {
         let corpus = &scenario.corpus;
@@ -355,6 +427,7 @@ impl Bench {
             run,
             messages: corpus.len(),
             bytes: corpus.bytes(),
+            delivers: true,
             result,
         };
         let (name, result) = match run {
@@ -387,16 +460,20 @@ impl Bench {
             _ => {}
         }
         if !matches!(result, RunResult::Measured { problem: None, .. }) {
-            // Leave the mailbox empty for the next run whatever happened.
-            let _ = floor::drain(
-                self.addr(false),
-                user,
-                PASSWORD,
-                floor::Transport::Plain,
-                POP3_TIMEOUT,
-            );
+            self.empty(user);
         }
         row(name, result)
+    }
+
+    /// Leaves the mailbox empty for the next run, whatever happened in this one.
+    fn empty(&self, user: &str) {
+        let _ = floor::drain(
+            self.addr(false),
+            user,
+            PASSWORD,
+            floor::Transport::Plain,
+            POP3_TIMEOUT,
+        );
     }
 
     fn addr(&self, tls: bool) -> SocketAddr {
@@ -424,15 +501,15 @@ impl Bench {
         let corpus = &scenario.corpus;
         self.deliver(corpus, user);
         self.receiver.reset(scenario.delay);
-        let dir = match tempfile::tempdir_in(self.work.path()) {
-            Ok(dir) => dir,
-            Err(e) => return RunResult::Failed(format!("temp dir: {e}")),
+        let mailbox = MailboxConfig {
+            tls,
+            max_message_size: scenario.max_message_size,
+            ..MailboxConfig::new("bench", user)
         };
-        let config = dir.path().join("pophook.yaml");
-        let yaml = self.config(dir.path(), scenario, user, tls, max_in_flight);
-        if let Err(e) = fs::write(&config, yaml) {
-            return RunResult::Failed(format!("write the config: {e}"));
-        }
+        let (dir, config) = match self.configure(max_in_flight, &[mailbox]) {
+            Ok(configured) => configured,
+            Err(e) => return RunResult::Failed(e),
+        };
         let child = match child::run_once(
             &self.pophook,
             &config,
@@ -444,7 +521,7 @@ impl Bench {
             Err(e) => return RunResult::Failed(e),
         };
         let received = self.receiver.take();
-        let mut problem = check_arrivals(corpus, &received.message_ids);
+        let mut problem = check_arrivals(&corpus.message_ids, &received.message_ids);
         if problem.is_none() {
             problem = self.check_empty(user);
         }
@@ -463,6 +540,7 @@ impl Bench {
             max_rss_kib: Some(child.max_rss_kib),
             cpu: Some(child.cpu),
             problem,
+            trend: None,
         }
     }
 
@@ -496,6 +574,7 @@ impl Bench {
                     max_rss_kib: None,
                     cpu: None,
                     problem,
+                    trend: None,
                 }
             }
             Err(e) => RunResult::Failed(format!("floor: {e}")),
@@ -509,13 +588,25 @@ impl Bench {
         }
     }
 
+    /// A fresh directory (for the configuration, the state and the log) with the
+    /// configuration written to `pophook.yaml` in it.
+    fn configure(
+        &self,
+        max_in_flight: Option<u32>,
+        mailboxes: &[MailboxConfig<'_>],
+    ) -> Result<(tempfile::TempDir, PathBuf), String> {
+        let dir = tempfile::tempdir_in(self.work.path()).map_err(|e| format!("temp dir: {e}"))?;
+        let config = dir.path().join("pophook.yaml");
+        let yaml = self.config(dir.path(), max_in_flight, mailboxes);
+        fs::write(&config, yaml).map_err(|e| format!("write the config: {e}"))?;
+        Ok((dir, config))
+    }
+
     fn config(
         &self,
         dir: &Path,
-        scenario: &Scenario,
-        user: &str,
-        tls: bool,
         max_in_flight: Option<u32>,
+        mailboxes: &[MailboxConfig<'_>],
     ) -> String {
         let mut webhook = format!(
             "  url: {}\n  timeout: 60s\n  secret: {}\n",
@@ -525,37 +616,48 @@ impl Bench {
         if let Some(n) = max_in_flight {
             webhook.push_str(&format!("  max_in_flight: {n}\n"));
         }
-        let mut mailbox = format!(
-            "  - name: bench\n    host: 127.0.0.1\n    port: {}\n    username: {user}\n    password: {PASSWORD}\n    timeout: {}s\n",
-            if tls { self.dovecot.tls_port() } else { self.dovecot.plain_port() },
-            POP3_TIMEOUT.as_secs(),
-        );
-        if tls {
-            mailbox.push_str(&format!(
-                "    tls: implicit\n    tls_ca_file: {}\n",
-                self.dovecot.ca_file().display()
-            ));
-        } else {
-            mailbox.push_str("    tls: none\n    allow_insecure: true\n");
-        }
-        if let Some(size) = scenario.max_message_size {
-            mailbox.push_str(&format!("    max_message_size: {size}\n"));
-        }
-        if let Some(n) = self.commit_every {
-            mailbox.push_str(&format!("    commit_every: {n}\n"));
-        }
-        format!(
-            "state_dir: {}\nwebhook:\n{webhook}mailboxes:\n{mailbox}",
+        let mut yaml = format!(
+            "state_dir: {}\nwebhook:\n{webhook}mailboxes:\n",
             dir.join("state").display()
-        )
+        );
+        for m in mailboxes {
+            yaml.push_str(&format!(
+                "  - name: {}\n    host: 127.0.0.1\n    port: {}\n    username: {}\n    password: {PASSWORD}\n    timeout: {}s\n",
+                m.name,
+                if m.tls { self.dovecot.tls_port() } else { self.dovecot.plain_port() },
+                m.user,
+                POP3_TIMEOUT.as_secs(),
+            ));
+            if m.tls {
+                yaml.push_str(&format!(
+                    "    tls: implicit\n    tls_ca_file: {}\n",
+                    self.dovecot.ca_file().display()
+                ));
+            } else {
+                yaml.push_str("    tls: none\n    allow_insecure: true\n");
+            }
+            if let Some(size) = m.max_message_size {
+                yaml.push_str(&format!("    max_message_size: {size}\n"));
+            }
+            if !m.delete {
+                yaml.push_str("    delete: false\n");
+            }
+            if let Some(every) = m.poll_interval {
+                yaml.push_str(&format!("    poll_interval: {}s\n", every.as_secs()));
+            }
+            if let Some(n) = self.commit_every {
+                yaml.push_str(&format!("    commit_every: {n}\n"));
+            }
+        }
+        yaml
     }
 }
 
 /// Every message arrived exactly once, recognised by its Message-ID.
-fn check_arrivals(corpus: &Corpus, arrived: &[String]) -> Option<String> {
+fn check_arrivals(expected: &[String], arrived: &[String]) -> Option<String> {
     let mut arrived = arrived.to_vec();
     arrived.sort();
-    let mut expected = corpus.message_ids.clone();
+    let mut expected = expected.to_vec();
     expected.sort();
     if arrived == expected {
         return None;

@@ -13,8 +13,12 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub struct Row {
     pub scenario: u8,
     pub run: String,
+    /// Messages in the mailboxes: fetched by the run, or only listed (`delivers: false`).
     pub messages: usize,
     pub bytes: u64,
+    /// False for runs that find nothing new (scenario 5's idle cycles), where msg/s and
+    /// MiB/s would divide the mailbox by time spent doing something else.
+    pub delivers: bool,
     pub result: RunResult,
 }
 
@@ -24,11 +28,79 @@ pub enum RunResult {
         /// Only for pophook, which runs as a child process.
         max_rss_kib: Option<u64>,
         cpu: Option<Duration>,
-        /// Empty when every message arrived and the mailbox was left empty.
+        /// Empty when every message arrived and the mailbox was left as expected.
         problem: Option<String>,
+        /// Only for `pophook run` (scenario 5): how its memory moved while it ran.
+        trend: Option<Trend>,
     },
     NotApplicable(String),
     Failed(String),
+}
+
+/// `pophook run`'s resident memory sampled from /proc while it polled, and how it
+/// stopped.
+#[derive(Clone, Debug)]
+pub struct Trend {
+    /// VmRSS, oldest first; the first is taken after the first cycle had time to run.
+    pub samples_kib: Vec<u64>,
+    pub every: Duration,
+    /// Cycles pophook logged (finished, with or without anything new).
+    pub cycles: u64,
+    /// From SIGTERM to its exit (which was 0, or the run would have failed).
+    pub stop: Duration,
+}
+
+/// How much RSS may rise from the first sample to the last before it counts as growth:
+/// allocator arenas settle in steps of about a MiB, a leak keeps climbing.
+const GROWTH_TOLERANCE_MIB: f64 = 2.0;
+
+impl Trend {
+    fn first_mib(&self) -> f64 {
+        self.samples_kib.first().copied().unwrap_or(0) as f64 / 1024.0
+    }
+
+    fn last_mib(&self) -> f64 {
+        self.samples_kib.last().copied().unwrap_or(0) as f64 / 1024.0
+    }
+
+    fn peak_mib(&self) -> f64 {
+        self.samples_kib.iter().copied().max().unwrap_or(0) as f64 / 1024.0
+    }
+
+    fn grew(&self) -> bool {
+        self.last_mib() - self.first_mib() > GROWTH_TOLERANCE_MIB
+    }
+
+    fn summary(&self, cpu: Option<Duration>) -> String {
+        let per_cycle = match (cpu, self.cycles) {
+            (Some(cpu), n) if n > 0 => {
+                // Start-up and loading the state included, spread over the cycles.
+                format!(
+                    ", {:.1} ms CPU each (start-up included)",
+                    cpu.as_secs_f64() * 1000.0 / n as f64
+                )
+            }
+            _ => String::new(),
+        };
+        // Polls are timed from the end of a cycle, so the period is the poll interval
+        // plus the cycle's own wall time.
+        let sampled = self.every.as_secs_f64() * self.samples_kib.len() as f64;
+        let period = if self.cycles > 0 {
+            format!(" (one every {:.2} s)", sampled / self.cycles as f64)
+        } else {
+            String::new()
+        };
+        format!(
+            "RSS every {:.1} s: first {:.1}, last {:.1}, peak {:.1} MiB ({} samples); {} cycles{period}{per_cycle}; exit 0 {:.2} s after SIGTERM",
+            self.every.as_secs_f64(),
+            self.first_mib(),
+            self.last_mib(),
+            self.peak_mib(),
+            self.samples_kib.len(),
+            self.cycles,
+            self.stop.as_secs_f64(),
+        )
+    }
 }
 
 impl Row {
@@ -39,6 +111,26 @@ impl Row {
                 problem: None,
                 ..
             } => Some(*wall),
+            _ => None,
+        }
+    }
+
+    fn cpu(&self) -> Option<Duration> {
+        match &self.result {
+            RunResult::Measured {
+                cpu, problem: None, ..
+            } => *cpu,
+            _ => None,
+        }
+    }
+
+    fn trend(&self) -> Option<&Trend> {
+        match &self.result {
+            RunResult::Measured {
+                trend,
+                problem: None,
+                ..
+            } => trend.as_ref(),
             _ => None,
         }
     }
@@ -94,18 +186,27 @@ pub fn table(rows: &[Row]) -> String {
                 max_rss_kib,
                 cpu,
                 problem,
+                trend,
             } => {
                 let secs = wall.as_secs_f64();
+                let (per_sec, mib_per_sec) = if row.delivers {
+                    (
+                        format!("{:.0}", row.messages as f64 / secs),
+                        format!("{:.2}", mib / secs),
+                    )
+                } else {
+                    ("–".into(), "–".into())
+                };
+                let check = match (problem, trend) {
+                    (Some(p), _) => format!("FAILED: {p}"),
+                    (None, Some(trend)) => format!("ok; {}", trend.summary(*cpu)),
+                    (None, None) => "ok".into(),
+                };
                 writeln!(
                     out,
-                    "{secs:.2} | {:.0} | {:.2} | {} | {} | {} |",
-                    row.messages as f64 / secs,
-                    mib / secs,
+                    "{secs:.2} | {per_sec} | {mib_per_sec} | {} | {} | {check} |",
                     cpu.map_or("–".into(), |c| format!("{:.2}", c.as_secs_f64())),
                     max_rss_kib.map_or("–".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
-                    problem
-                        .as_deref()
-                        .map_or("ok".into(), |p| format!("FAILED: {p}")),
                 )
             }
             RunResult::NotApplicable(why) => writeln!(out, "n/a | | | | | {why} |"),
@@ -124,23 +225,34 @@ pub fn targets(rows: &[Row]) -> String {
     let wall = |scenario: u8, run: &str| find(scenario, run).and_then(Row::wall);
     let mut out = String::new();
 
-    let _ = match (wall(1, POPHOOK_PLAIN), wall(1, FLOOR_PLAIN)) {
-        (Some(p), Some(f)) => {
-            let ratio = p.as_secs_f64() / f.as_secs_f64();
-            writeln!(
-                out,
-                "- Scenario 1, plain: pophook ≤ 2× the floor — **{}**: {ratio:.2}× the floor ({:.2} s vs {:.2} s){}",
-                verdict(ratio <= 2.0),
-                p.as_secs_f64(),
-                f.as_secs_f64(),
-                beyond(ratio, 2.0),
-            )
-        }
-        _ => writeln!(
-            out,
-            "- Scenario 1, plain: pophook ≤ 2× the floor — n/a (not measured)"
-        ),
-    };
+    // Issue 9's targets for pophook's defaults (one session per cycle).
+    let floor_target =
+        |out: &mut String, label: &str, scenario: u8, limit: f64, goal: Option<f64>| {
+            let target = match goal {
+                Some(goal) => format!("{label}: pophook ≤ {limit}× the floor (goal {goal}×)"),
+                None => format!("{label}: pophook ≤ {limit}× the floor"),
+            };
+            let _ = match (wall(scenario, POPHOOK_PLAIN), wall(scenario, FLOOR_PLAIN)) {
+                (Some(p), Some(f)) => {
+                    let ratio = p.as_secs_f64() / f.as_secs_f64();
+                    writeln!(
+                        out,
+                        "- {target} — **{}**: {ratio:.2}× the floor ({:.2} s vs {:.2} s){}{}",
+                        verdict(ratio <= limit),
+                        p.as_secs_f64(),
+                        f.as_secs_f64(),
+                        beyond(ratio, limit),
+                        if goal.is_some_and(|goal| ratio <= goal) {
+                            "; goal met"
+                        } else {
+                            ""
+                        },
+                    )
+                }
+                _ => writeln!(out, "- {target} — n/a (not measured)"),
+            };
+        };
+    floor_target(&mut out, "Scenario 1, plain", 1, 1.5, Some(1.2));
     if let (Some(p), Some(f)) = (wall(1, POPHOOK_TLS), wall(1, FLOOR_TLS)) {
         let _ = writeln!(
             out,
@@ -148,6 +260,7 @@ pub fn targets(rows: &[Row]) -> String {
             p.as_secs_f64() / f.as_secs_f64()
         );
     }
+    floor_target(&mut out, "Scenario 3", 3, 2.0, None);
 
     let _ = match (wall(2, &in_flight_run(1)), wall(2, &in_flight_run(4))) {
         (Some(one), Some(four)) => {
@@ -165,15 +278,11 @@ pub fn targets(rows: &[Row]) -> String {
         }
         _ => writeln!(
             out,
-            "- Scenario 2: `max_in_flight: 4` ≥ 3× faster than `1` — n/a (not measured: run with `--max-in-flight` once pophook has `webhook.max_in_flight`)"
+            "- Scenario 2: `max_in_flight: 4` ≥ 3× faster than `1` — n/a (not measured)"
         ),
     };
 
-    let peak = rows
-        .iter()
-        .filter(|r| (1..=3).contains(&r.scenario))
-        .filter_map(|r| r.rss_mib().map(|mib| (mib, r)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let peak = highest_rss(rows.iter().filter(|r| (1..=3).contains(&r.scenario)));
     let _ = match peak {
         Some((mib, row)) => writeln!(
             out,
@@ -202,7 +311,94 @@ pub fn targets(rows: &[Row]) -> String {
             "- Scenario 4: peak RSS ≤ ~3× the message — n/a (not measured)"
         ),
     };
+
+    idle_targets(&mut out, rows);
+
+    let _ = match (find(6, MANY_POPHOOK), wall(6, MANY_FLOOR)) {
+        (Some(row), floor) if row.wall().is_some() => {
+            let p = row.wall().unwrap_or_default().as_secs_f64();
+            writeln!(
+                out,
+                "- Scenario 6 (no target; for information): {} messages in 50 mailboxes in {p:.2} s, peak RSS {}{}",
+                row.messages,
+                row.rss_mib()
+                    .map_or("not measured".into(), |m| format!("{m:.1} MiB")),
+                floor.map_or(String::new(), |f| format!(
+                    "; {:.2}× the floor draining the mailboxes one after another ({:.2} s)",
+                    p / f.as_secs_f64(),
+                    f.as_secs_f64()
+                )),
+            )
+        }
+        _ => writeln!(out, "- Scenario 6: 50 mailboxes — n/a (not measured)"),
+    };
     out
+}
+
+/// Scenario 5: the issue asks for the CPU of an idle cycle, peak RSS ≤ 64 MiB with
+/// 100,000 remembered UIDLs, and `run` at 1 s polls without RSS growth.
+fn idle_targets(out: &mut String, rows: &[Row]) {
+    let find = |run: &str| rows.iter().find(|r| r.scenario == 5 && r.run == run);
+    let Some(remembered) = find(IDLE_ONCE).or(find(IDLE_RUN)).map(|r| r.messages) else {
+        let _ = writeln!(out, "- Scenario 5: idle cycles — n/a (not measured)");
+        return;
+    };
+    let peak = highest_rss(
+        [IDLE_FIRST, IDLE_ONCE, IDLE_RUN]
+            .into_iter()
+            .filter_map(find),
+    );
+    let _ = match peak {
+        Some((mib, Row { run, .. })) => writeln!(
+            out,
+            "- Scenario 5: peak RSS ≤ 64 MiB with {remembered} remembered UIDLs — **{}**: highest {mib:.1} MiB ({run}){}",
+            verdict(mib <= 64.0),
+            over_mib(mib, 64.0),
+        ),
+        None => writeln!(
+            out,
+            "- Scenario 5: peak RSS ≤ 64 MiB — n/a (not measured)"
+        ),
+    };
+    if let Some(row) = find(IDLE_ONCE).filter(|r| r.wall().is_some()) {
+        let _ = writeln!(
+            out,
+            "- Scenario 5: an idle `once` over {remembered} remembered UIDLs (no target; for information): {} CPU s, {:.2} s wall (start-up and loading the state, login, UIDL and LIST of the whole mailbox, QUIT){}",
+            row.cpu().map_or("–".into(), |c| format!("{:.2}", c.as_secs_f64())),
+            row.wall().unwrap_or_default().as_secs_f64(),
+            find(IDLE_FLOOR)
+                .and_then(Row::wall)
+                .map_or(String::new(), |f| format!(
+                    "; the server alone answers login, UIDL, LIST and QUIT in {:.2} s",
+                    f.as_secs_f64()
+                )),
+        );
+    }
+    let _ = match find(IDLE_RUN).and_then(|r| r.trend().map(|t| (r, t))) {
+        Some((row, trend)) => writeln!(
+            out,
+            "- Scenario 5: `run` at 1 s polls for {:.0} s without RSS growth (last sample ≤ first + {GROWTH_TOLERANCE_MIB} MiB) — **{}**: {}; every sample (MiB): {}",
+            row.wall().unwrap_or_default().as_secs_f64(),
+            verdict(!trend.grew()),
+            trend.summary(row.cpu()),
+            trend
+                .samples_kib
+                .iter()
+                .map(|kib| format!("{:.1}", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        None => writeln!(
+            out,
+            "- Scenario 5: `run` without RSS growth — n/a (not measured)"
+        ),
+    };
+}
+
+/// The row with the highest peak RSS, and that peak in MiB.
+fn highest_rss<'a>(rows: impl Iterator<Item = &'a Row>) -> Option<(f64, &'a Row)> {
+    rows.filter_map(|r| r.rss_mib().map(|mib| (mib, r)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -250,6 +446,16 @@ pub fn in_flight_run(n: u32) -> String {
 
 /// Scenario 2 without the key: today's lock-step delivery.
 pub const IN_FLIGHT_ABSENT: &str = "pophook, plain, max_in_flight absent";
+
+/// Scenario 5's runs, in order: the one that posts (and so remembers) every message,
+/// then cycles that find nothing new.
+pub const IDLE_FIRST: &str = "pophook once, first: posts all";
+pub const IDLE_ONCE: &str = "pophook once, idle";
+pub const IDLE_FLOOR: &str = "floor: login, UIDL, LIST, QUIT";
+pub const IDLE_RUN: &str = "pophook run, poll_interval 1s, idle";
+
+pub const MANY_POPHOOK: &str = "pophook, 50 mailboxes at once";
+pub const MANY_FLOOR: &str = "floor, 50 mailboxes one after another";
 
 /// What the figures were measured on, one line each.
 pub fn machine() -> String {
@@ -308,22 +514,31 @@ fn output(program: &str, args: &[&str]) -> String {
 }
 
 const HEADER: &str = "# Benchmarks\n\n\
-End-to-end throughput and memory of `pophook once` against a real Dovecot on\n\
-127.0.0.1, produced by `scripts/bench.sh` (the `e2e` bench in `benches/e2e/`). Each run\n\
-appends a section below; compare runs made on the same machine only.\n\n\
+End-to-end throughput and memory of `pophook once` (and `run`, scenario 5) against a\n\
+real Dovecot on 127.0.0.1, produced by `scripts/bench.sh` (the `e2e` bench in\n\
+`benches/e2e/`). Each run appends a section below; compare runs made on the same\n\
+machine only.\n\n\
 - **Scenario 1**: 2,000 mixed messages (60% plain ~2 KiB, 30% multipart/alternative\n  \
 ~8 KiB, 10% with a 64 KiB base64 attachment), plain POP3 and implicit TLS.\n\
 - **Scenario 2**: 500 messages of the same mix; the webhook takes 20 ms per request;\n  \
 `webhook.max_in_flight: 1` vs `4`.\n\
 - **Scenario 3**: 10,000 small (~600 B) messages.\n\
-- **Scenario 4**: one 50 MiB message (`max_message_size: 64 MiB`).\n\n\
+- **Scenario 4**: one 50 MiB message (`max_message_size: 64 MiB`).\n\
+- **Scenario 5**: 100,000 small messages with `delete: false`: one `once` posts and\n  \
+remembers them all, then idle cycles that find nothing new: `once`, and `run` at\n  \
+`poll_interval: 1s` for a minute with its RSS sampled, stopped by SIGTERM.\n\
+- **Scenario 6**: 50 mailboxes × 200 messages of scenario 1's mix in one `once`.\n\n\
+Runs use pophook's defaults (one session per cycle, `commit_interval: 5m`) unless the\n\
+command says otherwise (`--commit-every N` sets the deprecated `commit_every` cap).\n\
 The *floor* is a bare pipelined POP3 client (in the bench) doing RETR+DELE of every\n\
 message without parsing or posting, on the same mailbox re-delivered: what the server\n\
-and the loopback allow. *wall* is from spawning pophook to its exit (from connecting to\n\
-QUIT's reply for the floor); *peak RSS* and *CPU* are pophook's, from wait4 via GNU time.\n\
+and the loopback allow (scenario 5's floor logs in, reads UIDL and LIST, and QUITs).\n\
+*wall* is from spawning pophook to its exit (from connecting to QUIT's reply for the\n\
+floor); *peak RSS* and *CPU* are pophook's, from wait4 via GNU time.\n\
 With `--repeat N` each row is the run with the median wall time of N.\n\
 Every run checks that each message arrived once with its Message-ID and that the\n\
-mailbox is empty afterwards. The corpus is generated from fixed seeds (SplitMix64),\n\
+mailbox is empty afterwards (scenario 5: nothing posted by idle cycles, every message\n\
+still on the server). The corpus is generated from fixed seeds (SplitMix64),\n\
 stored with CRLF line endings. The machine is shared, so figures are noisy; the targets\n\
 are ratios of runs made one after another in the same invocation.\n";
 
