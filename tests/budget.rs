@@ -184,11 +184,13 @@ async fn healthz_answers_while_large_messages_are_parsed() {
         .arg(child.id().to_string())
         .status();
     let _ = child.wait();
+    eprintln!("healthz: slowest {slowest:?}, one parse {one_parse:?}, {answered} answers");
     assert!(answered > 5, "the endpoint answered during the run");
-    // Parsing on the reactor would hold /healthz for at least one parse (every worker
-    // busy with one); off it, the endpoint answers between scheduler slices.
+    // Parsing on the reactor would hold /healthz for several parses (each worker busy
+    // with a queue of them); off it, and no more parses than cores, the endpoint
+    // answers between scheduler slices. Generous, as the machine may be loaded.
     assert!(
-        slowest < one_parse,
+        slowest < one_parse * 2,
         "/healthz took {slowest:?} at worst while one parse takes {one_parse:?}"
     );
 }

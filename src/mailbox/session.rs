@@ -572,6 +572,12 @@ async fn deliver(
     raw: Bytes,
     reservation: Reservation,
 ) -> Posted {
+    // At most one parse per core at a time: more would only take turns with the
+    // reactor's threads and make every socket (and /healthz) wait.
+    let slot = render_slots()
+        .acquire()
+        .await
+        .expect("the render semaphore is never closed");
     let render = {
         let (webhook, mailbox, key) = (webhook.clone(), mailbox.clone(), key.clone());
         let truncated = fetch.headers_only;
@@ -591,7 +597,9 @@ async fn deliver(
             )
         })
     };
-    let rendered = match render.await {
+    let rendered = render.await;
+    drop(slot);
+    let rendered = match rendered {
         Ok(rendered) => rendered,
         Err(e) => {
             // Only when the runtime is shutting down (the builder contains panics):
@@ -637,6 +645,15 @@ async fn post_within_grace(
         result = ctx.sender.post(webhook, id, body) => Some(result),
         _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
     }
+}
+
+/// Parses in progress across the process, one per core.
+fn render_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
