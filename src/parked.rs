@@ -89,6 +89,7 @@ pub async fn unpark(ledger: &Ledger, messages: &[ParkedMessage]) -> Result<(), S
             Record::Retrying {
                 attempts: 0,
                 rejections: 0,
+                drops: 0,
                 next_attempt_ms: 0,
                 delay_ms: Some(0),
                 last_error: m.last_error.clone(),

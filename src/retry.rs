@@ -94,6 +94,20 @@ impl RetryPolicy {
         })
     }
 
+    /// The longest wait the policy schedules between two attempts (jitter included,
+    /// `Retry-After` aside).
+    pub fn longest_wait(&self) -> Duration {
+        match &self.backoff {
+            Backoff::Schedule(schedule) => schedule
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .mul_f64(1.1),
+            Backoff::Exponential { max, .. } => *max,
+        }
+    }
+
     /// How many attempts an outage gets in total.
     pub fn max_attempts(&self) -> u32 {
         match &self.backoff {

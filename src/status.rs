@@ -290,6 +290,7 @@ mod tests {
         let retrying = |since| Record::Retrying {
             attempts: 1,
             rejections: 0,
+            drops: 0,
             next_attempt_ms: 0,
             delay_ms: None,
             last_error: String::new(),

@@ -362,6 +362,7 @@ async fn the_age_of_the_oldest_undelivered_message_is_exported() {
             pophook::ledger::Record::Retrying {
                 attempts: 1,
                 rejections: 0,
+                drops: 0,
                 next_attempt_ms: pophook::ledger::now_ms() + 3_600_000,
                 delay_ms: Some(3_600_000),
                 last_error: "webhook answered HTTP 503".into(),

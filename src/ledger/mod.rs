@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 pub use records::{
     duplicate_key, now, now_ms, Absence, CycleLog, CycleResult, DisabledEndpoint, Entry, Record,
+    DROPS_FORGIVEN,
 };
 use store::{message_key, Store, Tree};
 

@@ -24,6 +24,12 @@ pub enum Record {
         /// Of those, how many the endpoint refused (4xx): `max_rejections` counts these.
         #[serde(default)]
         rejections: u32,
+        /// Connections that broke while this message was downloading, in a row. The
+        /// first few are retried at once (a flaky network); from [`DROPS_FORGIVEN`] on,
+        /// each is an attempt on the schedule, so a message that always breaks the
+        /// connection is parked instead of holding the mailbox.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        drops: u32,
         next_attempt_ms: i64,
         /// The wait that was scheduled: a retry time read back from the state is
         /// capped at now + this, so a clock stepped back cannot postpone it.
@@ -72,6 +78,14 @@ impl Record {
             _ => None,
         }
     }
+}
+
+/// Connections broken while downloading the same message that are retried at once,
+/// before each further one counts as an attempt.
+pub const DROPS_FORGIVEN: u32 = 2;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A record as stored: the record, and since when its message is missing from the
@@ -186,6 +200,7 @@ mod tests {
             Record::Retrying {
                 attempts: 2,
                 rejections: 0,
+                drops: 0,
                 delay_ms: None,
                 ..
             }

@@ -14,6 +14,7 @@ fn retrying(next_attempt_ms: i64, delay_ms: Option<u64>) -> Record {
     Record::Retrying {
         attempts: 1,
         rejections: 0,
+        drops: 0,
         next_attempt_ms,
         delay_ms,
         last_error: "HTTP 503".into(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::ledger::{duplicate_key, Absence, Book, Entry, Record};
+use crate::ledger::{duplicate_key, Absence, Book, Entry, Record, DROPS_FORGIVEN};
 use crate::retry::RetryPolicy;
 
 /// A record whose message is missing from listings is forgotten only after it was
@@ -102,6 +102,7 @@ pub fn plan(
     for (_, uidl) in listing {
         *count.entry(uidl.as_str()).or_default() += 1;
     }
+    let mut suspects = Vec::new();
     for (number, uidl) in listing {
         let size = sizes.get(number).copied().unwrap_or(0);
         let oversized_now = size > settings.max_message_size;
@@ -177,14 +178,21 @@ pub fn plan(
             plan.unfetchable.push((uidl.clone(), size));
             continue;
         }
-        plan.fetches.push(Fetch {
+        let fetch = Fetch {
             number: *number,
             uidl: uidl.clone(),
             key: Some(uidl.clone()),
             headers_only,
             size,
-        });
+        };
+        match slot.map(|s| &s.entry.record) {
+            // It broke the connection last time: after everything else, so that if it
+            // does so again the others have been delivered first.
+            Some(Record::Retrying { drops, .. }) if *drops > 0 => suspects.push(fetch),
+            _ => plan.fetches.push(fetch),
+        }
     }
+    plan.fetches.append(&mut suspects);
 
     // `count` doubles as the set of listed UIDLs: no second 100,000-entry set per cycle.
     plan.renumbered = looks_renumbered(book, &count, settings.delete);
@@ -277,6 +285,8 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
     /// Only the headers can be posted from now on.
     pub oversized: bool,
+    /// The connection broke while the message was downloading.
+    pub dropped: bool,
 }
 
 /// The record after a 2xx.
@@ -300,16 +310,32 @@ pub fn failed(
     policy: &RetryPolicy,
     rng: &mut impl Rng,
 ) -> Record {
-    let (attempts, rejections, since, oversized) = match previous {
+    let (attempts, rejections, drops, since, oversized) = match previous {
         Some(Record::Retrying {
             attempts,
             rejections,
+            drops,
             since,
             oversized,
             ..
-        }) => (*attempts, *rejections, *since, *oversized),
-        _ => (0, 0, now.unix(), false),
+        }) => (*attempts, *rejections, *drops, *since, *oversized),
+        _ => (0, 0, 0, now.unix(), false),
     };
+    // Only a broken download continues a run of drops.
+    let drops = if failure.dropped { drops + 1 } else { 0 };
+    if failure.dropped && drops <= DROPS_FORGIVEN {
+        // Likely the network, not the message: at once, and not an attempt yet.
+        return Record::Retrying {
+            attempts,
+            rejections,
+            drops,
+            next_attempt_ms: now.unix_ms,
+            delay_ms: Some(0),
+            last_error: failure.reason.clone(),
+            oversized,
+            since,
+        };
+    }
     let attempts = attempts + 1;
     let rejections = rejections + u32::from(failure.rejected);
     let oversized = oversized || failure.oversized;
@@ -323,6 +349,7 @@ pub fn failed(
         Some(delay) => Record::Retrying {
             attempts,
             rejections,
+            drops,
             next_attempt_ms: now.unix_ms + delay.as_millis() as i64,
             delay_ms: Some(delay.as_millis() as u64),
             last_error: failure.reason.clone(),
@@ -354,6 +381,7 @@ pub fn grew_too_large(previous: Option<&Record>, limit: u64, now: Now) -> Record
     Record::Retrying {
         attempts,
         rejections,
+        drops: 0,
         next_attempt_ms: now.unix_ms,
         delay_ms: Some(0),
         last_error: format!("larger than max_message_size ({limit} bytes)"),

@@ -170,6 +170,7 @@ impl Cycle<'_> {
                 rejected: false,
                 retry_after: None,
                 oversized: true,
+                dropped: false,
             };
             self.record_failure(key, &failure, None);
             self.report.fetch_failed += 1;
@@ -426,6 +427,7 @@ impl Cycle<'_> {
                     rejected: false,
                     retry_after: None,
                     oversized: false,
+                    dropped: false,
                 };
                 self.record_failure(&key, &failure, previous.as_ref());
                 None
@@ -437,12 +439,13 @@ impl Cycle<'_> {
                 Some(Stop::Broken(error.into()))
             }
             _ => {
-                warn!(mailbox = %name, uidl = %fetch.uidl, "downloading the message failed ({error}); counted as a failed attempt for this message, so a message that always breaks the connection cannot hold up the others");
+                warn!(mailbox = %name, uidl = %fetch.uidl, "downloading the message failed ({error}); remembered against this message, so one that always breaks the connection is retried on its schedule and parked instead of holding up the others");
                 let failure = Failure {
                     reason: format!("downloading failed: {error}"),
                     rejected: false,
                     retry_after: None,
                     oversized: false,
+                    dropped: true,
                 };
                 self.record_failure(&key, &failure, previous.as_ref());
                 Some(Stop::Broken(error.into()))
@@ -529,6 +532,7 @@ impl Cycle<'_> {
                     rejected: failure.is_rejection(),
                     retry_after: failure.retry_after(),
                     oversized: posted.fetch.headers_only,
+                    dropped: false,
                 };
                 self.record_failure(&posted.key, &reason, None);
                 stop

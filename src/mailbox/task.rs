@@ -26,6 +26,8 @@ pub const MIN_WAKE: Duration = Duration::from_millis(200);
 /// The breaker's first wait after the endpoint failed; it doubles per failed probe.
 pub const BREAKER_INITIAL: Duration = Duration::from_secs(1);
 /// The breaker's longest wait: during a long outage a mailbox logs in about this often.
+/// Shorter when the webhook's own retry policy never waits that long: its owner asked
+/// for quick retries.
 pub const BREAKER_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// Told about each cycle: the service turns these into logs, metrics and status.
@@ -43,12 +45,12 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// The endpoint failed (again): stay away for a growing delay.
-    pub fn tripped(&mut self, now: Instant) {
+    /// The endpoint failed (again): stay away for a growing delay, at most `max`.
+    pub fn tripped(&mut self, now: Instant, max: Duration) {
         self.failures = self.failures.saturating_add(1);
         let delay = BREAKER_INITIAL
             .saturating_mul(1u32 << (self.failures - 1).min(16))
-            .min(BREAKER_MAX);
+            .min(max);
         self.open_until = Some(now + delay);
     }
 
@@ -120,7 +122,12 @@ impl Timing {
                     // the breaker from its shortest wait.
                     self.breaker.reset();
                 }
-                self.breaker.tripped(now);
+                let max = mailbox
+                    .webhook
+                    .retry
+                    .longest_wait()
+                    .clamp(BREAKER_INITIAL, BREAKER_MAX);
+                self.breaker.tripped(now, max);
                 let open = self.breaker.open_until().unwrap_or(now);
                 open.max(earliest_due.unwrap_or(poll))
             }

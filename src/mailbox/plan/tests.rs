@@ -33,6 +33,7 @@ fn retrying(oversized: bool) -> Record {
     Record::Retrying {
         attempts: 1,
         rejections: 0,
+        drops: 0,
         next_attempt_ms: 0,
         delay_ms: Some(5000),
         last_error: "HTTP 503".into(),
@@ -319,6 +320,7 @@ fn failures_follow_the_schedule_and_only_refusals_count_towards_max_rejections()
         rejected: false,
         retry_after: None,
         oversized: false,
+        dropped: false,
     };
     let refusal = Failure {
         reason: "HTTP 422".into(),
@@ -333,6 +335,7 @@ fn failures_follow_the_schedule_and_only_refusals_count_towards_max_rejections()
     let Record::Retrying {
         attempts: 5,
         rejections: 0,
+        drops: 0,
         delay_ms: Some(delay),
         next_attempt_ms,
         ..
@@ -352,6 +355,75 @@ fn failures_follow_the_schedule_and_only_refusals_count_towards_max_rejections()
     assert!(
         matches!(record, Record::Parked { attempts: 8, .. }),
         "{record:?}"
+    );
+}
+
+#[test]
+fn a_broken_download_is_forgiven_twice_then_counts_and_goes_last() {
+    let policy = RetryPolicy::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let now = now();
+    let drop = Failure {
+        reason: "downloading failed: closed".into(),
+        rejected: false,
+        retry_after: None,
+        oversized: false,
+        dropped: true,
+    };
+    let first = failed(None, &drop, now, &policy, &mut rng);
+    assert!(
+        matches!(
+            first,
+            Record::Retrying {
+                attempts: 0,
+                drops: 1,
+                delay_ms: Some(0),
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    let second = failed(Some(&first), &drop, now, &policy, &mut rng);
+    assert!(
+        matches!(
+            second,
+            Record::Retrying {
+                attempts: 0,
+                drops: 2,
+                ..
+            }
+        ),
+        "{second:?}"
+    );
+    let third = failed(Some(&second), &drop, now, &policy, &mut rng);
+    assert!(
+        matches!(third, Record::Retrying { attempts: 1, drops: 3, delay_ms: Some(d), .. } if d > 0),
+        "{third:?}"
+    );
+    let other = Failure {
+        dropped: false,
+        ..drop.clone()
+    };
+    let reset = failed(Some(&third), &other, now, &policy, &mut rng);
+    assert!(
+        matches!(
+            reset,
+            Record::Retrying {
+                attempts: 2,
+                drops: 0,
+                ..
+            }
+        ),
+        "{reset:?}"
+    );
+
+    // A message that broke the connection is fetched after the others.
+    let (entries, sizes) = listing(&["a", "suspect", "c"]);
+    let book = book(&[("suspect", second.clone(), Some(now.instant))]);
+    let plan = super::plan(&entries, &sizes, &book, now, &settings());
+    assert_eq!(
+        fetched(&plan),
+        [("a", false), ("c", false), ("suspect", false)]
     );
 }
 

@@ -142,6 +142,22 @@ fn the_breaker_grows_during_an_outage_probes_with_one_message_and_resets_on_succ
 }
 
 #[test]
+fn the_breaker_never_waits_longer_than_the_webhooks_own_longest_retry() {
+    let mailbox = mailbox("    poll_interval: 1s\n    webhook:\n      retry: {max_attempts: 100, initial_backoff: 20ms, max_backoff: 3s}\n");
+    let t0 = Instant::now();
+    let mut timing = Timing::default();
+    let failing = CycleReport {
+        failed: 1,
+        endpoint_failing: true,
+        ..CycleReport::default()
+    };
+    let waits: Vec<u64> = (0..5)
+        .map(|_| (timing.after_cycle(&mailbox, t0, t0, &Ok(()), &failing, Some(t0)) - t0).as_secs())
+        .collect();
+    assert_eq!(waits, [1, 2, 3, 3, 3]);
+}
+
+#[test]
 fn logins_during_a_day_long_outage_are_bounded_by_the_breaker() {
     // A mailbox with a poll interval of 1 s and retries always due: count the cycles a
     // day-long outage causes.
