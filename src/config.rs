@@ -46,10 +46,38 @@ pub struct Config {
     pub other_shards: Vec<(String, u32)>,
 }
 
-/// `http`: where the health, metrics and management endpoints listen.
+/// `http`: where the health, metrics and management endpoints listen, and who may
+/// use them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The bearer token `/api/*` requires (and `/metrics` with `protect_metrics`).
+    /// `None` only on a loopback address or with `allow_unauthenticated_api: true`.
+    pub token: Option<Secret>,
+    /// `/metrics` requires the token too.
+    pub protect_metrics: bool,
+    /// Host names (without port) the API answers besides loopback ones and the listen
+    /// address: what a browser sends is refused otherwise (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; more wait in the kernel's queue, so the API can never
+    /// use the descriptors that delivery needs.
+    pub max_connections: usize,
+}
+
+/// Connections the endpoint serves at once unless `http.max_connections` says otherwise.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 32;
+
+impl HttpConfig {
+    /// An endpoint on `listen` with the defaults: no token (as tests bind loopback).
+    pub fn open(listen: SocketAddr) -> HttpConfig {
+        HttpConfig {
+            listen,
+            token: None,
+            protect_metrics: false,
+            allowed_hosts: Vec::new(),
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+        }
+    }
 }
 
 impl HttpConfig {
@@ -117,6 +145,13 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    token: Option<Secret>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    allow_unauthenticated_api: Option<bool>,
+    protect_metrics: Option<bool>,
+    allowed_hosts: Option<Vec<String>>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -395,7 +430,7 @@ fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
             "missing; an address and port such as 127.0.0.1:9090 (or remove `http` to turn the endpoint off)",
         )
     })?;
-    let listen = listen.trim().parse().map_err(|_| {
+    let listen: SocketAddr = listen.trim().parse().map_err(|_| {
         invalid(
             "http.listen",
             format!(
@@ -403,7 +438,61 @@ fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
             ),
         )
     })?;
-    Ok(HttpConfig { listen })
+    let token = resolve_secret("http.token", raw.token, raw.token_file, raw.token_env)?;
+    if let Some(token) = &token {
+        let usable = token.expose().len() >= 16
+            && token.expose().bytes().all(|b| b.is_ascii_graphic());
+        if !usable {
+            return Err(invalid(
+                "http.token",
+                "use at least 16 printable characters without spaces (make one with `head -c 32 /dev/urandom | base64`)",
+            ));
+        }
+    }
+    let allow_unauthenticated = raw.allow_unauthenticated_api.unwrap_or(false);
+    if token.is_none() && !listen.ip().is_loopback() && !allow_unauthenticated {
+        return Err(invalid(
+            "http.token",
+            format!(
+                "missing: {listen} is not a loopback address, and anyone who can reach the management API could drop or replay parked messages; set `token`, `token_file` or `token_env` (then `pophook status` and `parked` send it), or listen on 127.0.0.1, or set `allow_unauthenticated_api: true` if a firewall already restricts who reaches it"
+            ),
+        ));
+    }
+    let protect_metrics = raw.protect_metrics.unwrap_or(false);
+    if protect_metrics && token.is_none() {
+        return Err(invalid(
+            "http.protect_metrics",
+            "needs a `token`: /metrics would then require one that does not exist",
+        ));
+    }
+    let allowed_hosts = raw
+        .allowed_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|host| host.trim().to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    if let Some(bad) = allowed_hosts
+        .iter()
+        .find(|h| h.is_empty() || h.contains(['/', ' ', '@']))
+    {
+        return Err(invalid(
+            "http.allowed_hosts",
+            format!("{bad:?} is not a host name; list names such as pophook.internal, without scheme or path"),
+        ));
+    }
+    let max_connections = raw
+        .max_connections
+        .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+    if !(1..=1024).contains(&max_connections) {
+        return Err(invalid("http.max_connections", "must be between 1 and 1024"));
+    }
+    Ok(HttpConfig {
+        listen,
+        token,
+        protect_metrics,
+        allowed_hosts,
+        max_connections,
+    })
 }
 
 fn validate_shard(raw: RawShard) -> Result<Shard, ConfigError> {
@@ -1516,15 +1605,39 @@ mod tests {
     }
 
     #[test]
+    fn a_reachable_api_needs_a_token_which_is_never_printed() {
+        let with_http = |http: &str| format!("{WEBHOOK}http: {http}\nmailboxes:\n{MAILBOX}    password: a\n");
+        let e = error(&with_http("{listen: '0.0.0.0:9090'}"));
+        assert!(
+            e.contains("http.token") && e.contains("allow_unauthenticated_api"),
+            "{e}"
+        );
+        let token = "t0ken-that-is-long-enough";
+        let config = load(&with_http(&format!("{{listen: '0.0.0.0:9090', token: {token}, protect_metrics: true, allowed_hosts: [Pophook.Internal]}}"))).unwrap();
+        let http = config.http.unwrap();
+        assert_eq!(http.token.as_ref().map(|t| t.expose()), Some(token));
+        assert!(http.protect_metrics);
+        assert_eq!(http.allowed_hosts, ["pophook.internal"]);
+        assert!(!format!("{http:?}").contains(token));
+        // Loopback needs none; a short token is refused without echoing it.
+        assert_eq!(load(&with_http("{listen: '127.0.0.1:9090'}")).unwrap().http.unwrap().token, None);
+        let e = error(&with_http("{listen: '127.0.0.1:9090', token: short-s3cret}"));
+        assert!(e.contains("http.token") && !e.contains("short-s3cret"), "{e}");
+        let e = error(&with_http("{listen: '127.0.0.1:9090', protect_metrics: true}"));
+        assert!(e.contains("protect_metrics"), "{e}");
+    }
+
+    #[test]
     fn http_is_off_by_default_and_listen_must_be_an_address() {
         let config = load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n")).unwrap();
         assert_eq!(config.http, None);
         let config = load(&format!(
-            "{WEBHOOK}http: {{listen: '0.0.0.0:9090'}}\nmailboxes:\n{MAILBOX}    password: a\n"
+            "{WEBHOOK}http: {{listen: '0.0.0.0:9090', allow_unauthenticated_api: true}}\nmailboxes:\n{MAILBOX}    password: a\n"
         ))
         .unwrap();
         let http = config.http.unwrap();
         assert_eq!(http.listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(http.token, None);
         assert_eq!(http.local_url("/healthz"), "http://127.0.0.1:9090/healthz");
         let e = error(&format!(
             "{WEBHOOK}http: {{listen: 'localhost'}}\nmailboxes:\n{MAILBOX}    password: a\n"

@@ -230,10 +230,11 @@ async fn serve(
             warn!(shard = %shard, "no mailbox hashes to this shard: it polls nothing (more shards than mailboxes?)");
         }
     }
-    if let Some(addr) = listen.filter(|a| !a.ip().is_loopback()) {
+    let unauthenticated = config.http.as_ref().is_none_or(|h| h.token.is_none());
+    if let Some(addr) = listen.filter(|a| !a.ip().is_loopback() && unauthenticated) {
         warn!(
             listen = %addr,
-            "http.listen is not a loopback address: the management API has no authentication, so anyone who can reach it can read status and replay or drop parked messages; restrict access (firewall, NetworkPolicy)"
+            "http.listen is not a loopback address and `allow_unauthenticated_api` is set: anyone who can reach it can read status and replay or drop parked messages; restrict access (firewall, NetworkPolicy) or set `http.token`"
         );
     }
 
@@ -260,6 +261,14 @@ async fn serve(
             mailboxes: config.mailboxes.clone(),
             shard: config.shard,
             shutdown: stop_signal.clone(),
+            // Tests serve on a listener of their own without `http`: loopback, open.
+            http: config.http.clone().unwrap_or_else(|| {
+                crate::config::HttpConfig::open(
+                    listener
+                        .local_addr()
+                        .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into()),
+                )
+            }),
         };
         tokio::spawn(api::serve(listener, api))
     });
