@@ -440,8 +440,8 @@ fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
     })?;
     let token = resolve_secret("http.token", raw.token, raw.token_file, raw.token_env)?;
     if let Some(token) = &token {
-        let usable = token.expose().len() >= 16
-            && token.expose().bytes().all(|b| b.is_ascii_graphic());
+        let usable =
+            token.expose().len() >= 16 && token.expose().bytes().all(|b| b.is_ascii_graphic());
         if !usable {
             return Err(invalid(
                 "http.token",
@@ -480,11 +480,12 @@ fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
             format!("{bad:?} is not a host name; list names such as pophook.internal, without scheme or path"),
         ));
     }
-    let max_connections = raw
-        .max_connections
-        .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
     if !(1..=1024).contains(&max_connections) {
-        return Err(invalid("http.max_connections", "must be between 1 and 1024"));
+        return Err(invalid(
+            "http.max_connections",
+            "must be between 1 and 1024",
+        ));
     }
     Ok(HttpConfig {
         listen,
@@ -1606,7 +1607,8 @@ mod tests {
 
     #[test]
     fn a_reachable_api_needs_a_token_which_is_never_printed() {
-        let with_http = |http: &str| format!("{WEBHOOK}http: {http}\nmailboxes:\n{MAILBOX}    password: a\n");
+        let with_http =
+            |http: &str| format!("{WEBHOOK}http: {http}\nmailboxes:\n{MAILBOX}    password: a\n");
         let e = error(&with_http("{listen: '0.0.0.0:9090'}"));
         assert!(
             e.contains("http.token") && e.contains("allow_unauthenticated_api"),
@@ -1620,10 +1622,24 @@ mod tests {
         assert_eq!(http.allowed_hosts, ["pophook.internal"]);
         assert!(!format!("{http:?}").contains(token));
         // Loopback needs none; a short token is refused without echoing it.
-        assert_eq!(load(&with_http("{listen: '127.0.0.1:9090'}")).unwrap().http.unwrap().token, None);
-        let e = error(&with_http("{listen: '127.0.0.1:9090', token: short-s3cret}"));
-        assert!(e.contains("http.token") && !e.contains("short-s3cret"), "{e}");
-        let e = error(&with_http("{listen: '127.0.0.1:9090', protect_metrics: true}"));
+        assert_eq!(
+            load(&with_http("{listen: '127.0.0.1:9090'}"))
+                .unwrap()
+                .http
+                .unwrap()
+                .token,
+            None
+        );
+        let e = error(&with_http(
+            "{listen: '127.0.0.1:9090', token: short-s3cret}",
+        ));
+        assert!(
+            e.contains("http.token") && !e.contains("short-s3cret"),
+            "{e}"
+        );
+        let e = error(&with_http(
+            "{listen: '127.0.0.1:9090', protect_metrics: true}",
+        ));
         assert!(e.contains("protect_metrics"), "{e}");
     }
 
