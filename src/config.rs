@@ -20,6 +20,7 @@ use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
 use crate::shard::{self, Shard};
+use crate::signing::SigningKey;
 use crate::webhook::{BasicAuth, WebhookConfig, WebhookUrl};
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -170,7 +171,7 @@ struct RawWebhook {
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
     headers: Option<BTreeMap<String, RawHeaderValue>>,
-    secret: Option<Secret>,
+    secret: Option<SecretList>,
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
     include_raw: Option<bool>,
@@ -184,6 +185,14 @@ struct RawWebhook {
     mailgun_signing_key: Option<Secret>,
     mailgun_signing_key_file: Option<PathBuf>,
     mailgun_signing_key_env: Option<String>,
+}
+
+/// `webhook.secret`: one key, or a list of keys that all sign (for rotation).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum SecretList {
+    One(Secret),
+    Many(Vec<Secret>),
 }
 
 /// A header value: inline, or `{file: PATH}` / `{env: VAR}` like every other secret.
@@ -792,9 +801,7 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         headers.push((name.to_ascii_lowercase(), value));
     }
     let secret_key = format!("{key}.secret");
-    let signing_key = resolve_secret(&secret_key, raw.secret, raw.secret_file, raw.secret_env)?
-        .map(|secret| decode_signing_secret(&secret_key, &secret))
-        .transpose()?;
+    let signing_keys = signing_keys(&secret_key, raw.secret, raw.secret_file, raw.secret_env)?;
     let retry = validate_retry(&format!("{key}.retry"), raw.retry.unwrap_or_default())?;
     let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
     if !(1..=256).contains(&max_in_flight) {
@@ -825,7 +832,7 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         mailgun_signing_key,
         timeout,
         headers,
-        signing_key,
+        signing_keys,
         include_raw: raw.include_raw.unwrap_or(false),
         attachments: raw.attachments.unwrap_or_default(),
         max_inline_attachment_size: raw.max_inline_attachment_size,
@@ -1104,8 +1111,38 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-fn decode_signing_secret(key: &str, secret: &Secret) -> Result<Secret, ConfigError> {
-    crate::webhook::signing_key(secret).map_err(|reason| invalid(key, reason))
+/// Every signing key, from an inline key or list, or a file or variable holding one or
+/// more keys separated by whitespace (a new line per key). `whsec_` keys sign `v1`,
+/// `whsk_` keys `v1a`.
+fn signing_keys(
+    key: &str,
+    inline: Option<SecretList>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Vec<SigningKey>, ConfigError> {
+    if inline.is_some() && (file.is_some() || env.is_some()) {
+        return Err(invalid(
+            key,
+            "set only one of `secret`, `secret_file` and `secret_env` (a list of keys goes in `secret`, or one per line in the file)",
+        ));
+    }
+    let secrets = match inline {
+        Some(SecretList::One(secret)) => vec![secret],
+        Some(SecretList::Many(list)) => list,
+        None => resolve_secret(key, None, file, env)?
+            .map(|all| all.expose().split_whitespace().map(Secret::new).collect())
+            .unwrap_or_default(),
+    };
+    secrets
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| {
+            SigningKey::parse(secret).map_err(|reason| match secrets.len() {
+                1 => invalid(key, reason),
+                _ => invalid(format!("{key}[{i}]"), reason),
+            })
+        })
+        .collect()
 }
 
 /// One secret from exactly one of: inline value, `<key>_file`, `<key>_env`.
@@ -1274,7 +1311,7 @@ mod tests {
         let m = &config.mailboxes[0];
         assert_eq!(m.name, "support");
         assert_eq!(m.webhook.retry, crate::retry::RetryPolicy::default());
-        assert!(m.webhook.signing_key.is_some());
+        assert!(!m.webhook.signing_keys.is_empty());
     }
 
     #[test]
@@ -1406,6 +1443,44 @@ mod tests {
     }
 
     #[test]
+    fn several_signing_keys_come_as_a_list_or_one_per_line_of_a_file() {
+        let (ed25519, _) = crate::signing::keygen();
+        let hmac = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = load(&format!(
+            "{WEBHOOK}  secret: [{hmac}, \"{}\"]\nmailboxes:\n{MAILBOX}    password: a\n",
+            ed25519.expose()
+        ))
+        .unwrap();
+        let keys = &config.mailboxes[0].webhook.signing_keys;
+        assert!(matches!(
+            keys[..],
+            [
+                crate::signing::SigningKey::Hmac(_),
+                crate::signing::SigningKey::Ed25519(_)
+            ]
+        ));
+        assert!(!format!("{config:?}").contains(&ed25519.expose()[5..]));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, format!("{hmac}\n{}\n", ed25519.expose())).unwrap();
+        let config = load(&format!(
+            "{WEBHOOK}  secret_file: {}\nmailboxes:\n{MAILBOX}    password: a\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(config.mailboxes[0].webhook.signing_keys.len(), 2);
+
+        let e = error(&format!(
+            "{WEBHOOK}  secret: [{hmac}, whsk_bad-key]\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(
+            e.contains("webhook.secret[1]") && !e.contains("bad-key"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn signing_secrets_must_be_standard_webhooks_secrets() {
         let e = error(&format!(
             "{WEBHOOK}  secret: not-base64!!\nmailboxes:\n{MAILBOX}    password: a\n"
@@ -1416,7 +1491,7 @@ mod tests {
             "{WEBHOOK}  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\nmailboxes:\n{MAILBOX}    password: a\n"
         ))
         .unwrap();
-        assert!(config.mailboxes[0].webhook.signing_key.is_some());
+        assert!(!config.mailboxes[0].webhook.signing_keys.is_empty());
     }
 
     /// A config with one mailbox whose webhook is `url` plus `extra` webhook lines.

@@ -30,8 +30,9 @@ pub struct WebhookConfig {
     /// Extra headers (lower-case names); values are secrets because they are often
     /// `Authorization` tokens.
     pub headers: Vec<(String, Secret)>,
-    /// The HMAC key as base64 (the part after `whsec_`), when signing is configured.
-    pub signing_key: Option<Secret>,
+    /// Every key that signs each request (`webhook.secret`, one or a list); none: the
+    /// requests are not signed.
+    pub signing_keys: Vec<crate::signing::SigningKey>,
     pub include_raw: bool,
     /// How much of each attachment goes into the event.
     pub attachments: AttachmentMode,
@@ -78,9 +79,11 @@ impl WebhookConfig {
             hash.update([0]);
             hash.update(value.expose());
         }
-        if let Some(key) = &self.signing_key {
-            hash.update([1]);
-            hash.update(key.expose());
+        // One HMAC secret hashes as it did before several keys were possible.
+        for key in &self.signing_keys {
+            let (tag, bytes) = key.fingerprint_part();
+            hash.update([tag]);
+            hash.update(bytes);
         }
         let digest = hash.finalize();
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -308,8 +311,10 @@ impl Sender {
             .header(reqwest::header::CONTENT_TYPE, content_type.as_ref())
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string());
-        if let Some(key) = &cfg.signing_key {
-            request = request.header("webhook-signature", sign(key, id, timestamp, &body));
+        if !cfg.signing_keys.is_empty() {
+            let signatures =
+                crate::signing::signature_header(&cfg.signing_keys, id, timestamp, &body);
+            request = request.header("webhook-signature", signatures);
         }
         for (name, value) in &cfg.headers {
             let mut value =
