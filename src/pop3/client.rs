@@ -102,6 +102,21 @@ impl Capabilities {
         &self.0
     }
 
+    /// The mechanisms of the `SASL` line, upper-case; empty when there is none.
+    pub fn sasl_mechanisms(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|line| {
+                let mut words = line.split_ascii_whitespace();
+                let first = words.next()?;
+                first
+                    .eq_ignore_ascii_case("SASL")
+                    .then(|| words.map(|w| w.to_ascii_uppercase()).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect()
+    }
+
     /// RFC 2449 `LOGIN-DELAY n`: the server allows a new login only every n seconds.
     pub fn login_delay(&self) -> Option<Duration> {
         self.0.iter().find_map(|line| {
@@ -302,11 +317,16 @@ impl<S: Io> Connection<S> {
         }
     }
 
-    async fn authenticate(&mut self, cfg: &ServerConfig) -> Result<(), Pop3Error> {
+    async fn authenticate(
+        &mut self,
+        cfg: &ServerConfig,
+        capabilities: &Capabilities,
+    ) -> Result<(), Pop3Error> {
         let auth_err = |e: Pop3Error| match e {
             Pop3Error::Server { reply, .. } => Pop3Error::Auth(reply),
             other => other,
         };
+        mechanism_offered(cfg.auth, capabilities)?;
         match cfg.auth {
             AuthMethod::User => {
                 self.simple(Command::User(&cfg.username))
@@ -320,6 +340,19 @@ impl<S: Io> Connection<S> {
                 self.send(&Command::AuthPlain).await?;
                 match self.read_status("AUTH").await? {
                     Status::Continue(_) => {}
+                    // A server without CAPA that refuses the AUTH command itself, before
+                    // any credentials, does not speak SASL PLAIN.
+                    Status::Err(reply)
+                        if capabilities.lines().is_empty() && reply.code.is_none() =>
+                    {
+                        return Err(Pop3Error::MechanismNotOffered {
+                            mechanism: "PLAIN",
+                            offered: format!(
+                                "it answered CAPA with -ERR and AUTH PLAIN with {reply}"
+                            ),
+                            alternatives: "`auth: user` (USER/PASS)",
+                        })
+                    }
                     Status::Err(reply) => return Err(Pop3Error::Auth(reply)),
                     Status::Ok(_) => {
                         return Err(Pop3Error::Protocol {
@@ -464,6 +497,41 @@ impl Rejection {
     fn is_transient(&self) -> bool {
         Pop3Error::Auth(self.reply.clone()).is_transient()
     }
+}
+
+/// `auth: plain` and `auth: xoauth2` need their SASL mechanism in CAPA's `SASL` line.
+/// Checked before anything is sent, so the error names the configuration, not the
+/// password. A server that did not answer CAPA is tried anyway.
+fn mechanism_offered(auth: AuthMethod, capabilities: &Capabilities) -> Result<(), Pop3Error> {
+    let mechanism = match auth {
+        AuthMethod::User => return Ok(()),
+        AuthMethod::Plain => "PLAIN",
+        AuthMethod::XOAuth2 => "XOAUTH2",
+    };
+    if capabilities.lines().is_empty() {
+        return Ok(());
+    }
+    let offered = capabilities.sasl_mechanisms();
+    if offered.iter().any(|m| m == mechanism) {
+        return Ok(());
+    }
+    let alternatives = match (offered.iter().any(|m| m == "PLAIN"), mechanism) {
+        (true, "XOAUTH2") => {
+            "`auth: plain` (SASL PLAIN) or `auth: user` (USER/PASS) with a password"
+        }
+        _ if offered.iter().any(|m| m == "XOAUTH2") => {
+            "`auth: user` (USER/PASS), or `auth: xoauth2` with an `oauth2` token source"
+        }
+        _ => "`auth: user` (USER/PASS)",
+    };
+    Err(Pop3Error::MechanismNotOffered {
+        mechanism,
+        offered: match offered.is_empty() {
+            true => "its CAPA lists no SASL mechanism".to_string(),
+            false => format!("it offers SASL {}", offered.join(" ")),
+        },
+        alternatives,
+    })
 }
 
 /// `\0username\0password`, base64: the SASL PLAIN response, kept secret because it is
@@ -622,7 +690,7 @@ impl Session {
         };
         // Ask again after STLS: capabilities before TLS are not to be trusted (RFC 2595).
         let capabilities = conn.capa().await?;
-        conn.authenticate(cfg).await?;
+        conn.authenticate(cfg, &capabilities).await?;
         Ok(Session {
             conn,
             capabilities,
