@@ -53,6 +53,7 @@ mod name {
     pub const ENDPOINT_DISABLED: &str = "pophook_endpoint_disabled";
     pub const LEFT_ALONE: &str = "pophook_messages_left_alone";
     pub const BUILD_INFO: &str = "pophook_build_info";
+    pub const OAUTH2_EXPIRY: &str = "pophook_oauth2_token_expiry_timestamp_seconds";
 }
 
 /// Every mailbox's monitor, and the recorder their instruments live in.
@@ -231,6 +232,15 @@ impl MailboxMonitor {
             instruments,
             recorder,
         }
+    }
+
+    /// The gauge a token source sets to its access token's expiry (unix seconds);
+    /// registered only for `auth: xoauth2` mailboxes, so others export no series.
+    pub fn oauth2_expiry_gauge(&self) -> Gauge {
+        self.recorder.register_gauge(
+            &Key::from_parts(name::OAUTH2_EXPIRY, labels(&self.name, &[])),
+            &METADATA,
+        )
     }
 
     /// Makes the mailbox's task start a cycle now: at once if it is waiting for its
@@ -467,6 +477,11 @@ fn describe(recorder: &PrometheusRecorder) {
         "Listed messages the last cycle left on the server without fetching them (unusable UIDL).",
     );
     gauge(name::BUILD_INFO, None, "Always 1; the version is a label.");
+    gauge(
+        name::OAUTH2_EXPIRY,
+        Some(Unit::Seconds),
+        "Unix time when the mailbox's current OAuth2 access token expires (auth: xoauth2, from the token endpoint's expires_in).",
+    );
     let histogram = |metric: &'static str, help: &'static str| {
         recorder.describe_histogram(
             KeyName::from_const_str(metric),

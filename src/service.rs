@@ -85,6 +85,7 @@ pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> 
         .enumerate()
     {
         let ctx = observed(&ctx, &monitor);
+        keep_tokens(&mailbox, &ctx.ledger, &monitor);
         tasks.spawn(async move {
             let sink = Bookkeeper::new(&mailbox, &ctx.ledger, monitor);
             let mut report = CycleReport::default();
@@ -133,6 +134,7 @@ pub async fn replay(
     for (mailbox, monitor) in config.mailboxes.iter().zip(monitor.mailboxes()) {
         if selected.iter().any(|p| p.mailbox == mailbox.name) {
             let ctx = observed(&ctx, monitor);
+            keep_tokens(mailbox, &ctx.ledger, monitor);
             let sink = Bookkeeper::new(mailbox, &ctx.ledger, monitor.clone());
             let mut report = CycleReport::default();
             if let Err(e) = cycle(mailbox, &ctx, &sink, false, &mut report).await {
@@ -249,6 +251,7 @@ async fn serve(
     let mut tasks = JoinSet::new();
     for (mailbox, m) in config.mailboxes.iter().cloned().zip(monitor.mailboxes()) {
         let ctx = observed(&inner_ctx, m);
+        keep_tokens(&mailbox, &ctx.ledger, m);
         let sink: Arc<dyn CycleSink> = Arc::new(Bookkeeper::new(&mailbox, &ctx.ledger, m.clone()));
         let wake = m.wake_handle();
         tasks.spawn(task::poll_forever(mailbox, ctx, sink, wake));
@@ -323,6 +326,17 @@ fn context(
         shutdown,
         shutdown_timeout: config.shutdown_timeout,
     })
+}
+
+/// An `auth: xoauth2` mailbox's token source keeps rotated refresh tokens in the
+/// ledger and reports its access token's expiry to the monitor.
+fn keep_tokens(mailbox: &Mailbox, ledger: &Ledger, monitor: &MailboxMonitor) {
+    if let Some(tokens) = &mailbox.server.oauth2 {
+        tokens.keep_in(crate::oauth2::Keeper {
+            ledger: ledger.clone(),
+            expiry: Some(monitor.oauth2_expiry_gauge()),
+        });
+    }
 }
 
 /// The context for one mailbox: its POSTs are timed and counted by its monitor.

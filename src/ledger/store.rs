@@ -24,6 +24,8 @@ pub enum Tree {
     Messages,
     Endpoints,
     Cycles,
+    /// Sealed OAuth2 refresh tokens, by mailbox (see `crate::oauth2::seal`).
+    Tokens,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -40,6 +42,7 @@ pub struct Loaded {
     pub messages: HashMap<String, HashMap<String, Entry>>,
     pub endpoints: HashMap<String, DisabledEndpoint>,
     pub cycles: HashMap<String, CycleLog>,
+    pub tokens: HashMap<String, Vec<u8>>,
     pub count: u64,
 }
 
@@ -49,6 +52,7 @@ pub struct Store {
     messages: sled::Tree,
     endpoints: sled::Tree,
     cycles: sled::Tree,
+    tokens: sled::Tree,
     /// The state directory's identity when opened: a directory removed or replaced
     /// under a running pophook is noticed before the next flush.
     identity: Option<(u64, u64)>,
@@ -57,6 +61,7 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StateError> {
+        create_private_dir(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -81,12 +86,15 @@ impl Store {
         let messages = db.open_tree("messages")?;
         let endpoints = db.open_tree("disabled_endpoints")?;
         let cycles = db.open_tree("cycle_log")?;
+        let tokens = db.open_tree("oauth2_refresh_tokens")?;
+        restrict_files(dir)?;
         Ok(Store {
             dir: dir.to_path_buf(),
             db,
             messages,
             endpoints,
             cycles,
+            tokens,
             identity: identity(dir),
             marker: Marker::default(),
         })
@@ -136,6 +144,12 @@ impl Store {
                 .cycles
                 .insert(String::from_utf8_lossy(&k).into_owned(), log);
         }
+        for entry in self.tokens.iter() {
+            let (k, v) = entry?;
+            loaded
+                .tokens
+                .insert(String::from_utf8_lossy(&k).into_owned(), v.to_vec());
+        }
         let path = self.dir.join(MARKER);
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -177,6 +191,7 @@ impl Store {
             Tree::Messages => &self.messages,
             Tree::Endpoints => &self.endpoints,
             Tree::Cycles => &self.cycles,
+            Tree::Tokens => &self.tokens,
         };
         let old = match value {
             Some(value) => tree_ref.insert(key, value)?,
@@ -223,7 +238,7 @@ impl Store {
         let tmp = self.dir.join(format!("{MARKER}.tmp"));
         let bytes = serde_json::to_vec_pretty(&self.marker).expect("the marker serialises");
         let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
+            let mut file = private_file(&tmp)?;
             std::io::Write::write_all(&mut file, &bytes)?;
             if durable {
                 file.sync_all()?;
@@ -235,6 +250,61 @@ impl Store {
             source: e,
         })
     }
+}
+
+/// The state directory, created readable by its owner only (0700): it holds a
+/// refresh token and what was delivered where. An existing directory is tightened too.
+fn create_private_dir(dir: &Path) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        what: format!("creating the state directory {}", dir.display()),
+        source,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        builder.mode(0o700);
+        builder.create(dir).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    builder.create(dir).map_err(io)?;
+    Ok(())
+}
+
+/// Every file sled made in the state directory, 0600 (sled creates them with the
+/// process's umask; the directory's 0700 already keeps others out of new ones).
+fn restrict_files(dir: &Path) -> Result<(), StateError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let entries = std::fs::read_dir(dir).map_err(|source| StateError::Io {
+            what: format!("listing {}", dir.display()),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |source| StateError::Io {
+                        what: format!("making {} private", path.display()),
+                        source,
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A new file, 0600 from the start.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 #[cfg(unix)]
