@@ -44,12 +44,23 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Api {
     pub ledger: Ledger,
     pub monitor: Arc<Monitor>,
-    /// The mailboxes this instance polls.
-    pub mailboxes: Vec<Mailbox>,
+    /// The mailboxes this instance polls (replaced by a reload).
+    pub mailboxes: Arc<std::sync::RwLock<Vec<Mailbox>>>,
     pub shard: Option<Shard>,
     pub shutdown: Shutdown,
     /// Who may use it, and how many connections it serves.
     pub http: HttpConfig,
+    /// `POST /api/reload`; `None` where the service cannot reload (tests).
+    pub reload: Option<crate::service::ReloadHandle>,
+}
+
+impl Api {
+    fn mailboxes(&self) -> Vec<Mailbox> {
+        self.mailboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Serves until the service's shutdown fires, then drops every connection at once: a
@@ -111,6 +122,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/parked", get(parked_list))
         .route("/api/parked/replay", post(parked_replay))
         .route("/api/parked/drop", post(parked_drop))
+        .route("/api/reload", post(reload))
         .with_state(api)
         .layer(middleware::from_fn_with_state(access, guard))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -243,7 +255,7 @@ async fn api_status(Extract(api): Extract<Arc<Api>>) -> Result<Json<StatusReport
         Ok(StatusReport {
             running: true,
             shard: api.shard.map(|s| s.to_string()),
-            mailboxes: status::collect(&api.ledger, &api.mailboxes),
+            mailboxes: status::collect(&api.ledger, &api.mailboxes()),
         })
     })
     .await?;
@@ -283,7 +295,7 @@ async fn parked_replay(
 ) -> Result<Json<ReplayReport>, ApiError> {
     let selected = parked::select(&api.ledger, request.mailbox.as_deref(), &request.ids)?;
     parked::unpark(&api.ledger, &selected).await?;
-    let mut errors = parked::unpolled(&selected, &api.mailboxes);
+    let mut errors = parked::unpolled(&selected, &api.mailboxes());
     let concerned: BTreeSet<&str> = selected.iter().map(|p| p.mailbox.as_str()).collect();
     let mut waits = Vec::new();
     for name in concerned {
@@ -343,6 +355,24 @@ async fn parked_drop(
     parked::drop(&api.ledger, &selected).await?;
     refresh_pending(&api, &selected);
     Ok(Json(selected))
+}
+
+/// `POST /api/reload`: reads the configuration again, as SIGHUP does; 400 with the
+/// reason when the new one is invalid (the running one stays).
+async fn reload(
+    Extract(api): Extract<Arc<Api>>,
+) -> Result<Json<crate::service::ReloadSummary>, ApiError> {
+    let Some(handle) = &api.reload else {
+        return Err(ApiError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: "this service was started without a configuration file to reload".into(),
+        });
+    };
+    handle
+        .reload()
+        .await
+        .map(Json)
+        .map_err(ApiError::bad_request)
 }
 
 /// After a replay or a drop, the parked and retrying gauges of the mailboxes concerned.

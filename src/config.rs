@@ -111,6 +111,25 @@ pub struct Mailbox {
     pub webhook: WebhookConfig,
 }
 
+impl Mailbox {
+    /// Identifies everything about the mailbox, secrets included (hashed, never
+    /// stored): a reload restarts the mailboxes whose fingerprint changed.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        // Debug shows every setting but prints secrets as [redacted]; they follow.
+        hash.update(format!("{self:?}").as_bytes());
+        hash.update([0]);
+        hash.update(self.server.password.expose().as_bytes());
+        hash.update([0]);
+        hash.update(self.webhook.fingerprint().as_bytes());
+        if let Some(tokens) = &self.server.oauth2 {
+            hash.update(tokens.fingerprint());
+        }
+        hash.finalize().into()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration: {0}")]

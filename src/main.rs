@@ -179,7 +179,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             // supervisor restarts it instead of a silent freeze.
             let watchdog = Watchdog::default();
             watchdog.spawn(|_reason| std::process::exit(pophook::watchdog::EXIT_CODE));
-            let mut service = tokio::spawn(service::run_watched(config, shutdown, watchdog));
+            let path = args.config.clone();
+            let (reload, reloader) = service::reloader(move || config::load(path.as_deref()));
+            tokio::spawn(reload_on_sighup(reload.clone()));
+            let mut service = tokio::spawn(service::run_watched(
+                config,
+                shutdown,
+                watchdog,
+                Some((reload, reloader)),
+            ));
             tokio::select! {
                 joined = &mut service => {
                     // The service only returns early on a startup error (state locked...).
@@ -460,6 +468,21 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// SIGHUP reads the configuration again; the service logs what changed, or why the
+/// new configuration was refused.
+async fn reload_on_sighup(reload: service::ReloadHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload instead");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reading the configuration again");
+        // The service logs the outcome itself.
+        let _ = reload.reload().await;
     }
 }
 

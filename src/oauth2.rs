@@ -277,6 +277,47 @@ impl TokenSource {
         *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keeper));
     }
 
+    /// Identifies the token source with its secrets (hashed), so a reload notices a
+    /// changed client secret or refresh token.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        let mut part = |text: &str| {
+            hash.update(text.as_bytes());
+            hash.update([0]);
+        };
+        match &self.provider {
+            Provider::File(path) => part(&path.to_string_lossy()),
+            Provider::Command(command) => part(command),
+            Provider::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => {
+                for text in [token_url.as_str(), client_id, client_secret.expose()] {
+                    part(text);
+                }
+                part(scope.as_deref().unwrap_or(""));
+            }
+            Provider::RefreshToken {
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scope,
+            } => {
+                for text in [token_url.as_str(), client_id, refresh_token.expose()] {
+                    part(text);
+                }
+                part(client_secret.as_ref().map_or("", |s| s.expose()));
+                part(scope.as_deref().unwrap_or(""));
+            }
+        }
+        part(&format!("{:?}", self.timeout));
+        hash.finalize().into()
+    }
+
     fn keeper(&self) -> Option<Arc<Keeper>> {
         self.keeper
             .lock()

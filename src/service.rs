@@ -4,17 +4,19 @@
 //! The service opens the ledger, starts one task per mailbox and turns what each cycle
 //! did into logs, metrics and the cycle log.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::api::{self, Api};
-use crate::config::{Config, Mailbox};
+use crate::config::{Config, ConfigError, Mailbox};
 use crate::ledger::{Ledger, StateError};
 use crate::mailbox::task::{self, CycleSink};
 use crate::mailbox::{self, Context, CycleError, CycleReport};
@@ -133,8 +135,8 @@ pub async fn replay(
     let mut errors = parked::unpolled(&selected, &config.mailboxes);
     for (mailbox, monitor) in config.mailboxes.iter().zip(monitor.mailboxes()) {
         if selected.iter().any(|p| p.mailbox == mailbox.name) {
-            let ctx = observed(&ctx, monitor);
-            keep_tokens(mailbox, &ctx.ledger, monitor);
+            let ctx = observed(&ctx, &monitor);
+            keep_tokens(mailbox, &ctx.ledger, &monitor);
             let sink = Bookkeeper::new(mailbox, &ctx.ledger, monitor.clone());
             let mut report = CycleReport::default();
             if let Err(e) = cycle(mailbox, &ctx, &sink, false, &mut report).await {
@@ -168,14 +170,16 @@ pub enum ReplayError {
 /// the process must not go on (the state directory vanished, a stall the watchdog
 /// gave up on).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ServiceError> {
-    run_watched(config, shutdown, Watchdog::default()).await
+    run_watched(config, shutdown, Watchdog::default(), None).await
 }
 
-/// [`run`], with the caller's watchdog (the binary's, which ends the process).
+/// [`run`], with the caller's watchdog (the binary's, which ends the process), and
+/// reloading its configuration on the requests of `reloader` (see [`reloader`]).
 pub async fn run_watched(
     config: Config,
     shutdown: Shutdown,
     watchdog: Watchdog,
+    reloader: Option<(ReloadHandle, Reloader)>,
 ) -> Result<(), ServiceError> {
     // The state first: a second instance is told that the state is in use, not that
     // the port is.
@@ -190,7 +194,7 @@ pub async fn run_watched(
             })?),
             None => None,
         };
-    serve(config, ctx, listener).await
+    serve(config, ctx, listener, reloader).await
 }
 
 /// [`run`], with the `http.listen` endpoint on an already bound listener (tests bind
@@ -200,14 +204,233 @@ pub async fn run_on(
     listener: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServiceError> {
+    run_reloadable(config, listener, shutdown, None).await
+}
+
+/// [`run_on`], reloading on the requests of `reloader`.
+pub async fn run_reloadable(
+    config: Config,
+    listener: Option<TcpListener>,
+    shutdown: Shutdown,
+    reloader: Option<(ReloadHandle, Reloader)>,
+) -> Result<(), ServiceError> {
     let ctx = context(&config, shutdown, &Watchdog::default())?;
-    serve(config, ctx, listener).await
+    serve(config, ctx, listener, reloader).await
+}
+
+/// Asks a running service to read its configuration again (SIGHUP, `POST /api/reload`).
+#[derive(Clone)]
+pub struct ReloadHandle(mpsc::Sender<oneshot::Sender<Result<ReloadSummary, String>>>);
+
+impl ReloadHandle {
+    /// What the reload did, or why the new configuration was refused (the old one
+    /// keeps running).
+    pub async fn reload(&self) -> Result<ReloadSummary, String> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(tx)
+            .await
+            .map_err(|_| "the service is stopping".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the service is stopping".into()))
+    }
+}
+
+/// The service's side of [`ReloadHandle`]: the requests, and how to read the
+/// configuration again.
+pub struct Reloader {
+    requests: mpsc::Receiver<oneshot::Sender<Result<ReloadSummary, String>>>,
+    load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+}
+
+/// A reload channel whose service reads its configuration with `load`.
+pub fn reloader(
+    load: impl Fn() -> Result<Config, ConfigError> + Send + Sync + 'static,
+) -> (ReloadHandle, Reloader) {
+    let (tx, rx) = mpsc::channel(4);
+    (
+        ReloadHandle(tx),
+        Reloader {
+            requests: rx,
+            load: Box::new(load),
+        },
+    )
+}
+
+/// What a reload changed, by mailbox name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Settings that only a restart applies (state_dir, http, shutdown_timeout).
+    pub need_restart: Vec<String>,
+}
+
+/// The mailbox tasks of a running service, by name, so a reload can stop, start and
+/// restart them one by one. A mailbox has at most one task at a time: a changed one's
+/// new task starts only once the old one finished the message in hand and QUIT.
+struct Fleet {
+    /// The configuration each mailbox runs (or is about to run) with.
+    slots: HashMap<String, Slot>,
+    /// The generation of the task running for a mailbox, if one is.
+    live: HashMap<String, u64>,
+    tasks: JoinSet<(String, u64, Result<(), CycleError>)>,
+    next_generation: u64,
+    /// The context tasks are started with (its shutdown is replaced per task).
+    ctx: Context,
+    monitor: Arc<Monitor>,
+}
+
+struct Slot {
+    mailbox: Mailbox,
+    fingerprint: [u8; 32],
+    /// Stops the task; `None` while a changed mailbox waits for its old task to end.
+    stop: Option<crate::shutdown::Trigger>,
+}
+
+impl Fleet {
+    fn new(ctx: Context, monitor: Arc<Monitor>) -> Fleet {
+        Fleet {
+            slots: HashMap::new(),
+            live: HashMap::new(),
+            tasks: JoinSet::new(),
+            next_generation: 0,
+            ctx,
+            monitor,
+        }
+    }
+
+    /// Adds a mailbox; its task starts now, or when a task of the same name still
+    /// finishing has ended.
+    fn add(&mut self, mailbox: Mailbox) {
+        let name = mailbox.name.clone();
+        self.slots.insert(
+            name.clone(),
+            Slot {
+                fingerprint: mailbox.fingerprint(),
+                mailbox,
+                stop: None,
+            },
+        );
+        if !self.live.contains_key(&name) {
+            self.start(&name);
+        }
+    }
+
+    fn start(&mut self, name: &str) {
+        let (Some(slot), Some(monitor)) = (self.slots.get_mut(name), self.monitor.mailbox(name))
+        else {
+            return;
+        };
+        let (stop, signal) = crate::shutdown::channel();
+        slot.stop = Some(stop);
+        let mailbox = slot.mailbox.clone();
+        let ctx = observed(
+            &Context {
+                shutdown: signal,
+                ..self.ctx.clone()
+            },
+            &monitor,
+        );
+        keep_tokens(&mailbox, &ctx.ledger, &monitor);
+        let sink: Arc<dyn CycleSink> =
+            Arc::new(Bookkeeper::new(&mailbox, &ctx.ledger, monitor.clone()));
+        let wake = monitor.wake_handle();
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.live.insert(name.to_string(), generation);
+        let name = name.to_string();
+        self.tasks.spawn(async move {
+            let result = task::poll_forever(mailbox, ctx, sink, wake).await;
+            (name, generation, result)
+        });
+    }
+
+    /// Stops a mailbox's task (it finishes the message in hand and QUITs).
+    fn stop(&mut self, name: &str) {
+        if let Some(stop) = self.slots.get_mut(name).and_then(|s| s.stop.take()) {
+            stop.trigger();
+        }
+    }
+
+    /// A task ended: a waiting configuration of that mailbox starts now.
+    fn ended(&mut self, name: &str, generation: u64) {
+        if self.live.get(name) == Some(&generation) {
+            self.live.remove(name);
+            if self.slots.get(name).is_some_and(|s| s.stop.is_none()) {
+                self.start(name);
+            }
+        }
+    }
+
+    /// Moves to `mailboxes`: removed ones stop, added ones start, changed ones restart
+    /// once their current task has ended.
+    fn apply(&mut self, mailboxes: &[Mailbox]) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let wanted: HashMap<&str, &Mailbox> =
+            mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
+        let mut names: Vec<String> = self.slots.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            if !wanted.contains_key(name.as_str()) {
+                self.stop(&name);
+                self.slots.remove(&name);
+                summary.removed.push(name);
+            }
+        }
+        let unchanged = |m: &Mailbox| {
+            self.slots
+                .get(&m.name)
+                .is_some_and(|s| s.fingerprint == m.fingerprint())
+        };
+        let changed: Vec<&Mailbox> = mailboxes
+            .iter()
+            .filter(|m| self.slots.contains_key(&m.name) && !unchanged(m))
+            .collect();
+        let added: Vec<&Mailbox> = mailboxes
+            .iter()
+            .filter(|m| !self.slots.contains_key(&m.name))
+            .collect();
+        let keep: Vec<String> = mailboxes
+            .iter()
+            .filter(|m| unchanged(m))
+            .map(|m| m.name.clone())
+            .collect();
+        let made = self
+            .monitor
+            .replace(mailboxes, &|name| keep.iter().any(|k| k == name));
+        for m in made {
+            m.restore(
+                &self.ctx.ledger.cycle_log(&m.name),
+                self.ctx.ledger.pending(&m.name),
+            );
+        }
+        for mailbox in changed {
+            self.stop(&mailbox.name);
+            summary.changed.push(mailbox.name.clone());
+            self.add(mailbox.clone());
+        }
+        for mailbox in added {
+            summary.added.push(mailbox.name.clone());
+            self.add(mailbox.clone());
+        }
+        summary
+    }
+
+    fn stop_all(&mut self) {
+        let names: Vec<String> = self.slots.keys().cloned().collect();
+        for name in names {
+            self.stop(&name);
+        }
+    }
 }
 
 async fn serve(
     config: Config,
     ctx: Context,
     listener: Option<TcpListener>,
+    reloader: Option<(ReloadHandle, Reloader)>,
 ) -> Result<(), ServiceError> {
     let monitor = Arc::new(Monitor::new(&config.mailboxes));
     for m in monitor.mailboxes() {
@@ -221,17 +444,7 @@ async fn serve(
         http = %listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
         "pophook started"
     );
-    if let Some(shard) = config.shard {
-        info!(
-            shard = %shard,
-            owned = ?names,
-            other_shards = config.other_shards.len(),
-            "sharded: this instance polls only the mailboxes whose name hashes to its index"
-        );
-        if names.is_empty() {
-            warn!(shard = %shard, "no mailbox hashes to this shard: it polls nothing (more shards than mailboxes?)");
-        }
-    }
+    log_shard(&config);
     let unauthenticated = config.http.as_ref().is_none_or(|h| h.token.is_none());
     if let Some(addr) = listen.filter(|a| !a.ip().is_loopback() && unauthenticated) {
         warn!(
@@ -243,25 +456,21 @@ async fn serve(
     let (stop_all, stop_signal) = crate::shutdown::channel();
     let mut outer = ctx.shutdown.clone();
     let watchdog = ctx.ledger.watchdog().clone();
-    // Tasks stop on the caller's shutdown, or when the process must not go on.
-    let inner_ctx = Context {
-        shutdown: stop_signal.clone(),
-        ..ctx.clone()
-    };
-    let mut tasks = JoinSet::new();
-    for (mailbox, m) in config.mailboxes.iter().cloned().zip(monitor.mailboxes()) {
-        let ctx = observed(&inner_ctx, m);
-        keep_tokens(&mailbox, &ctx.ledger, m);
-        let sink: Arc<dyn CycleSink> = Arc::new(Bookkeeper::new(&mailbox, &ctx.ledger, m.clone()));
-        let wake = m.wake_handle();
-        tasks.spawn(task::poll_forever(mailbox, ctx, sink, wake));
+    let mut fleet = Fleet::new(ctx.clone(), monitor.clone());
+    for mailbox in config.mailboxes.iter().cloned() {
+        fleet.add(mailbox);
     }
+    let (handle, mut reloader) = match reloader {
+        Some((handle, reloader)) => (Some(handle), Some(reloader)),
+        None => (None, None),
+    };
     let upkeep = tokio::spawn(upkeep(monitor.clone(), stop_signal.clone()));
+    let mailboxes = Arc::new(std::sync::RwLock::new(config.mailboxes.clone()));
     let server = listener.map(|listener| {
         let api = Api {
             ledger: ctx.ledger.clone(),
             monitor: monitor.clone(),
-            mailboxes: config.mailboxes.clone(),
+            mailboxes: mailboxes.clone(),
             shard: config.shard,
             shutdown: stop_signal.clone(),
             // Tests serve on a listener of their own without `http`: loopback, open.
@@ -272,20 +481,31 @@ async fn serve(
                         .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into()),
                 )
             }),
+            reload: handle,
         };
         tokio::spawn(api::serve(listener, api))
     });
 
+    let mut current = config;
     let mut fatal: Option<String> = None;
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = outer.requested() => break,
-            joined = tasks.join_next(), if !tasks.is_empty() => {
-                if let Some(Ok(Err(e))) = joined {
-                    fatal = Some(e.to_string());
-                    break;
+            joined = fleet.tasks.join_next(), if !fleet.tasks.is_empty() => {
+                match joined {
+                    Some(Ok((_, _, Err(e)))) => {
+                        fatal = Some(e.to_string());
+                        break;
+                    }
+                    Some(Ok((name, generation, Ok(())))) => fleet.ended(&name, generation),
+                    _ => {}
                 }
+            }
+            request = next_reload(&mut reloader) => {
+                let Some((reply, load)) = request else { continue };
+                let outcome = reload(&mut current, load, &mut fleet, &mailboxes);
+                let _ = reply.send(outcome);
             }
             _ = check.tick() => {
                 if let Some(reason) = watchdog.fatal() {
@@ -296,7 +516,12 @@ async fn serve(
         }
     }
     stop_all.trigger();
-    tasks.join_all().await;
+    fleet.stop_all();
+    while let Some(joined) = fleet.tasks.join_next().await {
+        if let Ok((_, _, Err(e))) = joined {
+            fatal.get_or_insert(e.to_string());
+        }
+    }
     let closed = ctx.ledger.close().await;
     let _ = upkeep.await;
     if let Some(server) = server {
@@ -313,6 +538,79 @@ async fn serve(
     closed?;
     info!("pophook stopped");
     Ok(())
+}
+
+type LoadFn = dyn Fn() -> Result<Config, ConfigError> + Send + Sync;
+
+/// The next reload request and the loader; pending forever without a reloader.
+async fn next_reload(
+    reloader: &mut Option<Reloader>,
+) -> Option<(oneshot::Sender<Result<ReloadSummary, String>>, &LoadFn)> {
+    match reloader {
+        Some(r) => {
+            let reply = r.requests.recv().await?;
+            Some((reply, &*r.load))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the configuration again and moves the fleet to it; an invalid one is refused
+/// and the running one kept.
+fn reload(
+    current: &mut Config,
+    load: &LoadFn,
+    fleet: &mut Fleet,
+    mailboxes: &std::sync::RwLock<Vec<Mailbox>>,
+) -> Result<ReloadSummary, String> {
+    let new = match load() {
+        Ok(config) => config,
+        Err(e) => {
+            error!("reload refused, the running configuration stays: {e}");
+            return Err(e.to_string());
+        }
+    };
+    let mut need_restart = Vec::new();
+    if new.state_dir != current.state_dir {
+        need_restart.push("state_dir".to_string());
+    }
+    if new.http != current.http {
+        need_restart.push("http".to_string());
+    }
+    if new.shutdown_timeout != current.shutdown_timeout {
+        need_restart.push("shutdown_timeout".to_string());
+    }
+    let mut summary = fleet.apply(&new.mailboxes);
+    summary.need_restart = need_restart;
+    *mailboxes.write().unwrap_or_else(|e| e.into_inner()) = new.mailboxes.clone();
+    info!(
+        added = ?summary.added,
+        removed = ?summary.removed,
+        changed = ?summary.changed,
+        "configuration reloaded"
+    );
+    if !summary.need_restart.is_empty() {
+        warn!(settings = ?summary.need_restart, "these settings changed but apply only after a restart");
+    }
+    // What the service keeps running with; settings needing a restart stay as they are.
+    current.mailboxes = new.mailboxes;
+    current.other_shards = new.other_shards;
+    Ok(summary)
+}
+
+fn log_shard(config: &Config) {
+    let names: Vec<&str> = config.mailboxes.iter().map(|m| m.name.as_str()).collect();
+    if let Some(shard) = config.shard {
+        info!(
+            shard = %shard,
+            owned = ?names,
+            other_shards = config.other_shards.len(),
+            "sharded: this instance polls only the mailboxes whose name hashes to its index"
+        );
+        if names.is_empty() {
+            warn!(shard = %shard, "no mailbox hashes to this shard: it polls nothing (more shards than mailboxes?)");
+        }
+    }
 }
 
 fn context(
