@@ -755,8 +755,10 @@ pub async fn check(config: &Config) -> Vec<CheckReport> {
             let result = check_one(&mailbox).await.map_err(|e| e.to_string());
             let report = CheckReport {
                 address: format!(
-                    "{}:{} ({:?})",
-                    mailbox.server.host, mailbox.server.port, mailbox.server.tls
+                    "{}:{} (tls: {})",
+                    mailbox.server.host,
+                    mailbox.server.port,
+                    mailbox.server.tls.name()
                 ),
                 mailbox: mailbox.name,
                 result,

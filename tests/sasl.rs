@@ -54,3 +54,40 @@ async fn auth_plain_without_sasl_plain_is_a_configuration_error_naming_the_alter
         assert!(receiver.requests().is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_tls_mode_and_the_missing_mechanism_in_the_configuration_s_words() {
+    let server = Scripted::start(Script {
+        sasl_plain: false,
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &hook(&receiver.url(), ""),
+        &format!(
+            "{}{}",
+            scripted_mailbox("plain", server.port(), "    auth: plain\n"),
+            scripted_mailbox("user", server.port(), "")
+        ),
+    );
+    let out = tokio::task::block_in_place(|| cfg.pophook(&["check"]));
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("user").contains("(tls: none)") && line("user").contains(": ok"),
+        "{stdout}"
+    );
+    let plain = line("plain");
+    assert!(
+        plain.contains("(tls: none)") && plain.contains("needs SASL PLAIN"),
+        "{stdout}"
+    );
+}

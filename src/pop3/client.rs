@@ -38,6 +38,15 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
+    /// The word the configuration uses (`tls: starttls`), for what pophook prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::Implicit => "implicit",
+            TlsMode::Starttls => "starttls",
+            TlsMode::None => "none",
+        }
+    }
+
     pub fn default_port(self) -> u16 {
         match self {
             TlsMode::Implicit => 995,
