@@ -749,6 +749,31 @@ pub struct CheckDetails {
 /// Logs in to every mailbox and reads its capabilities and size. Sends no DELE; the
 /// QUIT at the end commits nothing because nothing was marked.
 pub async fn check(config: &Config) -> Vec<CheckReport> {
+    // A refresh token an OAuth2 endpoint rotated during an earlier run is in the state:
+    // present that one (and keep the next), or the provider may revoke them all. While
+    // a service holds the state it cannot be opened, and the configured token is used.
+    let oauth2 = config.mailboxes.iter().any(|m| m.server.oauth2.is_some());
+    let ledger = (oauth2 && config.state_dir.exists())
+        .then(|| Ledger::open(&config.state_dir, Watchdog::default()).ok())
+        .flatten();
+    if let Some(ledger) = &ledger {
+        for mailbox in &config.mailboxes {
+            if let Some(tokens) = &mailbox.server.oauth2 {
+                tokens.keep_in(crate::oauth2::Keeper {
+                    ledger: ledger.clone(),
+                    expiry: None,
+                });
+            }
+        }
+    }
+    let reports = check_all(config).await;
+    if let Some(ledger) = ledger {
+        let _ = ledger.close().await;
+    }
+    reports
+}
+
+async fn check_all(config: &Config) -> Vec<CheckReport> {
     let mut tasks = JoinSet::new();
     for (index, mailbox) in config.mailboxes.iter().cloned().enumerate() {
         tasks.spawn(async move {

@@ -87,7 +87,7 @@ impl Store {
         let endpoints = db.open_tree("disabled_endpoints")?;
         let cycles = db.open_tree("cycle_log")?;
         let tokens = db.open_tree("oauth2_refresh_tokens")?;
-        restrict_files(dir)?;
+        restrict_files(dir);
         Ok(Store {
             dir: dir.to_path_buf(),
             db,
@@ -253,49 +253,55 @@ impl Store {
 }
 
 /// The state directory, created readable by its owner only (0700): it holds a
-/// refresh token and what was delivered where. An existing directory is tightened too.
+/// refresh token and what was delivered where. An existing directory is tightened too,
+/// where the filesystem allows it.
 fn create_private_dir(dir: &Path) -> Result<(), StateError> {
-    let io = |source| StateError::Io {
-        what: format!("creating the state directory {}", dir.display()),
-        source,
+    let open_error = |e: std::io::Error| StateError::Open {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(StateError::Open {
+            dir: dir.to_path_buf(),
+            reason: "it is not a directory".into(),
+        });
+    }
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
         builder.mode(0o700);
-        builder.create(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        builder.create(dir).map_err(open_error)?;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(
+                "cannot make the state directory {} private (0700): {e}",
+                dir.display()
+            );
+        }
     }
     #[cfg(not(unix))]
-    builder.create(dir).map_err(io)?;
+    builder.create(dir).map_err(open_error)?;
     Ok(())
 }
 
-/// Every file sled made in the state directory, 0600 (sled creates them with the
-/// process's umask; the directory's 0700 already keeps others out of new ones).
-fn restrict_files(dir: &Path) -> Result<(), StateError> {
+/// Every file sled made in the state directory, 0600 where the filesystem allows it
+/// (sled creates them with the process's umask; the directory's 0700 already keeps
+/// others out).
+fn restrict_files(dir: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let entries = std::fs::read_dir(dir).map_err(|source| StateError::Io {
-            what: format!("listing {}", dir.display()),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_file() {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
-                    |source| StateError::Io {
-                        what: format!("making {} private", path.display()),
-                        source,
-                    },
-                )?;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_file()) {
+            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!("cannot make {} private (0600): {e}", path.display());
             }
         }
     }
-    Ok(())
 }
 
 /// A new file, 0600 from the start.
