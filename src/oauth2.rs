@@ -19,6 +19,7 @@ use url::Url;
 
 use crate::ledger::Ledger;
 use crate::secret::Secret;
+use crate::webhook::redacted;
 
 /// A token file, command output or token endpoint answer larger than this is refused;
 /// access tokens are a few KiB at most.
@@ -66,9 +67,11 @@ impl fmt::Debug for Provider {
             Provider::File(path) => write!(f, "token_file {}", path.display()),
             Provider::Command(_) => f.write_str("token_command"),
             Provider::ClientCredentials { token_url, .. } => {
-                write!(f, "client credentials at {token_url}")
+                write!(f, "client credentials at {}", redacted(token_url))
             }
-            Provider::RefreshToken { token_url, .. } => write!(f, "refresh token at {token_url}"),
+            Provider::RefreshToken { token_url, .. } => {
+                write!(f, "refresh token at {}", redacted(token_url))
+            }
         }
     }
 }
@@ -470,8 +473,9 @@ impl TokenSource {
         form: &[(&str, &str)],
         secrets: &[&Secret],
     ) -> Result<TokenResponse, TokenError> {
+        let shown = redacted(url);
         let unreachable = |e: reqwest::Error| TokenError::Unreachable {
-            url: url.to_string(),
+            url: shown.clone(),
             reason: error_chain(&e.without_url()),
         };
         let mut response = self
@@ -488,12 +492,12 @@ impl TokenSource {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_OUTPUT {
                 return Err(TokenError::BadAnswer {
-                    from: format!("the token endpoint {url}"),
+                    from: format!("the token endpoint {shown}"),
                     reason: format!("the answer is larger than {MAX_OUTPUT} bytes"),
                 });
             }
         }
-        let from = format!("the token endpoint {url}");
+        let from = format!("the token endpoint {shown}");
         parse_token_response(&from, status, &body).map_err(|e| match e {
             TokenError::Refused {
                 from,

@@ -117,17 +117,22 @@ impl WebhookUrl {
 
 impl std::fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = &self.0;
-        write!(f, "{}://{}", url.scheme(), url.host_str().unwrap_or(""))?;
-        if let Some(port) = url.port() {
-            write!(f, ":{port}")?;
-        }
-        f.write_str(url.path())?;
-        if url.query().is_some() {
-            f.write_str("?…")?;
-        }
-        Ok(())
+        f.write_str(&redacted(&self.0))
     }
+}
+
+/// A URL as pophook prints and stores any URL: scheme, host, port and path; never
+/// userinfo, and `?…` for a query (both often carry credentials).
+pub fn redacted(url: &url::Url) -> String {
+    let mut text = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        text.push_str(&format!(":{port}"));
+    }
+    text.push_str(url.path());
+    if url.query().is_some() {
+        text.push_str("?…");
+    }
+    text
 }
 
 impl std::fmt::Debug for WebhookUrl {
