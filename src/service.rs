@@ -503,9 +503,14 @@ async fn serve(
                 }
             }
             request = next_reload(&mut reloader) => {
-                let Some((reply, load)) = request else { continue };
-                let outcome = reload(&mut current, load, &mut fleet, &mailboxes);
-                let _ = reply.send(outcome);
+                match request {
+                    Some((reply, load)) => {
+                        let outcome = reload(&mut current, load, &mut fleet, &mailboxes);
+                        let _ = reply.send(outcome);
+                    }
+                    // Every handle is gone: nobody can ask for a reload any more.
+                    None => reloader = None,
+                }
             }
             _ = check.tick() => {
                 if let Some(reason) = watchdog.fatal() {
