@@ -269,13 +269,18 @@ pub struct ReloadSummary {
 
 /// The mailbox tasks of a running service, by name, so a reload can stop, start and
 /// restart them one by one. A mailbox has at most one task at a time: a changed one's
-/// new task starts only once the old one finished the message in hand and QUIT.
+/// new task starts only once the old one finished its cycle, and not before the
+/// server's LOGIN-DELAY allows another login.
 struct Fleet {
     /// The configuration each mailbox runs (or is about to run) with.
     slots: HashMap<String, Slot>,
     /// The generation of the task running for a mailbox, if one is.
     live: HashMap<String, u64>,
-    tasks: JoinSet<(String, u64, Result<(), CycleError>)>,
+    /// Tasks finishing their cycle for a changed mailbox; still stopped by shutdown.
+    retiring: HashMap<String, Control>,
+    /// When a successor may log in, as the ended task's LOGIN-DELAY says.
+    handoff: HashMap<String, Instant>,
+    tasks: JoinSet<(String, u64, Result<Option<Instant>, CycleError>)>,
     next_generation: u64,
     /// The context tasks are started with (its shutdown is replaced per task).
     ctx: Context,
@@ -285,8 +290,16 @@ struct Fleet {
 struct Slot {
     mailbox: Mailbox,
     fingerprint: [u8; 32],
-    /// Stops the task; `None` while a changed mailbox waits for its old task to end.
-    stop: Option<crate::shutdown::Trigger>,
+    /// The task's controls; `None` while a changed mailbox waits for its old task.
+    task: Option<Control>,
+}
+
+/// How one task is told to end.
+struct Control {
+    /// After the message in hand (shutdown, a removed mailbox).
+    stop: crate::shutdown::Trigger,
+    /// After the cycle in hand (a changed mailbox).
+    retire: crate::shutdown::Trigger,
 }
 
 impl Fleet {
@@ -294,6 +307,8 @@ impl Fleet {
         Fleet {
             slots: HashMap::new(),
             live: HashMap::new(),
+            retiring: HashMap::new(),
+            handoff: HashMap::new(),
             tasks: JoinSet::new(),
             next_generation: 0,
             ctx,
@@ -310,7 +325,7 @@ impl Fleet {
             Slot {
                 fingerprint: mailbox.fingerprint(),
                 mailbox,
-                stop: None,
+                task: None,
             },
         );
         if !self.live.contains_key(&name) {
@@ -323,12 +338,13 @@ impl Fleet {
         else {
             return;
         };
-        let (stop, signal) = crate::shutdown::channel();
-        slot.stop = Some(stop);
+        let (stop, stop_signal) = crate::shutdown::channel();
+        let (retire, retire_signal) = crate::shutdown::channel();
+        slot.task = Some(Control { stop, retire });
         let mailbox = slot.mailbox.clone();
         let ctx = observed(
             &Context {
-                shutdown: signal,
+                shutdown: stop_signal,
                 ..self.ctx.clone()
             },
             &monitor,
@@ -337,35 +353,54 @@ impl Fleet {
         let sink: Arc<dyn CycleSink> =
             Arc::new(Bookkeeper::new(&mailbox, &ctx.ledger, monitor.clone()));
         let wake = monitor.wake_handle();
+        let not_before = self.handoff.remove(name);
         self.next_generation += 1;
         let generation = self.next_generation;
         self.live.insert(name.to_string(), generation);
         let name = name.to_string();
         self.tasks.spawn(async move {
-            let result = task::poll_forever(mailbox, ctx, sink, wake).await;
+            let result =
+                task::poll_forever(mailbox, ctx, sink, wake, retire_signal, not_before).await;
             (name, generation, result)
         });
     }
 
-    /// Stops a mailbox's task (it finishes the message in hand and QUITs).
+    /// Stops a mailbox's task after the message in hand, a retiring one included.
     fn stop(&mut self, name: &str) {
-        if let Some(stop) = self.slots.get_mut(name).and_then(|s| s.stop.take()) {
-            stop.trigger();
+        if let Some(task) = self.slots.get_mut(name).and_then(|s| s.task.take()) {
+            task.stop.trigger();
+        }
+        if let Some(task) = self.retiring.get(name) {
+            task.stop.trigger();
         }
     }
 
-    /// A task ended: a waiting configuration of that mailbox starts now.
-    fn ended(&mut self, name: &str, generation: u64) {
-        if self.live.get(name) == Some(&generation) {
-            self.live.remove(name);
-            if self.slots.get(name).is_some_and(|s| s.stop.is_none()) {
-                self.start(name);
-            }
+    /// Lets a mailbox's task finish its cycle, then end; a successor waits for it.
+    fn retire(&mut self, name: &str) {
+        if let Some(task) = self.slots.get_mut(name).and_then(|s| s.task.take()) {
+            task.retire.trigger();
+            self.retiring.insert(name.to_string(), task);
         }
     }
 
-    /// Moves to `mailboxes`: removed ones stop, added ones start, changed ones restart
-    /// once their current task has ended.
+    /// A task ended: a waiting configuration of that mailbox starts now (or once
+    /// LOGIN-DELAY allows).
+    fn ended(&mut self, name: &str, generation: u64, login_floor: Option<Instant>) {
+        if self.live.get(name) != Some(&generation) {
+            return;
+        }
+        self.live.remove(name);
+        self.retiring.remove(name);
+        if let Some(at) = login_floor {
+            self.handoff.insert(name.to_string(), at);
+        }
+        if self.slots.get(name).is_some_and(|s| s.task.is_none()) {
+            self.start(name);
+        }
+    }
+
+    /// Moves to `mailboxes`: removed ones stop after the message in hand, added ones
+    /// start, changed ones restart after their current cycle.
     fn apply(&mut self, mailboxes: &[Mailbox]) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let wanted: HashMap<&str, &Mailbox> =
@@ -407,7 +442,7 @@ impl Fleet {
             );
         }
         for mailbox in changed {
-            self.stop(&mailbox.name);
+            self.retire(&mailbox.name);
             summary.changed.push(mailbox.name.clone());
             self.add(mailbox.clone());
         }
@@ -422,6 +457,9 @@ impl Fleet {
         let names: Vec<String> = self.slots.keys().cloned().collect();
         for name in names {
             self.stop(&name);
+        }
+        for task in self.retiring.values() {
+            task.stop.trigger();
         }
     }
 }
@@ -498,7 +536,9 @@ async fn serve(
                         fatal = Some(e.to_string());
                         break;
                     }
-                    Some(Ok((name, generation, Ok(())))) => fleet.ended(&name, generation),
+                    Some(Ok((name, generation, Ok(floor)))) => {
+                        fleet.ended(&name, generation, floor)
+                    }
                     _ => {}
                 }
             }

@@ -97,7 +97,15 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
     let write = |mailboxes: &[(&str, u16)], extra: &str| {
         let entries: String = mailboxes
             .iter()
-            .map(|(name, port)| scripted_mailbox(name, *port, ""))
+            .map(|(name, port)| {
+                // A mailbox named "a2" is "a" with a changed webhook.
+                match name.strip_suffix('2') {
+                    Some(name) => {
+                        scripted_mailbox(name, *port, "    webhook: {headers: {X-Config: two}}\n")
+                    }
+                    None => scripted_mailbox(name, *port, ""),
+                }
+            })
             .collect();
         std::fs::write(
             &path,
@@ -135,6 +143,30 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         b.remaining().is_empty()
     })
     .await;
+    // Change a's webhook mid-backlog: its cycle in hand finishes, then it goes on with
+    // the new configuration.
+    let before_change = receiver.accepted().len();
+    write(&[("a2", a.port()), ("b", b.port())], "");
+    hangup(&child);
+    until(&log, "the change logged", Duration::from_secs(10), || {
+        logged(&log_text(), "configuration reloaded")
+            .iter()
+            .any(|fields| fields["changed"] == "[\"a\"]")
+    })
+    .await;
+    until(
+        &log,
+        "a posting with its new webhook",
+        Duration::from_secs(30),
+        || {
+            receiver.accepted()[before_change..]
+                .iter()
+                .any(|r| r.header("x-config") == Some("two"))
+                || a.remaining().is_empty()
+        },
+    )
+    .await;
+    assert_once(&receiver);
     // Remove a, probably in the middle of its backlog: it stops after the message in
     // hand, and what it did not deliver stays on its server.
     write(&[("b", b.port())], "");
@@ -161,7 +193,7 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
     .await;
 
     // Back with both, through the API this time: a's remaining mail arrives.
-    write(&[("a", a.port()), ("b", b.port())], "");
+    write(&[("a2", a.port()), ("b", b.port())], "");
     let answer = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/api/reload"))
         .send()
