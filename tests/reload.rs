@@ -186,6 +186,17 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         !logged(&log_text(), "reload refused").is_empty()
     })
     .await;
+    let refused = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let reason: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        reason["error"].as_str().unwrap().contains("mailboxes"),
+        "{reason}"
+    );
     b.push_message(message(121), "uid-121");
     until(&log, "b still polled", Duration::from_secs(20), || {
         b.remaining().is_empty()
