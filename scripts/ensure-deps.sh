@@ -3,7 +3,8 @@
 # a C toolchain and OpenSSL headers (reqwest and async-native-tls use OpenSSL),
 # the openssl tool (test certificates), Dovecot's POP3 server (the real server the
 # tests and the demo run against), python3 with venv (the tests install Django and
-# django-anymail from PyPI into a virtualenv) and Ruby with Rails, sqlite3 and WEBrick
+# django-anymail from PyPI into a virtualenv; python3-cryptography verifies ed25519
+# signatures independently of pophook) and Ruby with Rails, sqlite3 and WEBrick
 # (Action Mailbox): the real receivers of the raw, postmark and mailgun formats.
 # Sourced by scripts/test.sh and scripts/demo.sh.
 set -euo pipefail
@@ -21,6 +22,9 @@ pophook_ensure_deps() {
   [ -x /usr/sbin/dovecot ] && [ -e /usr/lib/dovecot/pop3 ] || missing+=(dovecot-pop3d)
   # Debian splits venv's pip bootstrap (ensurepip) into python3-venv.
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv)
+  # An ed25519 implementation independent of pophook's, to verify v1a signatures.
+  python3 -c 'import cryptography.hazmat.primitives.asymmetric.ed25519' >/dev/null 2>&1 \
+    || missing+=(python3-cryptography)
   ruby -e 'require "rails"; require "action_mailbox/engine"; require "sqlite3"; require "webrick"' \
     >/dev/null 2>&1 || missing+=(ruby-rails ruby-sqlite3 ruby-webrick)
   if [ ${#missing[@]} -gt 0 ]; then

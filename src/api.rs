@@ -1,24 +1,31 @@
 //! The `http.listen` endpoint of a running service: liveness, readiness, Prometheus
 //! metrics, and the management API that `pophook status` and `pophook parked` use while
-//! the service holds the state (sled lets one process open it). It has no
-//! authentication: keep it on loopback or a trusted network.
+//! the service holds the state (sled lets one process open it). `/api/*` needs the
+//! `http.token` (when one is set) and a `Host` that is not a stranger's name; the
+//! endpoint serves a bounded number of connections with read timeouts, and shutdown
+//! never waits for a client.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State as Extract};
-use axum::http::{header, StatusCode};
+use axum::extract::{Query, Request, State as Extract};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::warn;
 
-use crate::config::Mailbox;
+use crate::config::{HttpConfig, Mailbox};
 use crate::ledger::{Ledger, StateError};
 use crate::monitor::{Monitor, Readiness};
 use crate::parked::{self, MailboxError, ParkedMessage, ReplayReport, SelectError};
+use crate::secret::Secret;
 use crate::shard::Shard;
 use crate::shutdown::Shutdown;
 use crate::status::{self, StatusReport};
@@ -27,25 +34,86 @@ use crate::status::{self, StatusReport};
 /// what is still queued. The messages are delivered either way.
 pub const REPLAY_WAIT: Duration = Duration::from_secs(60);
 
+/// How long a client may take to send a request's headers, and to wait idle between
+/// requests; hyper closes the connection then.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the endpoint reads and acts on: the running service's own state and monitor.
 pub struct Api {
     pub ledger: Ledger,
     pub monitor: Arc<Monitor>,
-    /// The mailboxes this instance polls.
-    pub mailboxes: Vec<Mailbox>,
+    /// The mailboxes this instance polls (replaced by a reload).
+    pub mailboxes: Arc<std::sync::RwLock<Vec<Mailbox>>>,
     pub shard: Option<Shard>,
     pub shutdown: Shutdown,
+    /// Who may use it, and how many connections it serves.
+    pub http: HttpConfig,
+    /// `POST /api/reload`; `None` where the service cannot reload (tests).
+    pub reload: Option<crate::service::ReloadHandle>,
 }
 
-/// Serves until the service's shutdown fires.
+impl Api {
+    fn mailboxes(&self) -> Vec<Mailbox> {
+        self.mailboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Serves until the service's shutdown fires, then drops every connection at once: a
+/// client that sends half a request (or waits for a replay) never holds up a SIGTERM.
+///
+/// A hand-written accept loop rather than `axum::serve`, for two things it cannot do:
+/// at most `http.max_connections` accepted connections (a semaphore permit per
+/// connection; the rest wait in the kernel's queue and cost pophook no descriptor, so
+/// idle clients cannot starve POP3 and webhook connections), and a shutdown that does
+/// not wait for connections to finish. The protocol work stays hyper's: its
+/// `header_read_timeout` closes clients that send headers slowly or sit idle, and
+/// tower-http's `RequestBodyTimeoutLayer` bounds the body.
 pub async fn serve(listener: TcpListener, api: Api) -> std::io::Result<()> {
     let mut shutdown = api.shutdown.clone();
-    axum::serve(listener, router(Arc::new(api)))
-        .with_graceful_shutdown(async move { shutdown.requested().await })
-        .await
+    let limit = Arc::new(Semaphore::new(api.http.max_connections));
+    let app = router(Arc::new(api));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.requested() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it was accepted:
+                    // wait a little rather than spin, and keep serving.
+                    warn!("http.listen: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.requested() => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // A client that goes away or times out is no error of the service's.
+            let _ = connection.await;
+        });
+    }
+    connections.abort_all();
+    Ok(())
 }
 
 pub fn router(api: Arc<Api>) -> Router {
+    let access = Arc::new(Access::new(&api.http));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -54,7 +122,107 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/parked", get(parked_list))
         .route("/api/parked/replay", post(parked_replay))
         .route("/api/parked/drop", post(parked_drop))
+        .route("/api/reload", post(reload))
         .with_state(api)
+        .layer(middleware::from_fn_with_state(access, guard))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_READ_TIMEOUT,
+        ))
+}
+
+/// Who may use the endpoint, from `http`.
+struct Access {
+    token: Option<Secret>,
+    protect_metrics: bool,
+    /// Host names allowed besides `localhost` and IP addresses.
+    hosts: Vec<String>,
+}
+
+impl Access {
+    fn new(http: &HttpConfig) -> Access {
+        Access {
+            token: http.token.clone(),
+            protect_metrics: http.protect_metrics,
+            hosts: http.allowed_hosts.clone(),
+        }
+    }
+
+    /// `Authorization: Bearer <token>` with the configured token, or no token set.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .unwrap_or("");
+        constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
+    }
+
+    /// The `Host` is an IP address, `localhost` or a configured name. A web page that
+    /// rebinds its own domain name to 127.0.0.1 sends that domain name and is refused.
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let name = host_name(host).to_ascii_lowercase();
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || self.hosts.contains(&name)
+    }
+}
+
+/// The name in a `Host` value, without the port: `[::1]:9090` → `::1`.
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    // A bare IPv6 address (not valid in Host, but harmless) has several colons.
+    if host.matches(':').count() > 1 {
+        return host;
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name)
+}
+
+/// Every request passes here: `/api/*` (and `/metrics` with `protect_metrics`) needs
+/// an allowed `Host` and the token.
+async fn guard(Extract(access): Extract<Arc<Access>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let api = path == "/api" || path.starts_with("/api/");
+    let needs_token = api || (path == "/metrics" && access.protect_metrics);
+    if api && !access.host_allowed(request.headers()) {
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "this Host is not served: use localhost or the IP address, or add the name to `http.allowed_hosts`".into(),
+        }
+        .into_response();
+    }
+    if needs_token && !access.authorized(request.headers()) {
+        let mut response = ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "send the `http.token` as `Authorization: Bearer <token>` (pophook status and parked send it from the configuration)".into(),
+        }
+        .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// 200 while nothing is stalled; 503 naming the stall (a state flush that does not
@@ -91,7 +259,7 @@ async fn api_status(Extract(api): Extract<Arc<Api>>) -> Result<Json<StatusReport
         Ok(StatusReport {
             running: true,
             shard: api.shard.map(|s| s.to_string()),
-            mailboxes: status::collect(&api.ledger, &api.mailboxes),
+            mailboxes: status::collect(&api.ledger, &api.mailboxes()),
         })
     })
     .await?;
@@ -131,7 +299,7 @@ async fn parked_replay(
 ) -> Result<Json<ReplayReport>, ApiError> {
     let selected = parked::select(&api.ledger, request.mailbox.as_deref(), &request.ids)?;
     parked::unpark(&api.ledger, &selected).await?;
-    let mut errors = parked::unpolled(&selected, &api.mailboxes);
+    let mut errors = parked::unpolled(&selected, &api.mailboxes());
     let concerned: BTreeSet<&str> = selected.iter().map(|p| p.mailbox.as_str()).collect();
     let mut waits = Vec::new();
     for name in concerned {
@@ -191,6 +359,24 @@ async fn parked_drop(
     parked::drop(&api.ledger, &selected).await?;
     refresh_pending(&api, &selected);
     Ok(Json(selected))
+}
+
+/// `POST /api/reload`: reads the configuration again, as SIGHUP does; 400 with the
+/// reason when the new one is invalid (the running one stays).
+async fn reload(
+    Extract(api): Extract<Arc<Api>>,
+) -> Result<Json<crate::service::ReloadSummary>, ApiError> {
+    let Some(handle) = &api.reload else {
+        return Err(ApiError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: "this service was started without a configuration file to reload".into(),
+        });
+    };
+    handle
+        .reload()
+        .await
+        .map(Json)
+        .map_err(ApiError::bad_request)
 }
 
 /// After a replay or a drop, the parked and retrying gauges of the mailboxes concerned.
@@ -265,5 +451,72 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.message });
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn host_names_lose_their_port_and_brackets() {
+        for (host, name) in [
+            ("127.0.0.1:9090", "127.0.0.1"),
+            ("[::1]:9090", "::1"),
+            ("[::1]", "::1"),
+            ("localhost", "localhost"),
+            ("pophook.internal:80", "pophook.internal"),
+            ("::1", "::1"),
+        ] {
+            assert_eq!(host_name(host), name, "{host}");
+        }
+    }
+
+    #[test]
+    fn ip_addresses_localhost_and_configured_names_are_served_other_names_are_not() {
+        let mut http = HttpConfig::open("127.0.0.1:9090".parse().unwrap());
+        http.allowed_hosts = vec!["pophook.internal".into()];
+        let access = Access::new(&http);
+        for host in [
+            "127.0.0.1:9090",
+            "10.1.2.3:9090",
+            "[::1]:9090",
+            "LOCALHOST:9090",
+            "pophook.internal",
+        ] {
+            assert!(access.host_allowed(&headers(&[("host", host)])), "{host}");
+        }
+        for host in ["rebind.example:9090", "localhost.example.com", ""] {
+            assert!(!access.host_allowed(&headers(&[("host", host)])), "{host}");
+        }
+        assert!(!access.host_allowed(&HeaderMap::new()), "no Host at all");
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_is_authorized() {
+        let mut http = HttpConfig::open("127.0.0.1:9090".parse().unwrap());
+        assert!(
+            Access::new(&http).authorized(&HeaderMap::new()),
+            "no token set"
+        );
+        http.token = Some(Secret::new("t0ken-0123456789abcdef"));
+        let access = Access::new(&http);
+        let auth = |value: &str| access.authorized(&headers(&[("authorization", value)]));
+        assert!(auth("Bearer t0ken-0123456789abcdef"));
+        assert!(!auth("Bearer t0ken-0123456789abcde"));
+        assert!(!auth("Basic t0ken-0123456789abcdef"));
+        assert!(!auth("t0ken-0123456789abcdef"));
+        assert!(!access.authorized(&HeaderMap::new()));
     }
 }

@@ -20,6 +20,7 @@ use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
 use crate::shard::{self, Shard};
+use crate::signing::SigningKey;
 use crate::webhook::{BasicAuth, WebhookConfig, WebhookUrl};
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -51,10 +52,38 @@ pub struct Config {
     pub other_shards: Vec<(String, u32)>,
 }
 
-/// `http`: where the health, metrics and management endpoints listen.
+/// `http`: where the health, metrics and management endpoints listen, and who may
+/// use them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The bearer token `/api/*` requires (and `/metrics` with `protect_metrics`).
+    /// `None` only on a loopback address or with `allow_unauthenticated_api: true`.
+    pub token: Option<Secret>,
+    /// `/metrics` requires the token too.
+    pub protect_metrics: bool,
+    /// Host names (without port) the API answers besides loopback ones and the listen
+    /// address: what a browser sends is refused otherwise (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; more wait in the kernel's queue, so the API can never
+    /// use the descriptors that delivery needs.
+    pub max_connections: usize,
+}
+
+/// Connections the endpoint serves at once unless `http.max_connections` says otherwise.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 32;
+
+impl HttpConfig {
+    /// An endpoint on `listen` with the defaults: no token (as tests bind loopback).
+    pub fn open(listen: SocketAddr) -> HttpConfig {
+        HttpConfig {
+            listen,
+            token: None,
+            protect_metrics: false,
+            allowed_hosts: Vec::new(),
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+        }
+    }
 }
 
 impl HttpConfig {
@@ -85,6 +114,25 @@ pub struct Mailbox {
     /// Deprecated extra cap: also QUIT after this many DELEs. Unset by default.
     pub commit_every: Option<usize>,
     pub webhook: WebhookConfig,
+}
+
+impl Mailbox {
+    /// Identifies everything about the mailbox, secrets included (hashed, never
+    /// stored): a reload restarts the mailboxes whose fingerprint changed.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        // Debug shows every setting but prints secrets as [redacted]; they follow.
+        hash.update(format!("{self:?}").as_bytes());
+        hash.update([0]);
+        hash.update(self.server.password.expose().as_bytes());
+        hash.update([0]);
+        hash.update(self.webhook.fingerprint().as_bytes());
+        if let Some(tokens) = &self.server.oauth2 {
+            hash.update(tokens.fingerprint());
+        }
+        hash.finalize().into()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +171,13 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    token: Option<Secret>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    allow_unauthenticated_api: Option<bool>,
+    protect_metrics: Option<bool>,
+    allowed_hosts: Option<Vec<String>>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -141,7 +196,7 @@ struct RawWebhook {
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
     headers: Option<BTreeMap<String, RawHeaderValue>>,
-    secret: Option<Secret>,
+    secret: Option<SecretList>,
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
     include_raw: Option<bool>,
@@ -155,6 +210,14 @@ struct RawWebhook {
     mailgun_signing_key: Option<Secret>,
     mailgun_signing_key_file: Option<PathBuf>,
     mailgun_signing_key_env: Option<String>,
+}
+
+/// `webhook.secret`: one key, or a list of keys that all sign (for rotation).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum SecretList {
+    One(Secret),
+    Many(Vec<Secret>),
 }
 
 /// A header value: inline, or `{file: PATH}` / `{env: VAR}` like every other secret.
@@ -409,7 +472,7 @@ fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
             "missing; an address and port such as 127.0.0.1:9090 (or remove `http` to turn the endpoint off)",
         )
     })?;
-    let listen = listen.trim().parse().map_err(|_| {
+    let listen: SocketAddr = listen.trim().parse().map_err(|_| {
         invalid(
             "http.listen",
             format!(
@@ -417,7 +480,62 @@ fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
             ),
         )
     })?;
-    Ok(HttpConfig { listen })
+    let token = resolve_secret("http.token", raw.token, raw.token_file, raw.token_env)?;
+    if let Some(token) = &token {
+        let usable =
+            token.expose().len() >= 16 && token.expose().bytes().all(|b| b.is_ascii_graphic());
+        if !usable {
+            return Err(invalid(
+                "http.token",
+                "use at least 16 printable characters without spaces (make one with `head -c 32 /dev/urandom | base64`)",
+            ));
+        }
+    }
+    let allow_unauthenticated = raw.allow_unauthenticated_api.unwrap_or(false);
+    if token.is_none() && !listen.ip().is_loopback() && !allow_unauthenticated {
+        return Err(invalid(
+            "http.token",
+            format!(
+                "missing: {listen} is not a loopback address, and anyone who can reach the management API could drop or replay parked messages; set `token`, `token_file` or `token_env` (then `pophook status` and `parked` send it), or listen on 127.0.0.1, or set `allow_unauthenticated_api: true` if a firewall already restricts who reaches it"
+            ),
+        ));
+    }
+    let protect_metrics = raw.protect_metrics.unwrap_or(false);
+    if protect_metrics && token.is_none() {
+        return Err(invalid(
+            "http.protect_metrics",
+            "needs a `token`: /metrics would then require one that does not exist",
+        ));
+    }
+    let allowed_hosts = raw
+        .allowed_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|host| host.trim().to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    if let Some(bad) = allowed_hosts
+        .iter()
+        .find(|h| h.is_empty() || h.contains(['/', ' ', '@']))
+    {
+        return Err(invalid(
+            "http.allowed_hosts",
+            format!("{bad:?} is not a host name; list names such as pophook.internal, without scheme or path"),
+        ));
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+    if !(1..=1024).contains(&max_connections) {
+        return Err(invalid(
+            "http.max_connections",
+            "must be between 1 and 1024",
+        ));
+    }
+    Ok(HttpConfig {
+        listen,
+        token,
+        protect_metrics,
+        allowed_hosts,
+        max_connections,
+    })
 }
 
 fn validate_shard(raw: RawShard) -> Result<Shard, ConfigError> {
@@ -716,9 +834,7 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         headers.push((name.to_ascii_lowercase(), value));
     }
     let secret_key = format!("{key}.secret");
-    let signing_key = resolve_secret(&secret_key, raw.secret, raw.secret_file, raw.secret_env)?
-        .map(|secret| decode_signing_secret(&secret_key, &secret))
-        .transpose()?;
+    let signing_keys = signing_keys(&secret_key, raw.secret, raw.secret_file, raw.secret_env)?;
     let retry = validate_retry(&format!("{key}.retry"), raw.retry.unwrap_or_default())?;
     let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
     if !(1..=256).contains(&max_in_flight) {
@@ -749,7 +865,7 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         mailgun_signing_key,
         timeout,
         headers,
-        signing_key,
+        signing_keys,
         include_raw: raw.include_raw.unwrap_or(false),
         attachments: raw.attachments.unwrap_or_default(),
         max_inline_attachment_size: raw.max_inline_attachment_size,
@@ -1028,8 +1144,38 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-fn decode_signing_secret(key: &str, secret: &Secret) -> Result<Secret, ConfigError> {
-    crate::webhook::signing_key(secret).map_err(|reason| invalid(key, reason))
+/// Every signing key, from an inline key or list, or a file or variable holding one or
+/// more keys separated by whitespace (a new line per key). `whsec_` keys sign `v1`,
+/// `whsk_` keys `v1a`.
+fn signing_keys(
+    key: &str,
+    inline: Option<SecretList>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Vec<SigningKey>, ConfigError> {
+    if inline.is_some() && (file.is_some() || env.is_some()) {
+        return Err(invalid(
+            key,
+            "set only one of `secret`, `secret_file` and `secret_env` (a list of keys goes in `secret`, or one per line in the file)",
+        ));
+    }
+    let secrets = match inline {
+        Some(SecretList::One(secret)) => vec![secret],
+        Some(SecretList::Many(list)) => list,
+        None => resolve_secret(key, None, file, env)?
+            .map(|all| all.expose().split_whitespace().map(Secret::new).collect())
+            .unwrap_or_default(),
+    };
+    secrets
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| {
+            SigningKey::parse(secret).map_err(|reason| match secrets.len() {
+                1 => invalid(key, reason),
+                _ => invalid(format!("{key}[{i}]"), reason),
+            })
+        })
+        .collect()
 }
 
 /// One secret from exactly one of: inline value, `<key>_file`, `<key>_env`.
@@ -1198,7 +1344,7 @@ mod tests {
         let m = &config.mailboxes[0];
         assert_eq!(m.name, "support");
         assert_eq!(m.webhook.retry, crate::retry::RetryPolicy::default());
-        assert!(m.webhook.signing_key.is_some());
+        assert!(!m.webhook.signing_keys.is_empty());
     }
 
     #[test]
@@ -1330,6 +1476,44 @@ mod tests {
     }
 
     #[test]
+    fn several_signing_keys_come_as_a_list_or_one_per_line_of_a_file() {
+        let (ed25519, _) = crate::signing::keygen();
+        let hmac = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = load(&format!(
+            "{WEBHOOK}  secret: [{hmac}, \"{}\"]\nmailboxes:\n{MAILBOX}    password: a\n",
+            ed25519.expose()
+        ))
+        .unwrap();
+        let keys = &config.mailboxes[0].webhook.signing_keys;
+        assert!(matches!(
+            keys[..],
+            [
+                crate::signing::SigningKey::Hmac(_),
+                crate::signing::SigningKey::Ed25519(_)
+            ]
+        ));
+        assert!(!format!("{config:?}").contains(&ed25519.expose()[5..]));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, format!("{hmac}\n{}\n", ed25519.expose())).unwrap();
+        let config = load(&format!(
+            "{WEBHOOK}  secret_file: {}\nmailboxes:\n{MAILBOX}    password: a\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(config.mailboxes[0].webhook.signing_keys.len(), 2);
+
+        let e = error(&format!(
+            "{WEBHOOK}  secret: [{hmac}, whsk_bad-key]\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(
+            e.contains("webhook.secret[1]") && !e.contains("bad-key"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn signing_secrets_must_be_standard_webhooks_secrets() {
         let e = error(&format!(
             "{WEBHOOK}  secret: not-base64!!\nmailboxes:\n{MAILBOX}    password: a\n"
@@ -1340,7 +1524,7 @@ mod tests {
             "{WEBHOOK}  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\nmailboxes:\n{MAILBOX}    password: a\n"
         ))
         .unwrap();
-        assert!(config.mailboxes[0].webhook.signing_key.is_some());
+        assert!(!config.mailboxes[0].webhook.signing_keys.is_empty());
     }
 
     /// A config with one mailbox whose webhook is `url` plus `extra` webhook lines.
@@ -1530,15 +1714,54 @@ mod tests {
     }
 
     #[test]
+    fn a_reachable_api_needs_a_token_which_is_never_printed() {
+        let with_http =
+            |http: &str| format!("{WEBHOOK}http: {http}\nmailboxes:\n{MAILBOX}    password: a\n");
+        let e = error(&with_http("{listen: '0.0.0.0:9090'}"));
+        assert!(
+            e.contains("http.token") && e.contains("allow_unauthenticated_api"),
+            "{e}"
+        );
+        let token = "t0ken-that-is-long-enough";
+        let config = load(&with_http(&format!("{{listen: '0.0.0.0:9090', token: {token}, protect_metrics: true, allowed_hosts: [Pophook.Internal]}}"))).unwrap();
+        let http = config.http.unwrap();
+        assert_eq!(http.token.as_ref().map(|t| t.expose()), Some(token));
+        assert!(http.protect_metrics);
+        assert_eq!(http.allowed_hosts, ["pophook.internal"]);
+        assert!(!format!("{http:?}").contains(token));
+        // Loopback needs none; a short token is refused without echoing it.
+        assert_eq!(
+            load(&with_http("{listen: '127.0.0.1:9090'}"))
+                .unwrap()
+                .http
+                .unwrap()
+                .token,
+            None
+        );
+        let e = error(&with_http(
+            "{listen: '127.0.0.1:9090', token: short-s3cret}",
+        ));
+        assert!(
+            e.contains("http.token") && !e.contains("short-s3cret"),
+            "{e}"
+        );
+        let e = error(&with_http(
+            "{listen: '127.0.0.1:9090', protect_metrics: true}",
+        ));
+        assert!(e.contains("protect_metrics"), "{e}");
+    }
+
+    #[test]
     fn http_is_off_by_default_and_listen_must_be_an_address() {
         let config = load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n")).unwrap();
         assert_eq!(config.http, None);
         let config = load(&format!(
-            "{WEBHOOK}http: {{listen: '0.0.0.0:9090'}}\nmailboxes:\n{MAILBOX}    password: a\n"
+            "{WEBHOOK}http: {{listen: '0.0.0.0:9090', allow_unauthenticated_api: true}}\nmailboxes:\n{MAILBOX}    password: a\n"
         ))
         .unwrap();
         let http = config.http.unwrap();
         assert_eq!(http.listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(http.token, None);
         assert_eq!(http.local_url("/healthz"), "http://127.0.0.1:9090/healthz");
         let e = error(&format!(
             "{WEBHOOK}http: {{listen: 'localhost'}}\nmailboxes:\n{MAILBOX}    password: a\n"

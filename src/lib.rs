@@ -17,6 +17,8 @@
 //!   raw message, Postmark's inbound JSON or Mailgun's MIME form; envelope recipient.
 //! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
 //!   classifies the answer.
+//! - [`signing`]: the `webhook-signature` header: `v1` (HMAC) and `v1a` (ed25519)
+//!   signatures from every configured key, verification, `pophook keygen`.
 //! - [`retry`]: when a failed delivery is tried again, and when it is parked.
 //! - [`ledger`]: what pophook remembers, keyed by (mailbox, UIDL): every record in
 //!   memory, written through to sled by the one thread that writes and flushes.
@@ -31,7 +33,8 @@
 //! - [`monitor`]: the running service's view of itself: Prometheus instruments,
 //!   readiness, and the wake-up that makes a mailbox cycle now.
 //! - [`status`]: what `pophook status` shows, from the cycle log in the state.
-//! - [`api`]: the `http.listen` endpoint: health, readiness, metrics and management.
+//! - [`api`]: the `http.listen` endpoint: health, readiness, metrics and management,
+//!   behind a bearer token, a `Host` check and a connection cap.
 //! - [`manage`]: the management commands, on the state directly or through the API
 //!   of the running service that holds it.
 //! - [`parked`]: listing, replaying and dropping messages whose retries ran out.
@@ -57,6 +60,7 @@ pub mod secret;
 pub mod service;
 pub mod shard;
 pub mod shutdown;
+pub mod signing;
 pub mod status;
 pub mod watchdog;
 pub mod webhook;

@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use pophook::manage::{self, Manager};
-use pophook::secret::Secret;
 use pophook::watchdog::Watchdog;
-use pophook::{config, receive, service, shard, shutdown, status, webhook};
+use pophook::{config, receive, service, shard, shutdown, signing, status};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +67,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a new ed25519 key pair for `v1a` signatures: the `whsk_` secret key for
+    /// `webhook.secret`, and the `whpk_` public key receivers verify with.
+    Keygen,
     /// GET the running service's /healthz: exit 0 on 200, 1 otherwise (for HEALTHCHECK).
     Healthcheck {
         #[command(flatten)]
@@ -114,9 +116,16 @@ struct ReceiveArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// Standard Webhooks secret (`whsec_...`); events with a bad signature get 401.
-    #[arg(long, env = "POPHOOK_RECEIVE_SECRET", hide_env_values = true)]
-    secret: Option<String>,
+    /// Keys to verify with: a `whsec_...` secret (`v1` signatures) or a `whpk_...`
+    /// public key (`v1a`); repeat it or separate keys with commas to accept any of
+    /// several. Events without a matching signature get 401.
+    #[arg(
+        long,
+        env = "POPHOOK_RECEIVE_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    secret: Vec<String>,
     /// Print each whole event as JSON instead of a summary line.
     #[arg(long)]
     json: bool,
@@ -170,7 +179,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             // supervisor restarts it instead of a silent freeze.
             let watchdog = Watchdog::default();
             watchdog.spawn(|_reason| std::process::exit(pophook::watchdog::EXIT_CODE));
-            let mut service = tokio::spawn(service::run_watched(config, shutdown, watchdog));
+            let path = args.config.clone();
+            let (reload, reloader) = service::reloader(move || config::load(path.as_deref()));
+            tokio::spawn(reload_on_sighup(reload.clone()));
+            let mut service = tokio::spawn(service::run_watched(
+                config,
+                shutdown,
+                watchdog,
+                Some((reload, reloader)),
+            ));
             tokio::select! {
                 joined = &mut service => {
                     // The service only returns early on a startup error (state locked...).
@@ -201,10 +218,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Receive(args) => {
-            let signing_key = args
+            let keys = args
                 .secret
-                .map(|s| webhook::signing_key(&Secret::new(s)))
-                .transpose()
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| signing::VerifyingKey::parse(s))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|reason| anyhow::anyhow!("--secret: {reason}"))?;
             let listener = receive::bind(args.listen)
                 .await
@@ -212,15 +231,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "receiving webhooks on http://{}/ ({})",
                 args.listen,
-                if signing_key.is_some() {
-                    "verifying signatures"
-                } else {
-                    "signatures not checked"
+                match keys.len() {
+                    0 => "signatures not checked".to_string(),
+                    1 => "verifying signatures".to_string(),
+                    n => format!("verifying signatures with any of {n} keys"),
                 }
             );
             let (trigger, shutdown) = shutdown::channel();
             let options = receive::ReceiveOptions {
-                signing_key,
+                keys,
                 json: args.json,
             };
             let server = tokio::spawn(receive::serve(listener, options, shutdown));
@@ -230,6 +249,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Parked(command) => parked_command(command).await,
+        Command::Keygen => {
+            let (secret, public) = signing::keygen();
+            println!("# webhook.secret (private: pophook signs with it; keep it like a password)");
+            println!("{}", secret.expose());
+            println!("# public key for receivers (e.g. pophook receive --secret whpk_...)");
+            println!("{public}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check(args) => {
             let config = config::load(args.config.as_deref())?;
             let total = config.mailboxes.len() + config.other_shards.len();
@@ -441,6 +468,21 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// SIGHUP reads the configuration again; the service logs what changed, or why the
+/// new configuration was refused.
+async fn reload_on_sighup(reload: service::ReloadHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload instead");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reading the configuration again");
+        // The service logs the outcome itself.
+        let _ = reload.reload().await;
     }
 }
 

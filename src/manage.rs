@@ -179,7 +179,7 @@ async fn get<T: DeserializeOwned>(http: &HttpConfig, path: &str) -> Result<T, Ma
     let request = client(REQUEST_TIMEOUT)
         .map_err(|e| unreachable(&url, &e))?
         .get(&url);
-    answer(&url, request).await
+    answer(&url, authorized(http, request)).await
 }
 
 async fn post<T: DeserializeOwned>(
@@ -193,7 +193,16 @@ async fn post<T: DeserializeOwned>(
         .map_err(|e| unreachable(&url, &e))?
         .post(&url)
         .json(body);
-    answer(&url, request).await
+    answer(&url, authorized(http, request)).await
+}
+
+/// With the configured `http.token`, as the API requires (reqwest marks the value
+/// sensitive, so it stays out of debug output).
+fn authorized(http: &HttpConfig, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match &http.token {
+        Some(token) => request.bearer_auth(token.expose()),
+        None => request,
+    }
 }
 
 async fn answer<T: DeserializeOwned>(
@@ -209,6 +218,11 @@ async fn answer<T: DeserializeOwned>(
                 "unexpected answer from {url}: {e} (is it pophook's API?)"
             ))
         });
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(ManageError::Api(format!(
+            "{url} refused the request (401): give this command the same `http.token` (or `token_file`/`token_env`) as the running service"
+        )));
     }
     let message = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()

@@ -5,7 +5,7 @@
 //! Instruments live in this service's own recorder, not in the `metrics` crate's global
 //! one, so two services in one process (the tests) never count into each other.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
@@ -53,12 +53,15 @@ mod name {
     pub const ENDPOINT_DISABLED: &str = "pophook_endpoint_disabled";
     pub const LEFT_ALONE: &str = "pophook_messages_left_alone";
     pub const BUILD_INFO: &str = "pophook_build_info";
+    pub const OAUTH2_EXPIRY: &str = "pophook_oauth2_token_expiry_timestamp_seconds";
 }
 
 /// Every mailbox's monitor, and the recorder their instruments live in.
 pub struct Monitor {
     handle: PrometheusHandle,
-    mailboxes: Vec<Arc<MailboxMonitor>>,
+    recorder: Arc<PrometheusRecorder>,
+    /// Replaced on a configuration reload.
+    mailboxes: RwLock<Vec<Arc<MailboxMonitor>>>,
 }
 
 impl Monitor {
@@ -81,25 +84,67 @@ impl Monitor {
             .set(1.0);
         Monitor {
             handle: recorder.handle(),
-            mailboxes: mailboxes
-                .iter()
-                .map(|m| Arc::new(MailboxMonitor::new(m, recorder.clone())))
-                .collect(),
+            mailboxes: RwLock::new(
+                mailboxes
+                    .iter()
+                    .map(|m| Arc::new(MailboxMonitor::new(m, recorder.clone())))
+                    .collect(),
+            ),
+            recorder,
         }
     }
 
-    pub fn mailbox(&self, name: &str) -> Option<&Arc<MailboxMonitor>> {
-        self.mailboxes.iter().find(|m| m.name == name)
+    pub fn mailbox(&self, name: &str) -> Option<Arc<MailboxMonitor>> {
+        self.mailboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
     }
 
-    pub fn mailboxes(&self) -> &[Arc<MailboxMonitor>] {
-        &self.mailboxes
+    pub fn mailboxes(&self) -> Vec<Arc<MailboxMonitor>> {
+        self.mailboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a reload: the monitors of `mailboxes`, keeping those of `unchanged` names
+    /// (their history and readiness go on) and making new ones for the rest. The
+    /// instruments are the recorder's, by name, so counters continue either way.
+    /// Returns the new monitors.
+    pub fn replace(
+        &self,
+        mailboxes: &[Mailbox],
+        unchanged: &dyn Fn(&str) -> bool,
+    ) -> Vec<Arc<MailboxMonitor>> {
+        let mut current = self.mailboxes.write().unwrap_or_else(|e| e.into_inner());
+        let mut made = Vec::new();
+        let next = mailboxes
+            .iter()
+            .map(|m| {
+                match current
+                    .iter()
+                    .find(|old| old.name == m.name && unchanged(&m.name))
+                {
+                    Some(old) => old.clone(),
+                    None => {
+                        let new = Arc::new(MailboxMonitor::new(m, self.recorder.clone()));
+                        made.push(new.clone());
+                        new
+                    }
+                }
+            })
+            .collect();
+        *current = next;
+        made
     }
 
     /// The Prometheus text exposition of every instrument.
     pub fn render(&self) -> String {
         let now = ledger::now();
-        for m in &self.mailboxes {
+        for m in self.mailboxes() {
             // An age grows between cycles; compute it when asked.
             let oldest = m.live().oldest_undelivered_since;
             m.instruments
@@ -120,7 +165,7 @@ impl Monitor {
     pub fn readiness(&self) -> Readiness {
         let now = Instant::now();
         let faults: Vec<Fault> = self
-            .mailboxes
+            .mailboxes()
             .iter()
             .filter_map(|m| {
                 m.fault(now).map(|reason| Fault {
@@ -231,6 +276,15 @@ impl MailboxMonitor {
             instruments,
             recorder,
         }
+    }
+
+    /// The gauge a token source sets to its access token's expiry (unix seconds);
+    /// registered only for `auth: xoauth2` mailboxes, so others export no series.
+    pub fn oauth2_expiry_gauge(&self) -> Gauge {
+        self.recorder.register_gauge(
+            &Key::from_parts(name::OAUTH2_EXPIRY, labels(&self.name, &[])),
+            &METADATA,
+        )
     }
 
     /// Makes the mailbox's task start a cycle now: at once if it is waiting for its
@@ -467,6 +521,11 @@ fn describe(recorder: &PrometheusRecorder) {
         "Listed messages the last cycle left on the server without fetching them (unusable UIDL).",
     );
     gauge(name::BUILD_INFO, None, "Always 1; the version is a label.");
+    gauge(
+        name::OAUTH2_EXPIRY,
+        Some(Unit::Seconds),
+        "Unix time when the mailbox's current OAuth2 access token expires (auth: xoauth2, from the token endpoint's expires_in).",
+    );
     let histogram = |metric: &'static str, help: &'static str| {
         recorder.describe_histogram(
             KeyName::from_const_str(metric),

@@ -1,20 +1,25 @@
 //! OAuth2 access tokens for `auth: xoauth2`: where they come from (a file, a command or
 //! a token endpoint), how long one is reused, and the SASL XOAUTH2 string that carries it.
+//! A refresh token the endpoint rotates is kept in the state, sealed, so a restart
+//! presents the newest one (providers revoke the whole token family on reuse).
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::ledger::Ledger;
 use crate::secret::Secret;
+use crate::webhook::redacted;
 
 /// A token file, command output or token endpoint answer larger than this is refused;
 /// access tokens are a few KiB at most.
@@ -62,9 +67,11 @@ impl fmt::Debug for Provider {
             Provider::File(path) => write!(f, "token_file {}", path.display()),
             Provider::Command(_) => f.write_str("token_command"),
             Provider::ClientCredentials { token_url, .. } => {
-                write!(f, "client credentials at {token_url}")
+                write!(f, "client credentials at {}", redacted(token_url))
             }
-            Provider::RefreshToken { token_url, .. } => write!(f, "refresh token at {token_url}"),
+            Provider::RefreshToken { token_url, .. } => {
+                write!(f, "refresh token at {}", redacted(token_url))
+            }
         }
     }
 }
@@ -119,19 +126,115 @@ pub struct TokenSource {
     http: reqwest::Client,
     /// Held across a fetch, so concurrent logins of one mailbox fetch once.
     cache: Mutex<Cache>,
+    /// Set by a running service (not by `check`): where rotated refresh tokens are
+    /// kept, and the expiry gauge.
+    keeper: std::sync::Mutex<Option<Arc<Keeper>>>,
+}
+
+/// What the service lends a token source.
+pub struct Keeper {
+    pub ledger: Ledger,
+    /// Set to the access token's expiry (unix seconds) when the answer says.
+    pub expiry: Option<metrics::Gauge>,
 }
 
 #[derive(Default)]
 struct Cache {
     token: Option<Cached>,
     /// The newest refresh token, when the endpoint rotated it (Microsoft does on every
-    /// use). Kept in memory only: a restart starts again from the configured one.
+    /// use); also stored, sealed, through the keeper's ledger.
     rotated_refresh_token: Option<Secret>,
 }
 
 struct Cached {
     token: Secret,
     reuse_until: Instant,
+}
+
+/// The key a refresh token is sealed with in the state: derived from the configured
+/// refresh token and where it is used, so the state alone does not reveal the token,
+/// and a stored token from another configuration (a new consent) does not open.
+fn seal_key(mailbox: &str, token_url: &Url, client_id: &str, configured: &Secret) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for part in [
+        "pophook oauth2 refresh token v1",
+        mailbox,
+        token_url.as_str(),
+        client_id,
+        configured.expose(),
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().into()
+}
+
+const SEALED_VERSION: u8 = 1;
+const NONCE_LEN: usize = 16;
+const TAG_LEN: usize = 32;
+
+/// Encrypt-then-MAC with HMAC-SHA256 alone (already a dependency, for signing): the
+/// keystream is HMAC(enc key, nonce ‖ counter) in counter mode, the tag
+/// HMAC(mac key, nonce ‖ ciphertext). Layout: version ‖ nonce ‖ tag ‖ ciphertext.
+fn seal(key: &[u8; 32], token: &Secret) -> Vec<u8> {
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    let mut body = token.expose().as_bytes().to_vec();
+    apply_keystream(key, &nonce, &mut body);
+    let tag = tag(key, &nonce, &body);
+    let mut out = vec![SEALED_VERSION];
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The token, when `sealed` was made with `key` and is intact.
+fn unseal(key: &[u8; 32], sealed: &[u8]) -> Option<Secret> {
+    use hmac::Mac as _;
+    let (&version, rest) = sealed.split_first()?;
+    if version != SEALED_VERSION || rest.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, rest) = rest.split_at(NONCE_LEN);
+    let (tag, body) = rest.split_at(TAG_LEN);
+    let mut mac = mac(key, b"mac");
+    mac.update(nonce);
+    mac.update(body);
+    mac.verify_slice(tag).ok()?;
+    let mut body = body.to_vec();
+    apply_keystream(key, nonce, &mut body);
+    String::from_utf8(body).ok().map(Secret::new)
+}
+
+fn mac(key: &[u8; 32], purpose: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac as _;
+    let mut derive =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    derive.update(purpose);
+    let subkey = derive.finalize().into_bytes();
+    hmac::Hmac::<sha2::Sha256>::new_from_slice(&subkey).expect("HMAC accepts any key length")
+}
+
+fn tag(key: &[u8; 32], nonce: &[u8], body: &[u8]) -> [u8; TAG_LEN] {
+    use hmac::Mac as _;
+    let mut mac = mac(key, b"mac");
+    mac.update(nonce);
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+fn apply_keystream(key: &[u8; 32], nonce: &[u8], data: &mut [u8]) {
+    use hmac::Mac as _;
+    for (counter, chunk) in data.chunks_mut(32).enumerate() {
+        let mut block = mac(key, b"enc");
+        block.update(nonce);
+        block.update(&(counter as u64).to_be_bytes());
+        let stream = block.finalize().into_bytes();
+        for (byte, key_byte) in chunk.iter_mut().zip(stream.iter()) {
+            *byte ^= key_byte;
+        }
+    }
 }
 
 /// A token endpoint's successful answer (RFC 6749 §5.1).
@@ -166,7 +269,63 @@ impl TokenSource {
             timeout,
             http,
             cache: Mutex::new(Cache::default()),
+            keeper: std::sync::Mutex::new(None),
         })
+    }
+
+    /// From now on, rotated refresh tokens are stored in (and read back from) the
+    /// keeper's ledger and the expiry gauge is set. A later keeper (a service started
+    /// again on the same configuration) replaces an earlier one.
+    pub fn keep_in(&self, keeper: Keeper) {
+        *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keeper));
+    }
+
+    /// Identifies the token source with its secrets (hashed), so a reload notices a
+    /// changed client secret or refresh token.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        let mut part = |text: &str| {
+            hash.update(text.as_bytes());
+            hash.update([0]);
+        };
+        match &self.provider {
+            Provider::File(path) => part(&path.to_string_lossy()),
+            Provider::Command(command) => part(command),
+            Provider::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => {
+                for text in [token_url.as_str(), client_id, client_secret.expose()] {
+                    part(text);
+                }
+                part(scope.as_deref().unwrap_or(""));
+            }
+            Provider::RefreshToken {
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scope,
+            } => {
+                for text in [token_url.as_str(), client_id, refresh_token.expose()] {
+                    part(text);
+                }
+                part(client_secret.as_ref().map_or("", |s| s.expose()));
+                part(scope.as_deref().unwrap_or(""));
+            }
+        }
+        part(&format!("{:?}", self.timeout));
+        hash.finalize().into()
+    }
+
+    fn keeper(&self) -> Option<Arc<Keeper>> {
+        self.keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A token to log in with: the cached one while it is fresh, else a new one.
@@ -234,6 +393,10 @@ impl TokenSource {
                 refresh_token,
                 scope,
             } => {
+                let seal_key = seal_key(&self.mailbox, token_url, client_id, refresh_token);
+                if cache.rotated_refresh_token.is_none() {
+                    cache.rotated_refresh_token = self.stored_refresh_token(&seal_key);
+                }
                 let refresh_token = cache
                     .rotated_refresh_token
                     .as_ref()
@@ -257,10 +420,17 @@ impl TokenSource {
                 if let Some(rotated) = &response.refresh_token {
                     debug!(mailbox = %self.mailbox, "the token endpoint rotated the refresh token; using the new one from now on");
                     cache.rotated_refresh_token = Some(rotated.clone());
+                    self.store_refresh_token(&seal_key, rotated).await;
                 }
                 response
             }
         };
+        if let (Some(expires_in), Some(gauge)) = (
+            response.expires_in,
+            self.keeper().and_then(|k| k.expiry.clone()),
+        ) {
+            gauge.set((crate::ledger::now() as f64) + expires_in.as_secs_f64());
+        }
         let reuse_for = response.expires_in.map(reuse_for).unwrap_or_default();
         debug!(mailbox = %self.mailbox, source = ?self.provider, ?reuse_for, "got an OAuth2 access token");
         cache.token = (!reuse_for.is_zero()).then(|| Cached {
@@ -268,6 +438,31 @@ impl TokenSource {
             reuse_until: Instant::now() + reuse_for,
         });
         Ok(response.access_token)
+    }
+
+    /// The refresh token stored by an earlier run, when it was sealed for this
+    /// configuration; one sealed for another (a new consent) is ignored.
+    fn stored_refresh_token(&self, key: &[u8; 32]) -> Option<Secret> {
+        let sealed = self.keeper()?.ledger.refresh_token(&self.mailbox)?;
+        let token = unseal(key, &sealed);
+        if token.is_none() {
+            info!(mailbox = %self.mailbox, "the refresh token stored in the state was issued for another `oauth2` configuration; using the configured one");
+        }
+        token
+    }
+
+    /// Stores a rotated refresh token and waits until it is durable: after a crash the
+    /// old one would be presented again, which providers treat as token theft.
+    async fn store_refresh_token(&self, key: &[u8; 32], token: &Secret) {
+        let Some(keeper) = self.keeper() else {
+            return;
+        };
+        keeper
+            .ledger
+            .put_refresh_token(&self.mailbox, seal(key, token));
+        if let Err(e) = keeper.ledger.flush().await {
+            warn!(mailbox = %self.mailbox, "the rotated OAuth2 refresh token could not be saved ({e}); it is used from memory, and a restart before the next save would present the previous one");
+        }
     }
 
     /// POSTs `form` to the token endpoint. `secrets` are blanked out of any error text
@@ -278,8 +473,9 @@ impl TokenSource {
         form: &[(&str, &str)],
         secrets: &[&Secret],
     ) -> Result<TokenResponse, TokenError> {
+        let shown = redacted(url);
         let unreachable = |e: reqwest::Error| TokenError::Unreachable {
-            url: url.to_string(),
+            url: shown.clone(),
             reason: error_chain(&e.without_url()),
         };
         let mut response = self
@@ -296,12 +492,12 @@ impl TokenSource {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_OUTPUT {
                 return Err(TokenError::BadAnswer {
-                    from: format!("the token endpoint {url}"),
+                    from: format!("the token endpoint {shown}"),
                     reason: format!("the answer is larger than {MAX_OUTPUT} bytes"),
                 });
             }
         }
-        let from = format!("the token endpoint {url}");
+        let from = format!("the token endpoint {shown}");
         parse_token_response(&from, status, &body).map_err(|e| match e {
             TokenError::Refused {
                 from,
@@ -550,6 +746,25 @@ mod tests {
             b"user=someuser@example.com\x01auth=Bearer ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg\x01\x01"
         );
         assert_eq!(format!("{response}"), "[redacted]");
+    }
+
+    #[test]
+    fn a_sealed_refresh_token_opens_only_with_its_configuration_and_is_not_in_clear() {
+        let url = Url::parse("https://login.example.com/token").unwrap();
+        let configured = Secret::new("rt-configured");
+        let key = seal_key("box", &url, "client", &configured);
+        let token = Secret::new("rt-rotated-0123456789-abcdefghijklmnopqrstuvwxyz");
+        let sealed = seal(&key, &token);
+        let windows = |needle: &[u8]| sealed.windows(needle.len()).any(|w| w == needle);
+        assert!(!windows(b"rt-rotated"));
+        assert_eq!(unseal(&key, &sealed).as_ref(), Some(&token));
+        assert_ne!(seal(&key, &token), sealed, "a fresh nonce each time");
+        let other = seal_key("box", &url, "client", &Secret::new("rt-new-consent"));
+        assert_eq!(unseal(&other, &sealed), None);
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(unseal(&key, &tampered), None);
+        assert_eq!(unseal(&key, &sealed[..10]), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `pophook receive`: a small webhook receiver for trying pophook out. It verifies the
-//! Standard Webhooks signature when given the secret, prints one line per message in
+//! Standard Webhooks signature (`v1` with a `whsec_` secret, `v1a` with a `whpk_` public
+//! key; any one of several keys) when given keys, prints one line per message in
 //! any `webhook.format` (standard, raw, postmark, mailgun) and answers 204.
 
 use std::io::Write as _;
@@ -13,9 +14,8 @@ use axum::routing::post;
 use axum::Router;
 
 use crate::formats::{mailgun, recipient};
-use crate::secret::Secret;
 use crate::shutdown::Shutdown;
-use crate::webhook;
+use crate::signing::VerifyingKey;
 
 /// How far a `webhook-timestamp` may be from now, as the Standard Webhooks libraries
 /// allow, so a captured request cannot be replayed much later.
@@ -23,8 +23,8 @@ const TOLERANCE_SECS: u64 = 5 * 60;
 
 #[derive(Clone, Debug)]
 pub struct ReceiveOptions {
-    /// The base64 HMAC key (the part after `whsec_`); `None` accepts unsigned events.
-    pub signing_key: Option<Secret>,
+    /// The keys a signature may verify with; none accepts unsigned events.
+    pub keys: Vec<VerifyingKey>,
     /// Print the whole event instead of a summary line.
     pub json: bool,
 }
@@ -54,8 +54,8 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    if let Some(key) = &options.signing_key {
-        if let Err(reason) = verify(key, &headers, &body) {
+    if !options.keys.is_empty() {
+        if let Err(reason) = verify(&options.keys, &headers, &body) {
             println!("rejected: {reason}");
             return StatusCode::UNAUTHORIZED;
         }
@@ -179,8 +179,9 @@ fn summary(event: &serde_json::Value) -> String {
 }
 
 /// Checks `webhook-signature` against the body as the Standard Webhooks spec says:
-/// any of the space-separated `v1,` signatures may match, and the timestamp must be recent.
-pub fn verify(key: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+/// any of the space-separated `v1,`/`v1a,` signatures may match any of `keys`, and the
+/// timestamp must be recent.
+pub fn verify(keys: &[VerifyingKey], headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -200,10 +201,10 @@ pub fn verify(key: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), Stri
             "webhook-timestamp {timestamp} is more than 5 minutes from now"
         ));
     }
-    let expected = webhook::sign(key, id, timestamp, body);
-    let matches = header("webhook-signature")?
-        .split(' ')
-        .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()));
+    let matches = header("webhook-signature")?.split(' ').any(|candidate| {
+        keys.iter()
+            .any(|key| key.verifies(candidate, id, timestamp, body))
+    });
     if matches {
         Ok(())
     } else {
@@ -211,15 +212,11 @@ pub fn verify(key: &Secret, headers: &HeaderMap, body: &[u8]) -> Result<(), Stri
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not reveal how
-/// much of a forged signature was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use crate::signing::SigningKey;
 
     fn signed_headers(key: &Secret, id: &str, ts: u64, body: &[u8]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -227,7 +224,7 @@ mod tests {
         headers.insert("webhook-timestamp", ts.to_string().parse().unwrap());
         headers.insert(
             "webhook-signature",
-            format!("v1,bogus {}", webhook::sign(key, id, ts, body))
+            format!("v1,bogus {}", crate::webhook::sign(key, id, ts, body))
                 .parse()
                 .unwrap(),
         );
@@ -242,10 +239,37 @@ mod tests {
             .unwrap()
             .as_secs();
         let headers = signed_headers(&key, "msg_1", now, b"{}");
-        assert_eq!(verify(&key, &headers, b"{}"), Ok(()));
-        assert!(verify(&key, &headers, b"{ }").is_err());
-        let other = Secret::new("b3RoZXIga2V5IG9mIGVub3VnaCBsZW5ndGg=");
-        assert!(verify(&other, &headers, b"{}").is_err());
+        let verifying = |text: &str| VerifyingKey::parse(text).unwrap();
+        let mine = verifying("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let other = verifying("b3RoZXIga2V5IG9mIGVub3VnaCBsZW5ndGg=");
+        assert_eq!(verify(std::slice::from_ref(&mine), &headers, b"{}"), Ok(()));
+        assert!(verify(std::slice::from_ref(&mine), &headers, b"{ }").is_err());
+        assert!(verify(std::slice::from_ref(&other), &headers, b"{}").is_err());
+        // Any of the receiver's keys may match.
+        assert_eq!(verify(&[other, mine], &headers, b"{}"), Ok(()));
+    }
+
+    #[test]
+    fn accepts_a_v1a_signature_with_the_public_key() {
+        let (secret, public) = crate::signing::keygen();
+        let signer = SigningKey::parse(&secret).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", "msg_1".parse().unwrap());
+        headers.insert("webhook-timestamp", now.to_string().parse().unwrap());
+        headers.insert(
+            "webhook-signature",
+            signer.sign("msg_1", now, b"{}").parse().unwrap(),
+        );
+        let public = VerifyingKey::parse(&public).unwrap();
+        assert_eq!(
+            verify(std::slice::from_ref(&public), &headers, b"{}"),
+            Ok(())
+        );
+        assert!(verify(&[public], &headers, b"{}x").is_err());
     }
 
     #[test]
@@ -256,7 +280,8 @@ mod tests {
             .unwrap()
             .as_secs();
         let headers = signed_headers(&key, "msg_1", now - 3600, b"{}");
-        assert!(verify(&key, &headers, b"{}")
+        let keys = [VerifyingKey::parse(key.expose()).unwrap()];
+        assert!(verify(&keys, &headers, b"{}")
             .unwrap_err()
             .contains("5 minutes"));
     }

@@ -30,8 +30,9 @@ pub struct WebhookConfig {
     /// Extra headers (lower-case names); values are secrets because they are often
     /// `Authorization` tokens.
     pub headers: Vec<(String, Secret)>,
-    /// The HMAC key as base64 (the part after `whsec_`), when signing is configured.
-    pub signing_key: Option<Secret>,
+    /// Every key that signs each request (`webhook.secret`, one or a list); none: the
+    /// requests are not signed.
+    pub signing_keys: Vec<crate::signing::SigningKey>,
     pub include_raw: bool,
     /// How much of each attachment goes into the event.
     pub attachments: AttachmentMode,
@@ -78,9 +79,11 @@ impl WebhookConfig {
             hash.update([0]);
             hash.update(value.expose());
         }
-        if let Some(key) = &self.signing_key {
-            hash.update([1]);
-            hash.update(key.expose());
+        // One HMAC secret hashes as it did before several keys were possible.
+        for key in &self.signing_keys {
+            let (tag, bytes) = key.fingerprint_part();
+            hash.update([tag]);
+            hash.update(bytes);
         }
         let digest = hash.finalize();
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -114,17 +117,22 @@ impl WebhookUrl {
 
 impl std::fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = &self.0;
-        write!(f, "{}://{}", url.scheme(), url.host_str().unwrap_or(""))?;
-        if let Some(port) = url.port() {
-            write!(f, ":{port}")?;
-        }
-        f.write_str(url.path())?;
-        if url.query().is_some() {
-            f.write_str("?…")?;
-        }
-        Ok(())
+        f.write_str(&redacted(&self.0))
     }
+}
+
+/// A URL as pophook prints and stores any URL: scheme, host, port and path; never
+/// userinfo, and `?…` for a query (both often carry credentials).
+pub fn redacted(url: &url::Url) -> String {
+    let mut text = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        text.push_str(&format!(":{port}"));
+    }
+    text.push_str(url.path());
+    if url.query().is_some() {
+        text.push_str("?…");
+    }
+    text
 }
 
 impl std::fmt::Debug for WebhookUrl {
@@ -308,8 +316,10 @@ impl Sender {
             .header(reqwest::header::CONTENT_TYPE, content_type.as_ref())
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string());
-        if let Some(key) = &cfg.signing_key {
-            request = request.header("webhook-signature", sign(key, id, timestamp, &body));
+        if !cfg.signing_keys.is_empty() {
+            let signatures =
+                crate::signing::signature_header(&cfg.signing_keys, id, timestamp, &body);
+            request = request.header("webhook-signature", signatures);
         }
         for (name, value) in &cfg.headers {
             let mut value =

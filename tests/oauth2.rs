@@ -519,3 +519,126 @@ async fn an_unreachable_token_endpoint_is_transient() {
         "{text}"
     );
 }
+
+/// Every file under `dir`, with its mode.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            out.push((path.clone(), std::fs::read(&path).unwrap(), mode));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_refresh_token_survives_a_restart_sealed_in_a_private_state() {
+    let tokens = TokenServer::start(Some(3600)).await;
+    let server = scripted(&["tok-1", "tok-2", "tok-3", "tok-4"], 1).await;
+    let receiver = Receiver::start().await;
+    let oauth2 = format!(
+        "      token_url: {}\n      client_id: gmail-client\n      refresh_token: rt-0\n",
+        tokens.url()
+    );
+    let cfg = setup(&receiver, &server, &oauth2);
+
+    // Three runs of the binary: each a fresh process, as after a restart.
+    for run in 0..3 {
+        let out = tokio::task::block_in_place(|| cfg.pophook(&["once"]));
+        assert!(
+            out.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stderr.contains("rt-"),
+            "run {run} logged a refresh token: {stderr}"
+        );
+    }
+    let presented: Vec<String> = tokens
+        .requests()
+        .iter()
+        .map(|form| form["refresh_token"].clone())
+        .collect();
+    assert_eq!(presented, ["rt-0", "rt-1", "rt-2"], "always the newest one");
+
+    let state = cfg.dir.path().join("state");
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let files = files_under(&state);
+    assert!(!files.is_empty());
+    for (path, bytes, mode) in files {
+        assert!(
+            !bytes
+                .windows(5)
+                .any(|w| w.starts_with(b"rt-") && w[3].is_ascii_digit()),
+            "{} holds a refresh token in clear",
+            path.display()
+        );
+        if path.parent() == Some(state.as_path()) {
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+        }
+    }
+
+    // A new consent (another configured refresh token) is used as given: the stored
+    // one belonged to the old configuration.
+    let renewed = cfg
+        .yaml
+        .replace("refresh_token: rt-0", "refresh_token: rt-new");
+    std::fs::write(cfg.path(), renewed).unwrap();
+    server.push_message(message(2), "uid-2");
+    let out = tokio::task::block_in_place(|| cfg.pophook(&["once"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tokens.requests()[3]["refresh_token"], "rt-new");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_token_expiry_is_a_metric() {
+    let tokens = TokenServer::start(Some(3600)).await;
+    let server = scripted(&["tok-1"], 1).await;
+    let receiver = Receiver::start().await;
+    let cfg = setup(&receiver, &server, &client_credentials(&tokens));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let (trigger, shutdown) = pophook::shutdown::channel();
+    let service = tokio::spawn(service::run_on(
+        cfg.config.clone(),
+        Some(listener),
+        shutdown,
+    ));
+    receiver
+        .wait_for_accepted(1, std::time::Duration::from_secs(15))
+        .await;
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("pophook_oauth2_token_expiry_timestamp_seconds{mailbox=\"oauth\"}"))
+        .unwrap_or_else(|| panic!("no expiry series:\n{metrics}"));
+    let expiry: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        expiry > now + 3000.0 && expiry < now + 3700.0,
+        "{expiry} vs now {now}"
+    );
+    trigger.trigger();
+    service.await.unwrap().unwrap();
+}

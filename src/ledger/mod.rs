@@ -242,6 +242,8 @@ struct Inner {
     books: RwLock<HashMap<String, Arc<Mutex<Book>>>>,
     endpoints: Mutex<HashMap<String, DisabledEndpoint>>,
     cycles: Mutex<HashMap<String, CycleLog>>,
+    /// Sealed OAuth2 refresh tokens by mailbox: opaque bytes here.
+    tokens: Mutex<HashMap<String, Vec<u8>>>,
     tx: mpsc::Sender<Op>,
     watchdog: Watchdog,
 }
@@ -280,6 +282,7 @@ impl Ledger {
                 books: RwLock::new(books),
                 endpoints: Mutex::new(loaded.endpoints),
                 cycles: Mutex::new(loaded.cycles),
+                tokens: Mutex::new(loaded.tokens),
                 tx,
                 watchdog,
             }),
@@ -446,6 +449,22 @@ impl Ledger {
             tree: Tree::Endpoints,
             key: mailbox.as_bytes().to_vec(),
             value: Some(value),
+        });
+    }
+
+    /// The mailbox's stored OAuth2 refresh token, sealed (see `crate::oauth2`).
+    pub fn refresh_token(&self, mailbox: &str) -> Option<Vec<u8>> {
+        lock(&self.inner.tokens).get(mailbox).cloned()
+    }
+
+    /// Stores a sealed refresh token; it is durable once [`Ledger::flush`] returns.
+    pub fn put_refresh_token(&self, mailbox: &str, sealed: Vec<u8>) {
+        let mut tokens = lock(&self.inner.tokens);
+        tokens.insert(mailbox.to_string(), sealed.clone());
+        self.send(Op::Write {
+            tree: Tree::Tokens,
+            key: mailbox.as_bytes().to_vec(),
+            value: Some(sealed),
         });
     }
 

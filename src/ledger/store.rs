@@ -24,6 +24,8 @@ pub enum Tree {
     Messages,
     Endpoints,
     Cycles,
+    /// Sealed OAuth2 refresh tokens, by mailbox (see `crate::oauth2::seal`).
+    Tokens,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -39,6 +41,7 @@ struct Marker {
 pub struct Loaded {
     pub endpoints: HashMap<String, DisabledEndpoint>,
     pub cycles: HashMap<String, CycleLog>,
+    pub tokens: HashMap<String, Vec<u8>>,
     pub count: u64,
 }
 
@@ -48,6 +51,7 @@ pub struct Store {
     messages: sled::Tree,
     endpoints: sled::Tree,
     cycles: sled::Tree,
+    tokens: sled::Tree,
     /// The state directory's identity when opened: a directory removed or replaced
     /// under a running pophook is noticed before the next flush.
     identity: Option<(u64, u64)>,
@@ -56,6 +60,7 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StateError> {
+        create_private_dir(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -80,12 +85,15 @@ impl Store {
         let messages = db.open_tree("messages")?;
         let endpoints = db.open_tree("disabled_endpoints")?;
         let cycles = db.open_tree("cycle_log")?;
+        let tokens = db.open_tree("oauth2_refresh_tokens")?;
+        restrict_files(dir);
         Ok(Store {
             dir: dir.to_path_buf(),
             db,
             messages,
             endpoints,
             cycles,
+            tokens,
             identity: identity(dir),
             marker: Marker::default(),
         })
@@ -139,6 +147,12 @@ impl Store {
                 .cycles
                 .insert(String::from_utf8_lossy(&k).into_owned(), log);
         }
+        for entry in self.tokens.iter() {
+            let (k, v) = entry?;
+            loaded
+                .tokens
+                .insert(String::from_utf8_lossy(&k).into_owned(), v.to_vec());
+        }
         let path = self.dir.join(MARKER);
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -180,6 +194,7 @@ impl Store {
             Tree::Messages => &self.messages,
             Tree::Endpoints => &self.endpoints,
             Tree::Cycles => &self.cycles,
+            Tree::Tokens => &self.tokens,
         };
         let old = match value {
             Some(value) => tree_ref.insert(key, value)?,
@@ -228,7 +243,7 @@ impl Store {
         let tmp = self.dir.join(format!("{MARKER}.tmp"));
         let bytes = serde_json::to_vec_pretty(&self.marker).expect("the marker serialises");
         let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
+            let mut file = private_file(&tmp)?;
             std::io::Write::write_all(&mut file, &bytes)?;
             if durable {
                 file.sync_all()?;
@@ -240,6 +255,67 @@ impl Store {
             source: e,
         })
     }
+}
+
+/// The state directory, created readable by its owner only (0700): it holds a
+/// refresh token and what was delivered where. An existing directory is tightened too,
+/// where the filesystem allows it.
+fn create_private_dir(dir: &Path) -> Result<(), StateError> {
+    let open_error = |e: std::io::Error| StateError::Open {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(StateError::Open {
+            dir: dir.to_path_buf(),
+            reason: "it is not a directory".into(),
+        });
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        builder.mode(0o700);
+        builder.create(dir).map_err(open_error)?;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(
+                "cannot make the state directory {} private (0700): {e}",
+                dir.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    builder.create(dir).map_err(open_error)?;
+    Ok(())
+}
+
+/// Every file sled made in the state directory, 0600 where the filesystem allows it
+/// (sled creates them with the process's umask; the directory's 0700 already keeps
+/// others out).
+fn restrict_files(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_file()) {
+            if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!("cannot make {} private (0600): {e}", path.display());
+            }
+        }
+    }
+}
+
+/// A new file, 0600 from the start.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 #[cfg(unix)]

@@ -14,6 +14,7 @@ use super::{run_cycle, Context, CycleError, CycleReport};
 use crate::config::Mailbox;
 use crate::pop3::codec::ResponseCode;
 use crate::retry::mailbox_backoff;
+use crate::shutdown::Shutdown;
 
 /// The longest wait after repeated failed sessions (server down, network): long enough
 /// not to hammer a server, short enough that recovery is noticed.
@@ -163,17 +164,29 @@ fn backoff_after(mailbox: &Mailbox, error: &CycleError, failures: u32) -> Durati
     }
 }
 
-/// Polls one mailbox until shutdown; a cycle in progress finishes the message in hand
-/// and QUITs first.
+/// Polls one mailbox until shutdown (`ctx.shutdown`: a cycle in progress finishes the
+/// message in hand and QUITs first) or until `retire` (the cycle in progress finishes
+/// whole: a reload hands the mailbox to a task with its new configuration). The first
+/// login waits for `not_before`, and the task returns when the next one may happen
+/// (the server's LOGIN-DELAY), so a successor honours it too.
 pub async fn poll_forever(
     mailbox: Mailbox,
     ctx: Context,
     sink: Arc<dyn CycleSink>,
     wake: Arc<Notify>,
-) -> Result<(), CycleError> {
+    mut retire: Shutdown,
+    not_before: Option<Instant>,
+) -> Result<Option<Instant>, CycleError> {
     let mut shutdown = ctx.shutdown.clone();
     let mut timing = Timing::default();
-    while !shutdown.is_requested() {
+    if let Some(at) = not_before {
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = shutdown.requested() => {}
+            _ = retire.requested() => {}
+        }
+    }
+    while !shutdown.is_requested() && !retire.is_requested() {
         let started = Instant::now();
         sink.started();
         let mut report = CycleReport::default();
@@ -182,7 +195,7 @@ pub async fn poll_forever(
         sink.finished(now - started, &result, &report);
         if let Err(CycleError::State(e)) = &result {
             if e.is_fatal() {
-                return result;
+                return result.map(|()| None);
             }
         }
         let earliest_due = ctx
@@ -200,13 +213,15 @@ pub async fn poll_forever(
                     tokio::select! {
                         _ = tokio::time::sleep_until(floor) => {}
                         _ = shutdown.requested() => {}
+                        _ = retire.requested() => {}
                     }
                 }
             }
             _ = shutdown.requested() => {}
+            _ = retire.requested() => {}
         }
     }
-    Ok(())
+    Ok(timing.login_floor().filter(|at| *at > Instant::now()))
 }
 
 #[cfg(test)]

@@ -38,6 +38,15 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
+    /// The word the configuration uses (`tls: starttls`), for what pophook prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::Implicit => "implicit",
+            TlsMode::Starttls => "starttls",
+            TlsMode::None => "none",
+        }
+    }
+
     pub fn default_port(self) -> u16 {
         match self {
             TlsMode::Implicit => 995,
@@ -100,6 +109,21 @@ impl Capabilities {
 
     pub fn lines(&self) -> &[String] {
         &self.0
+    }
+
+    /// The mechanisms of the `SASL` line, upper-case; empty when there is none.
+    pub fn sasl_mechanisms(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|line| {
+                let mut words = line.split_ascii_whitespace();
+                let first = words.next()?;
+                first
+                    .eq_ignore_ascii_case("SASL")
+                    .then(|| words.map(|w| w.to_ascii_uppercase()).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect()
     }
 
     /// RFC 2449 `LOGIN-DELAY n`: the server allows a new login only every n seconds.
@@ -302,11 +326,16 @@ impl<S: Io> Connection<S> {
         }
     }
 
-    async fn authenticate(&mut self, cfg: &ServerConfig) -> Result<(), Pop3Error> {
+    async fn authenticate(
+        &mut self,
+        cfg: &ServerConfig,
+        capabilities: &Capabilities,
+    ) -> Result<(), Pop3Error> {
         let auth_err = |e: Pop3Error| match e {
             Pop3Error::Server { reply, .. } => Pop3Error::Auth(reply),
             other => other,
         };
+        mechanism_offered(cfg.auth, capabilities)?;
         match cfg.auth {
             AuthMethod::User => {
                 self.simple(Command::User(&cfg.username))
@@ -320,6 +349,19 @@ impl<S: Io> Connection<S> {
                 self.send(&Command::AuthPlain).await?;
                 match self.read_status("AUTH").await? {
                     Status::Continue(_) => {}
+                    // A server without CAPA that refuses the AUTH command itself, before
+                    // any credentials, does not speak SASL PLAIN.
+                    Status::Err(reply)
+                        if capabilities.lines().is_empty() && reply.code.is_none() =>
+                    {
+                        return Err(Pop3Error::MechanismNotOffered {
+                            mechanism: "PLAIN",
+                            offered: format!(
+                                "it answered CAPA with -ERR and AUTH PLAIN with {reply}"
+                            ),
+                            alternatives: "`auth: user` (USER/PASS)",
+                        })
+                    }
                     Status::Err(reply) => return Err(Pop3Error::Auth(reply)),
                     Status::Ok(_) => {
                         return Err(Pop3Error::Protocol {
@@ -464,6 +506,41 @@ impl Rejection {
     fn is_transient(&self) -> bool {
         Pop3Error::Auth(self.reply.clone()).is_transient()
     }
+}
+
+/// `auth: plain` and `auth: xoauth2` need their SASL mechanism in CAPA's `SASL` line.
+/// Checked before anything is sent, so the error names the configuration, not the
+/// password. A server that did not answer CAPA is tried anyway.
+fn mechanism_offered(auth: AuthMethod, capabilities: &Capabilities) -> Result<(), Pop3Error> {
+    let mechanism = match auth {
+        AuthMethod::User => return Ok(()),
+        AuthMethod::Plain => "PLAIN",
+        AuthMethod::XOAuth2 => "XOAUTH2",
+    };
+    if capabilities.lines().is_empty() {
+        return Ok(());
+    }
+    let offered = capabilities.sasl_mechanisms();
+    if offered.iter().any(|m| m == mechanism) {
+        return Ok(());
+    }
+    let alternatives = match (offered.iter().any(|m| m == "PLAIN"), mechanism) {
+        (true, "XOAUTH2") => {
+            "`auth: plain` (SASL PLAIN) or `auth: user` (USER/PASS) with a password"
+        }
+        _ if offered.iter().any(|m| m == "XOAUTH2") => {
+            "`auth: user` (USER/PASS), or `auth: xoauth2` with an `oauth2` token source"
+        }
+        _ => "`auth: user` (USER/PASS)",
+    };
+    Err(Pop3Error::MechanismNotOffered {
+        mechanism,
+        offered: match offered.is_empty() {
+            true => "its CAPA lists no SASL mechanism".to_string(),
+            false => format!("it offers SASL {}", offered.join(" ")),
+        },
+        alternatives,
+    })
 }
 
 /// `\0username\0password`, base64: the SASL PLAIN response, kept secret because it is
@@ -622,7 +699,7 @@ impl Session {
         };
         // Ask again after STLS: capabilities before TLS are not to be trusted (RFC 2595).
         let capabilities = conn.capa().await?;
-        conn.authenticate(cfg).await?;
+        conn.authenticate(cfg, &capabilities).await?;
         Ok(Session {
             conn,
             capabilities,
@@ -740,6 +817,34 @@ mod tests {
     fn sasl_plain_is_nul_separated_base64() {
         let response = sasl_plain("user", &Secret::new("pass"));
         assert_eq!(response.expose(), "AHVzZXIAcGFzcw==");
+    }
+
+    #[test]
+    fn a_sasl_mechanism_missing_from_capa_is_named_with_the_alternatives() {
+        let capa = |lines: &[&str]| Capabilities(lines.iter().map(|l| l.to_string()).collect());
+        let offered = capa(&["USER", "SASL plain XOAUTH2"]);
+        assert_eq!(offered.sasl_mechanisms(), ["PLAIN", "XOAUTH2"]);
+        for auth in [AuthMethod::User, AuthMethod::Plain, AuthMethod::XOAuth2] {
+            assert!(mechanism_offered(auth, &offered).is_ok());
+        }
+        // A server that did not answer CAPA is tried.
+        assert!(mechanism_offered(AuthMethod::Plain, &capa(&[])).is_ok());
+        let e = mechanism_offered(AuthMethod::XOAuth2, &capa(&["USER", "SASL PLAIN"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`auth: xoauth2` needs SASL XOAUTH2")
+                && e.contains("it offers SASL PLAIN")
+                && e.contains("`auth: plain`"),
+            "{e}"
+        );
+        let e = mechanism_offered(AuthMethod::Plain, &capa(&["USER", "UIDL"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lists no SASL mechanism") && e.contains("`auth: user`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub enum Pop3Error {
     StlsRefused(ErrReply),
     #[error("refusing to send credentials over an unencrypted connection; use `tls: implicit` or `tls: starttls`, or set `allow_insecure: true` for this mailbox")]
     InsecureRefused,
+    /// `auth: plain`/`xoauth2` against a server without that SASL mechanism: a
+    /// configuration error, found before any credentials were sent.
+    #[error("`auth: {}` needs SASL {mechanism}, which the server does not offer ({offered}); no credentials were sent. Set {alternatives} for this mailbox", mechanism.to_ascii_lowercase())]
+    MechanismNotOffered {
+        mechanism: &'static str,
+        offered: String,
+        alternatives: &'static str,
+    },
     #[error("login rejected: {0}; check username and password")]
     Auth(ErrReply),
     #[error("cannot get an OAuth2 token: {0}")]
@@ -112,6 +120,13 @@ impl Pop3Error {
             self,
             Pop3Error::Auth(_) | Pop3Error::TokenRejected { .. } | Pop3Error::Token(_)
         ) && !self.is_transient()
+    }
+
+    /// The configuration cannot work with this server (it lacks the SASL mechanism):
+    /// no password was tried, so no account is at risk, and nothing changes until the
+    /// configuration does.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Pop3Error::MechanismNotOffered { .. })
     }
 
     pub fn is_timeout(&self) -> bool {

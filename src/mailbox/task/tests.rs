@@ -199,3 +199,28 @@ fn failed_sessions_back_off_but_progress_resets_the_count() {
         "a message that broke the session now waits on its own schedule"
     );
 }
+
+#[test]
+fn a_missing_sasl_mechanism_backs_off_like_an_outage_not_like_a_wrong_password() {
+    let mailbox = mailbox("    poll_interval: 10s\n");
+    let e = crate::pop3::Pop3Error::MechanismNotOffered {
+        mechanism: "PLAIN",
+        offered: "its CAPA lists no SASL mechanism".into(),
+        alternatives: "`auth: user` (USER/PASS)",
+    };
+    assert!(e.is_configuration() && !e.is_auth());
+    let text = e.to_string();
+    assert!(
+        text.contains("auth: plain") && text.contains("auth: user"),
+        "{text}"
+    );
+    assert!(!text.contains("check username and password"), "{text}");
+    let missing = CycleError::Pop3(e);
+    let rejected = CycleError::Pop3(crate::pop3::Pop3Error::Auth(crate::pop3::codec::ErrReply {
+        code: None,
+        text: "bad password".into(),
+    }));
+    let after_many = |error: &CycleError| backoff_after(&mailbox, error, 30);
+    assert_eq!(after_many(&missing), MAX_TRANSIENT_BACKOFF);
+    assert_eq!(after_many(&rejected), MAX_AUTH_BACKOFF);
+}

@@ -1,0 +1,344 @@
+//! The `http.listen` endpoint against hostile or careless clients: without the token
+//! nothing under `/api/*` answers (nor drops or replays anything), a stranger's `Host`
+//! is refused, 1,100 idle connections do not stop delivery of a pophook limited to 1,024
+//! descriptors, and a half-sent request does not hold up SIGTERM. The pophook binary
+//! runs as a child process; its stderr goes to a file.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::receiver::{Receiver, Reply};
+use common::scripted::{Script, Scripted};
+use common::setup::{config, hook, message, scripted_mailbox, TestConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "api-t0ken-0123456789abcdef";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `cfg` with an `http` block (`listen` on `port`, plus `extra` keys) prepended.
+fn with_http(cfg: TestConfig, port: u16, extra: &str) -> TestConfig {
+    let yaml = format!(
+        "http: {{listen: '127.0.0.1:{port}'{extra}}}\nshutdown_timeout: 5s\n{}",
+        cfg.yaml
+    );
+    std::fs::write(cfg.path(), &yaml).unwrap();
+    let config = pophook::config::from_yaml(&yaml).unwrap();
+    TestConfig {
+        config,
+        yaml,
+        dir: cfg.dir,
+    }
+}
+
+/// `pophook run`, under `prlimit --nofile=N` when given, stderr into `stderr`; returns
+/// once `/healthz` answers.
+async fn spawn_run(
+    cfg: &TestConfig,
+    port: u16,
+    stderr: &Path,
+    nofile: Option<u32>,
+) -> tokio::process::Child {
+    let bin = env!("CARGO_BIN_EXE_pophook");
+    let mut command = match nofile {
+        Some(n) => {
+            let mut c = tokio::process::Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+            c
+        }
+        None => tokio::process::Command::new(bin),
+    };
+    let child = command
+        .args(["run", "--config"])
+        .arg(cfg.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::from(std::fs::File::create(stderr).unwrap()))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run pophook (with `prlimit` from util-linux when a limit is asked for)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = raw(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
+        if status == Some(200) {
+            return child;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pophook's /healthz never answered: {}",
+            std::fs::read_to_string(stderr).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `head` (request line and headers, each ending in CRLF) plus `Connection:
+/// close` and the blank line, and `body`; returns the status and the whole answer.
+async fn raw_with_body(port: u16, head: &str, body: &str) -> (Option<u16>, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return (None, String::new());
+    };
+    let request = format!(
+        "{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (None, String::new());
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok());
+    (status, answer)
+}
+
+async fn raw(port: u16, head: &str) -> (Option<u16>, String) {
+    raw_with_body(port, head, "").await
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Until the watch turns true (or its sender is gone).
+async fn until(released: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = released.wait_for(|r| *r).await.map(|_| ());
+}
+
+async fn stop(mut child: tokio::process::Child, stderr: &Path) {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("pophook exits after SIGTERM")
+        .unwrap();
+    let log = std::fs::read_to_string(stderr).unwrap_or_default();
+    assert!(status.success(), "exit {status} after SIGTERM:\n{log}");
+    assert!(!log.contains("shutdown took longer"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_replay() {
+    let server = Scripted::start(Script {
+        messages: vec![message(1)],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::Status(422));
+    let port = free_port();
+    let cfg = with_http(
+        config(
+            &hook(
+                &receiver.url(),
+                "  retry: {schedule: [0s], max_rejections: 1}",
+            ),
+            &scripted_mailbox("box", server.port(), "    poll_interval: 1h\n"),
+        ),
+        port,
+        &format!(", token: {TOKEN}"),
+    );
+    let stderr = cfg.dir.path().join("stderr.log");
+    let child = spawn_run(&cfg, port, &stderr, None).await;
+
+    // `parked list` sends the configured token.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = loop {
+        let out = tokio::task::block_in_place(|| cfg.pophook(&["parked", "list", "--json"]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(first) = list.as_array().unwrap().first() {
+            break first["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "nothing was parked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let posts_before = receiver.requests().len();
+    receiver.set_default(Reply::Status(204));
+
+    let drop_body = format!("{{\"ids\": [\"{id}\"]}}");
+    let routes: [(&str, &str, &str); 5] = [
+        ("GET", "/api/status", ""),
+        ("GET", "/api/parked", ""),
+        ("POST", "/api/parked/replay", "{}"),
+        ("POST", "/api/parked/drop", &drop_body),
+        ("GET", "/api/unknown", ""),
+    ];
+    for authorization in ["", "Authorization: Bearer wrong-token-0123456789\r\n"] {
+        for (method, path, body) in routes {
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{authorization}Content-Type: application/json\r\n"
+            );
+            let (status, answer) = raw_with_body(port, &head, body).await;
+            assert_eq!(status, Some(401), "{method} {path}: {answer}");
+            assert!(
+                answer
+                    .to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"),
+                "{answer}"
+            );
+        }
+    }
+    // With the token, but a name a rebinding web page would send.
+    let (status, answer) = raw(
+        port,
+        &format!("GET /api/status HTTP/1.1\r\nHost: rebind.example:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"),
+    )
+    .await;
+    assert_eq!(status, Some(403), "{answer}");
+    // The open endpoints stay open; the token opens the API.
+    for path in ["/healthz", "/metrics"] {
+        let (status, _) = raw(port, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n")).await;
+        assert_eq!(status, Some(200), "{path}");
+    }
+    let (status, answer) = raw(
+        port,
+        &format!("GET /api/status HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"),
+    )
+    .await;
+    assert_eq!(status, Some(200), "{answer}");
+
+    // Nothing was replayed or dropped: still parked, never posted again.
+    let out = tokio::task::block_in_place(|| cfg.pophook(&["parked", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(receiver.requests().len(), posts_before);
+    assert_eq!(server.remaining().len(), 1);
+
+    // A command without the token is told what to do.
+    let no_token = cfg.yaml.replace(&format!(", token: {TOKEN}"), "");
+    std::fs::write(cfg.path(), &no_token).unwrap();
+    let out = tokio::task::block_in_place(|| cfg.pophook(&["status"]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("http.token"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(cfg.path(), &cfg.yaml).unwrap();
+    let out = tokio::task::block_in_place(|| cfg.pophook(&["status"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(!log.contains(TOKEN), "the token is logged:\n{log}");
+    stop(child, &stderr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descriptor_limit() {
+    let server = Scripted::start(Script {
+        messages: vec![message(1)],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let cfg = with_http(
+        config(
+            &hook(&receiver.url(), ""),
+            &scripted_mailbox("box", server.port(), ""),
+        ),
+        port,
+        &format!(", token: {TOKEN}"),
+    );
+    let stderr = cfg.dir.path().join("stderr.log");
+    let child = spawn_run(&cfg, port, &stderr, Some(1024)).await;
+    receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
+
+    // 1,100 clients connect and then send nothing. Those beyond the connection cap wait
+    // in the kernel's queue (or keep retrying their SYN while it is full): every one
+    // stays open until the end of the test.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..1100 {
+        let mut released = released.clone();
+        let connected = connected.clone();
+        clients.spawn(async move {
+            tokio::select! {
+                stream = TcpStream::connect(("127.0.0.1", port)) => {
+                    if let Ok(stream) = stream {
+                        connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        until(&mut released).await;
+                        drop(stream);
+                    }
+                }
+                _ = until(&mut released) => {}
+            }
+        });
+    }
+    while connected.load(std::sync::atomic::Ordering::SeqCst) < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // New mail is delivered while they sit there.
+    server.push_message(message(2), "uid-2");
+    server.push_message(message(3), "uid-3");
+    receiver.wait_for_accepted(3, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.remaining().is_empty() {
+        assert!(Instant::now() < deadline, "delivered mail was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // pophook holds a bounded number of descriptors, whatever the clients do.
+    let pid = child.id().unwrap();
+    let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        descriptors < 200,
+        "pophook holds {descriptors} descriptors with {} idle clients connected",
+        connected.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(!log.contains("Too many open files"), "{log}");
+    release.send(true).unwrap();
+    clients.join_all().await;
+    stop(child, &stderr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_sent_request_does_not_delay_sigterm() {
+    let server = Scripted::start(Script::default()).await;
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    // shutdown_timeout (5s) is shorter than the header timeout (10s): a shutdown that
+    // waited for this client would exit 1 after 5s.
+    let cfg = with_http(
+        config(
+            &hook(&receiver.url(), ""),
+            &scripted_mailbox("box", server.port(), ""),
+        ),
+        port,
+        "",
+    );
+    let stderr = cfg.dir.path().join("stderr.log");
+    let child = spawn_run(&cfg, port, &stderr, None).await;
+    let mut half = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    half.write_all(b"POST /api/parked/drop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Len")
+        .await
+        .unwrap();
+    let mut body = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    body.write_all(b"POST /api/parked/drop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ids\"")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop(child, &stderr).await;
+    drop((half, body));
+}
