@@ -74,8 +74,8 @@ pub fn open_ledger(config: &Config, watchdog: &Watchdog) -> Result<Ledger, State
 /// outcomes.
 pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> {
     let watchdog = Watchdog::default();
-    let ctx = context(config, Shutdown::never(), &watchdog)?;
     let monitor = Monitor::new(&config.mailboxes);
+    let ctx = context(config, Shutdown::never(), &watchdog, &monitor)?;
     let mut tasks = JoinSet::new();
     for (index, (mailbox, monitor)) in config
         .mailboxes
@@ -120,15 +120,15 @@ pub async fn replay(
     mailbox: Option<&str>,
     ids: &[String],
 ) -> Result<ReplayReport, ReplayError> {
+    let monitor = Monitor::new(&config.mailboxes);
     let ctx = Context {
-        sender: Sender::new().map_err(ServiceError::from)?,
+        sender: Sender::new(Some(monitor.connections())),
         ledger,
         shutdown: Shutdown::never(),
         shutdown_timeout: config.shutdown_timeout,
     };
     let selected = parked::select(&ctx.ledger, mailbox, ids)?;
     parked::unpark(&ctx.ledger, &selected).await?;
-    let monitor = Monitor::new(&config.mailboxes);
     let mut errors = parked::unpolled(&selected, &config.mailboxes);
     for (mailbox, monitor) in config.mailboxes.iter().zip(monitor.mailboxes()) {
         if selected.iter().any(|p| p.mailbox == mailbox.name) {
@@ -177,7 +177,8 @@ pub async fn run_watched(
 ) -> Result<(), ServiceError> {
     // The state first: a second instance is told that the state is in use, not that
     // the port is.
-    let ctx = context(&config, shutdown, &watchdog)?;
+    let monitor = Arc::new(Monitor::new(&config.mailboxes));
+    let ctx = context(&config, shutdown, &watchdog, &monitor)?;
     let listener =
         match &config.http {
             Some(http) => Some(TcpListener::bind(http.listen).await.map_err(|source| {
@@ -188,7 +189,7 @@ pub async fn run_watched(
             })?),
             None => None,
         };
-    serve(config, ctx, listener).await
+    serve(config, ctx, monitor, listener).await
 }
 
 /// [`run`], with the `http.listen` endpoint on an already bound listener (tests bind
@@ -198,16 +199,17 @@ pub async fn run_on(
     listener: Option<TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServiceError> {
-    let ctx = context(&config, shutdown, &Watchdog::default())?;
-    serve(config, ctx, listener).await
+    let monitor = Arc::new(Monitor::new(&config.mailboxes));
+    let ctx = context(&config, shutdown, &Watchdog::default(), &monitor)?;
+    serve(config, ctx, monitor, listener).await
 }
 
 async fn serve(
     config: Config,
     ctx: Context,
+    monitor: Arc<Monitor>,
     listener: Option<TcpListener>,
 ) -> Result<(), ServiceError> {
-    let monitor = Arc::new(Monitor::new(&config.mailboxes));
     for m in monitor.mailboxes() {
         m.restore(&ctx.ledger.cycle_log(&m.name), ctx.ledger.pending(&m.name));
     }
@@ -307,9 +309,10 @@ fn context(
     config: &Config,
     shutdown: Shutdown,
     watchdog: &Watchdog,
+    monitor: &Monitor,
 ) -> Result<Context, ServiceError> {
     Ok(Context {
-        sender: Sender::new()?,
+        sender: Sender::new(Some(monitor.connections())),
         ledger: open_ledger(config, watchdog)?,
         shutdown,
         shutdown_timeout: config.shutdown_timeout,
