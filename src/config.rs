@@ -1345,6 +1345,63 @@ mod tests {
     }
 
     #[test]
+    fn webhook_timeouts_default_from_timeout_and_override_per_mailbox() {
+        let config = load(&format!(
+            "{WEBHOOK}  timeout: 20s
+mailboxes:
+{MAILBOX}    password: a
+\
+             {}    password: a
+    webhook: {{connect_timeout: 2s, response_timeout: 5s}}
+",
+            MAILBOX.replace("support", "sales")
+        ))
+        .unwrap();
+        let (first, second) = (&config.mailboxes[0].webhook, &config.mailboxes[1].webhook);
+        assert_eq!(first.connect_timeout, Duration::from_secs(10));
+        assert_eq!(first.response_timeout, Duration::from_secs(20));
+        assert_eq!(second.timeout, Duration::from_secs(20));
+        assert_eq!(second.connect_timeout, Duration::from_secs(2));
+        assert_eq!(second.response_timeout, Duration::from_secs(5));
+        let e = error(&format!(
+            "{WEBHOOK}  response_timeout: 0s
+mailboxes:
+{MAILBOX}    password: a
+"
+        ));
+        assert!(e.contains("webhook.response_timeout"), "{e}");
+    }
+
+    #[test]
+    fn a_webhook_ca_file_must_be_a_readable_pem_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let e = error(&format!(
+            "{WEBHOOK}  tls_ca_file: {}
+mailboxes:
+{MAILBOX}    password: a
+",
+            path.display()
+        ));
+        assert!(
+            e.contains("webhook.tls_ca_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(&path, "not a certificate").unwrap();
+        let e = error(&format!(
+            "{WEBHOOK}  tls_ca_file: {}
+mailboxes:
+{MAILBOX}    password: a
+",
+            path.display()
+        ));
+        assert!(
+            e.contains("webhook.tls_ca_file") && e.contains("not a PEM"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn signing_secrets_must_be_standard_webhooks_secrets() {
         let e = error(&format!(
             "{WEBHOOK}  secret: not-base64!!\nmailboxes:\n{MAILBOX}    password: a\n"

@@ -309,11 +309,12 @@ impl Sender {
                 (content_type.into(), body.into())
             }
         };
-        let client = self
+        let pool = self
             .pools
-            .client(cfg)
+            .pool(cfg)
             .map_err(|e| DeliveryError::Network(describe(&e)))?;
-        let mut request = client
+        let mut request = pool
+            .client
             .post(cfg.url.url().clone())
             .header(reqwest::header::CONTENT_TYPE, content_type.as_ref())
             .header("webhook-id", id)
@@ -334,7 +335,7 @@ impl Sender {
             // reqwest marks the Authorization value sensitive.
             request = request.basic_auth(&auth.username, Some(auth.password.expose()));
         }
-        let answer = client::exchange(request, body, client::Timeouts::of(cfg))
+        let answer = client::exchange(&pool, request, body, client::Timeouts::of(cfg))
             .await
             .map_err(|failure| match failure {
                 client::Failure::TimedOut(bound) => DeliveryError::Timeout(bound),

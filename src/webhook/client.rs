@@ -2,6 +2,12 @@
 //! bounded by progress rather than by a deadline, and answers read to their end so the
 //! connection goes back to the pool.
 //!
+//! hyper puts an HTTP/1 connection back in its pool from a task of its own, a moment
+//! after the answer's body ended; a POST starting in that moment would find the pool
+//! empty and open a second connection. So a new connection asked for within
+//! [`REUSE_GRACE`] of an answer waits that long first, and is not opened at all if the
+//! POST that asked for it got a pooled connection meanwhile.
+//!
 //! Time is split in phases. Before the body starts moving (pool, connect, TLS, headers)
 //! and after it was sent (waiting for the answer) count together against `timeout`;
 //! connecting alone against `connect_timeout`, the answer alone against
@@ -10,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -25,6 +32,11 @@ use super::WebhookConfig;
 /// At most this much of an answer's body is read; a longer one is dropped with its
 /// connection, which costs a reconnect rather than unbounded reading.
 pub const MAX_ANSWER_BODY: usize = 64 * 1024;
+
+/// How long after an answer a new connection to the same pool waits for the answered
+/// one to come back. Costs nothing when it comes back: the POST takes it at once and the
+/// waiting connect is dropped.
+const REUSE_GRACE: Duration = Duration::from_millis(20);
 
 /// The body is handed to hyper in pieces this large, so how far the upload got is
 /// known to within one piece (and a slow uplink moves at least one per `timeout`).
@@ -50,8 +62,22 @@ struct PoolKey {
 /// first POST to it is sent.
 #[derive(Clone, Default)]
 pub struct Pools {
-    clients: Arc<Mutex<HashMap<PoolKey, reqwest::Client>>>,
+    clients: Arc<Mutex<HashMap<PoolKey, Pool>>>,
     observer: Option<Arc<dyn ConnectionObserver>>,
+}
+
+/// A client and what its connector knows about it.
+#[derive(Clone)]
+pub struct Pool {
+    pub client: reqwest::Client,
+    state: Arc<PoolState>,
+}
+
+struct PoolState {
+    endpoint: Arc<str>,
+    observer: Option<Arc<dyn ConnectionObserver>>,
+    /// When an answer was last read to its end, leaving its connection reusable.
+    last_reusable: Mutex<Option<Instant>>,
 }
 
 impl Pools {
@@ -62,8 +88,8 @@ impl Pools {
         }
     }
 
-    /// The client for `cfg`'s endpoint. Fails only when TLS cannot be set up.
-    pub fn client(&self, cfg: &WebhookConfig) -> Result<reqwest::Client, reqwest::Error> {
+    /// The pool for `cfg`'s endpoint. Fails only when TLS cannot be set up.
+    pub fn pool(&self, cfg: &WebhookConfig) -> Result<Pool, reqwest::Error> {
         let key = PoolKey {
             endpoint: endpoint(cfg.url.url()),
             ca_pem: cfg.ca_pem.clone(),
@@ -71,12 +97,20 @@ impl Pools {
         };
         // Plain data: a panic elsewhere cannot leave the map inconsistent.
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
+        if let Some(pool) = clients.get(&key) {
+            return Ok(pool.clone());
         }
-        let client = build(&key, self.observer.clone())?;
-        clients.insert(key, client.clone());
-        Ok(client)
+        let state = Arc::new(PoolState {
+            endpoint: Arc::from(key.endpoint.as_str()),
+            observer: self.observer.clone(),
+            last_reusable: Mutex::new(None),
+        });
+        let pool = Pool {
+            client: build(&key, state.clone())?,
+            state,
+        };
+        clients.insert(key, pool.clone());
+        Ok(pool)
     }
 }
 
@@ -89,10 +123,7 @@ pub fn endpoint(url: &url::Url) -> String {
     }
 }
 
-fn build(
-    key: &PoolKey,
-    observer: Option<Arc<dyn ConnectionObserver>>,
-) -> Result<reqwest::Client, reqwest::Error> {
+fn build(key: &PoolKey, state: Arc<PoolState>) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("pophook/", env!("CARGO_PKG_VERSION")))
@@ -100,57 +131,81 @@ fn build(
     if let Some(pem) = &key.ca_pem {
         builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
     }
-    if let Some(observer) = observer {
-        builder = builder.connector_layer(Counting {
-            endpoint: Arc::from(key.endpoint.as_str()),
-            observer,
-        });
-    }
-    builder.build()
+    builder.connector_layer(Connecting(state)).build()
 }
 
-/// A connector layer: every call of the connector is one new connection.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+tokio::task_local! {
+    /// The POST being sent, seen by the connector it may ask for a connection.
+    static POST: Arc<Tracker>;
+}
+
+/// A connector layer: holds back a connection asked for just after an answer (see the
+/// module's documentation), and counts the connections it opens.
 #[derive(Clone)]
-struct Counting {
-    endpoint: Arc<str>,
-    observer: Arc<dyn ConnectionObserver>,
-}
+struct Connecting(Arc<PoolState>);
 
-impl<S> tower_layer::Layer<S> for Counting {
-    type Service = Counted<S>;
+impl<S> tower_layer::Layer<S> for Connecting {
+    type Service = Connector<S>;
 
-    fn layer(&self, inner: S) -> Counted<S> {
-        Counted {
+    fn layer(&self, inner: S) -> Connector<S> {
+        Connector {
             inner,
-            counting: self.clone(),
+            state: self.0.clone(),
         }
     }
 }
 
 #[derive(Clone)]
-struct Counted<S> {
+struct Connector<S> {
     inner: S,
-    counting: Counting,
+    state: Arc<PoolState>,
 }
 
-impl<S, R> tower_service::Service<R> for Counted<S>
+impl<S, R> tower_service::Service<R> for Connector<S>
 where
-    S: tower_service::Service<R>,
+    S: tower_service::Service<R, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    R: Send + 'static,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: R) -> S::Future {
-        // Counted as attempted: a connection that fails still cost a handshake.
-        self.counting
-            .observer
-            .connection_opened(&self.counting.endpoint);
-        self.inner.call(request)
+    fn call(&mut self, request: R) -> Self::Future {
+        // The readied service goes with the call, as tower requires.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        // hyper asks for the connection while polling the POST, so this is its tracker.
+        let post = POST.try_with(Arc::clone).ok();
+        Box::pin(async move {
+            let last = *state
+                .last_reusable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let (Some(post), Some(last)) = (post, last) {
+                let wait = REUSE_GRACE.saturating_sub(last.elapsed());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    if post.progress().has_connection() {
+                        // hyper keeps a connect it no longer needs running for the
+                        // pool; this one is not worth a socket. The error is dropped.
+                        return Err("a pooled connection came back".into());
+                    }
+                }
+            }
+            if let Some(observer) = &state.observer {
+                // Counted as attempted: a connection that fails still cost a handshake.
+                observer.connection_opened(&state.endpoint);
+            }
+            inner.call(request).await
+        })
     }
 }
 
@@ -212,9 +267,16 @@ struct Progress {
     last_piece: Option<Instant>,
     /// When hyper took the last piece: the body is with the connection.
     sent: Option<Instant>,
+    /// The POST ended (answered or failed).
+    ended: bool,
 }
 
 impl Progress {
+    /// Whether the POST no longer waits for a connection.
+    fn has_connection(&self) -> bool {
+        self.upload_started.is_some() || self.ended
+    }
+
     /// When the POST fails unless something happens first, and as what. Pure, so the
     /// phases are table-tested without a network.
     fn deadline(&self, t: &Timeouts) -> (Instant, TimedOut) {
@@ -242,6 +304,10 @@ impl Tracker {
     fn progress(&self) -> Progress {
         *self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn update(&self, change: impl FnOnce(&mut Progress)) {
+        change(&mut self.progress.lock().unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 /// The request body, handed out piece by piece with each piece's time recorded.
@@ -265,18 +331,13 @@ impl http_body::Body for TrackedBody {
         let piece = self.rest.split_to(n);
         let now = Instant::now();
         let done = self.rest.is_empty();
-        {
-            let mut p = self
-                .tracker
-                .progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+        self.tracker.update(|p| {
             p.upload_started.get_or_insert(now);
             p.last_piece = Some(now);
             if done {
                 p.sent = Some(now);
             }
-        }
+        });
         if done {
             self.tracker.sent.notify_one();
         }
@@ -307,24 +368,42 @@ pub struct Answer {
     pub headers: reqwest::header::HeaderMap,
 }
 
-/// Sends `request` with `body` under `t`, then reads the answer's body so the
-/// connection can be reused.
+/// Sends `request` (made by `pool`'s client) with `body` under `t`, then reads the
+/// answer's body so the connection can be reused.
 pub async fn exchange(
+    pool: &Pool,
     request: reqwest::RequestBuilder,
     body: Bytes,
     t: Timeouts,
 ) -> Result<Answer, Failure> {
-    let now = Instant::now();
     let tracker = Arc::new(Tracker {
         progress: Mutex::new(Progress {
-            started: now,
+            started: Instant::now(),
             upload_started: None,
             last_piece: None,
             // An empty body has nothing to upload: the answer is due at once.
-            sent: body.is_empty().then_some(now),
+            sent: body.is_empty().then(Instant::now),
+            ended: false,
         }),
         sent: Notify::new(),
     });
+    let result = POST
+        .scope(
+            tracker.clone(),
+            exchange_tracked(pool, &tracker, request, body, t),
+        )
+        .await;
+    tracker.update(|p| p.ended = true);
+    result
+}
+
+async fn exchange_tracked(
+    pool: &Pool,
+    tracker: &Arc<Tracker>,
+    request: reqwest::RequestBuilder,
+    body: Bytes,
+    t: Timeouts,
+) -> Result<Answer, Failure> {
     let body = reqwest::Body::wrap(TrackedBody {
         rest: body,
         tracker: tracker.clone(),
@@ -357,18 +436,30 @@ pub async fn exchange(
     // The status is the receiver's decision; its body only matters for reusing the
     // connection, so reading it is bounded by the same deadline and may fail.
     let (at, _) = tracker.progress().deadline(&t);
-    let _ = tokio::time::timeout_at(at, discard(response)).await;
+    if let Ok(true) = tokio::time::timeout_at(at, discard(response)).await {
+        *pool
+            .state
+            .last_reusable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
     Ok(answer)
 }
 
 /// Reads and drops an answer's body up to [`MAX_ANSWER_BODY`]: a body read to its end
-/// lets hyper put the connection back in the pool.
-async fn discard(mut response: reqwest::Response) {
+/// lets hyper put the connection back in the pool. True when it was.
+async fn discard(mut response: reqwest::Response) -> bool {
     let mut read = 0;
-    while let Ok(Some(chunk)) = response.chunk().await {
-        read += chunk.len();
-        if read > MAX_ANSWER_BODY {
-            return;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > MAX_ANSWER_BODY {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
         }
     }
 }
@@ -397,6 +488,7 @@ mod tests {
                 upload_started: upload_started.map(at),
                 last_piece: last.map(at),
                 sent: sent.map(at),
+                ended: false,
             };
         let cases = [
             // Not uploading yet: the whole `timeout`.
