@@ -36,8 +36,6 @@ const ONCE_MAX_SESSIONS: usize = 100;
 pub enum ServiceError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
     #[error(
         "cannot listen on {addr} (`http.listen`): {source}; is another process using that port?"
     )]

@@ -220,3 +220,36 @@ async fn a_receiver_that_stops_reading_the_body_times_out() {
         "{result:?}"
     );
 }
+
+/// Not a test: the figures for BENCHMARKS.md (issue 10) until the e2e bench has them.
+/// An https receiver (private CA) answering 200 with a small JSON body vs 204, 1,000
+/// messages, `max_in_flight: 4`: connections opened and wall time of `once`.
+/// `cargo test --release --test webhook_http -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_https_json_vs_204() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(dir.path());
+    for (label, reply) in [("200 + JSON", ACCEPTED), ("204", Reply::Status(204))] {
+        let server = pop3(1000).await;
+        let receiver = Receiver::start_tls(certs.identity(), false).await;
+        receiver.set_default(reply);
+        let extra = format!(
+            "  max_in_flight: 4\n  tls_ca_file: {}\n",
+            certs.ca_cert.display()
+        );
+        let cfg = config(
+            &hook(&receiver.url(), &extra),
+            &scripted_mailbox("box", server.port(), "    commit_interval: 1h\n"),
+        );
+        let started = std::time::Instant::now();
+        let outcomes = service::once(&cfg.config).await.unwrap();
+        let wall = started.elapsed();
+        assert!(outcomes[0].is_success(), "{outcomes:?}");
+        assert_eq!(receiver.accepted().len(), 1000);
+        println!(
+            "https {label}: 1000 messages, max_in_flight 4: {} connections, {wall:.2?}",
+            receiver.connections()
+        );
+    }
+}
