@@ -1346,15 +1346,10 @@ mod tests {
 
     #[test]
     fn webhook_timeouts_default_from_timeout_and_override_per_mailbox() {
+        let sales = MAILBOX.replace("support", "sales");
         let config = load(&format!(
-            "{WEBHOOK}  timeout: 20s
-mailboxes:
-{MAILBOX}    password: a
-\
-             {}    password: a
-    webhook: {{connect_timeout: 2s, response_timeout: 5s}}
-",
-            MAILBOX.replace("support", "sales")
+            "{WEBHOOK}  timeout: 20s\nmailboxes:\n{MAILBOX}    password: a\n\
+             {sales}    password: a\n    webhook: {{connect_timeout: 2s, response_timeout: 5s}}\n"
         ))
         .unwrap();
         let (first, second) = (&config.mailboxes[0].webhook, &config.mailboxes[1].webhook);
@@ -1364,10 +1359,7 @@ mailboxes:
         assert_eq!(second.connect_timeout, Duration::from_secs(2));
         assert_eq!(second.response_timeout, Duration::from_secs(5));
         let e = error(&format!(
-            "{WEBHOOK}  response_timeout: 0s
-mailboxes:
-{MAILBOX}    password: a
-"
+            "{WEBHOOK}  response_timeout: 0s\nmailboxes:\n{MAILBOX}    password: a\n"
         ));
         assert!(e.contains("webhook.response_timeout"), "{e}");
     }
@@ -1376,25 +1368,17 @@ mailboxes:
     fn a_webhook_ca_file_must_be_a_readable_pem_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
-        let e = error(&format!(
-            "{WEBHOOK}  tls_ca_file: {}
-mailboxes:
-{MAILBOX}    password: a
-",
+        let yaml = format!(
+            "{WEBHOOK}  tls_ca_file: {}\nmailboxes:\n{MAILBOX}    password: a\n",
             path.display()
-        ));
+        );
+        let e = error(&yaml);
         assert!(
             e.contains("webhook.tls_ca_file") && e.contains("cannot read"),
             "{e}"
         );
         std::fs::write(&path, "not a certificate").unwrap();
-        let e = error(&format!(
-            "{WEBHOOK}  tls_ca_file: {}
-mailboxes:
-{MAILBOX}    password: a
-",
-            path.display()
-        ));
+        let e = error(&yaml);
         assert!(
             e.contains("webhook.tls_ca_file") && e.contains("not a PEM"),
             "{e}"

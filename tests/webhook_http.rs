@@ -64,16 +64,16 @@ fn connections_metric(metrics: &str, endpoint: &str) -> Option<u64> {
         .map(|value| value.trim().parse().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn answers_with_a_body_do_not_cost_a_connection_each() {
+/// 20 messages with `max_in_flight: 1` to `receiver`, which answers 200 with a JSON
+/// body: one connection, as the receiver counts them and as `/metrics` does.
+async fn twenty_posts_use_one_connection(receiver: &Receiver, scheme: &str, extra: &str) {
     let server = pop3(20).await;
-    let receiver = Receiver::start().await;
     receiver.set_default(ACCEPTED);
-    let hook = hook(&receiver.url(), "  max_in_flight: 1\n");
-    let metrics = deliver_and_scrape(&hook, &server, &receiver, 20).await;
+    let extra = format!("  max_in_flight: 1\n{extra}");
+    let metrics = deliver_and_scrape(&hook(&receiver.url(), &extra), &server, receiver, 20).await;
     assert_eq!(receiver.accepted().len(), 20);
     assert_eq!(receiver.connections(), 1, "one connection for 20 POSTs");
-    let endpoint = format!("http://{}", receiver.addr());
+    let endpoint = format!("{scheme}://{}", receiver.addr());
     assert_eq!(
         connections_metric(&metrics, &endpoint),
         Some(1),
@@ -82,28 +82,20 @@ async fn answers_with_a_body_do_not_cost_a_connection_each() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn answers_with_a_body_do_not_cost_a_connection_each() {
+    let receiver = Receiver::start().await;
+    twenty_posts_use_one_connection(&receiver, "http", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn https_with_a_private_ca_reuses_its_connection() {
     let dir = tempfile::tempdir().unwrap();
     let certs = TestCerts::generate(dir.path());
-    let server = pop3(20).await;
     let receiver = Receiver::start_tls(certs.identity(), false).await;
-    receiver.set_default(ACCEPTED);
-    let extra = format!(
-        "  max_in_flight: 1\n  tls_ca_file: {}\n",
-        certs.ca_cert.display()
-    );
-    let metrics = deliver_and_scrape(&hook(&receiver.url(), &extra), &server, &receiver, 20).await;
-    assert_eq!(receiver.connections(), 1, "one TLS handshake for 20 POSTs");
-    assert!(receiver
-        .accepted()
-        .iter()
-        .all(|r| r.version == hyper::Version::HTTP_11));
-    let endpoint = format!("https://{}", receiver.addr());
-    assert_eq!(
-        connections_metric(&metrics, &endpoint),
-        Some(1),
-        "{metrics}"
-    );
+    let extra = format!("  tls_ca_file: {}\n", certs.ca_cert.display());
+    twenty_posts_use_one_connection(&receiver, "https", &extra).await;
+    let versions = receiver.accepted().iter().map(|r| r.version);
+    assert!(versions.into_iter().all(|v| v == hyper::Version::HTTP_11));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -95,11 +95,12 @@ impl Pools {
             ca_pem: cfg.ca_pem.clone(),
             connect_timeout: cfg.connect_timeout.min(cfg.timeout),
         };
-        // Plain data: a panic elsewhere cannot leave the map inconsistent.
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pool) = clients.get(&key) {
+        if let Some(pool) = self.clients().get(&key) {
             return Ok(pool.clone());
         }
+        // Built unlocked: loading the system's CAs takes milliseconds, and other
+        // mailboxes' POSTs to existing pools need not wait for it. Should two build
+        // at once, the first one kept serves both.
         let state = Arc::new(PoolState {
             endpoint: Arc::from(key.endpoint.as_str()),
             observer: self.observer.clone(),
@@ -109,8 +110,12 @@ impl Pools {
             client: build(&key, state.clone())?,
             state,
         };
-        clients.insert(key, pool.clone());
-        Ok(pool)
+        Ok(self.clients().entry(key).or_insert(pool).clone())
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Pool>> {
+        // Plain data: a panic elsewhere cannot leave the map inconsistent.
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
