@@ -76,10 +76,12 @@ pub enum Reply {
     Delay(Duration, u16),
     /// Answer with the status and `Retry-After: <seconds>`.
     RetryAfter(u16, u64),
-    /// Answer with the status and this JSON body, as many real receivers do. The
-    /// headers go first and the body a moment later, as from a receiver that flushes
-    /// its headers: a client that does not read the body drops the connection.
+    /// Answer with the status and this JSON body, as many real receivers do.
     Json(u16, &'static str),
+    /// Like `Json`, but the headers go first and the body 20 ms later, as from a
+    /// receiver that flushes its headers: a client that does not read the body then
+    /// always loses the connection, not only when it is quicker than the body.
+    JsonLater(u16, &'static str),
 }
 
 pub struct Receiver {
@@ -421,7 +423,11 @@ async fn answer(
             status
         }
         Reply::Json(status, body) => {
-            json = Some(body);
+            json = Some((body, Duration::ZERO));
+            status
+        }
+        Reply::JsonLater(status, body) => {
+            json = Some((body, Duration::from_millis(20)));
             status
         }
     };
@@ -436,18 +442,18 @@ async fn answer(
     if let Some(seconds) = retry_after {
         response = response.header("retry-after", seconds.to_string());
     }
-    let body = match json {
-        Some(body) => {
+    let (body, wait) = match json {
+        Some((body, wait)) => {
             response = response
                 .header("content-type", "application/json")
                 .header("content-length", body.len().to_string());
-            Some(Bytes::from_static(body.as_bytes()))
+            (Some(Bytes::from_static(body.as_bytes())), wait)
         }
-        None => None,
+        None => (None, Duration::ZERO),
     };
     let later = async move {
-        if body.is_some() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         body.map(|body| Ok(Frame::data(body)))
     };
