@@ -81,14 +81,20 @@ impl Monitor {
         recorder
             .register_gauge(&Key::from_parts(name::BUILD_INFO, vec![version]), &METADATA)
             .set(1.0);
-        Monitor {
+        let monitor = Monitor {
             handle: recorder.handle(),
             mailboxes: mailboxes
                 .iter()
                 .map(|m| Arc::new(MailboxMonitor::new(m, recorder.clone())))
                 .collect(),
             connections: Arc::new(Connections { recorder }),
+        };
+        // Every configured endpoint shows from the start, at 0 until it is used.
+        for m in mailboxes {
+            let endpoint = crate::webhook::client::endpoint(m.webhook.url.url());
+            monitor.connections.counter(&endpoint).increment(0);
         }
+        monitor
     }
 
     /// Counts the webhook connections the sender opens, per endpoint.
@@ -402,13 +408,19 @@ struct Connections {
     recorder: Arc<PrometheusRecorder>,
 }
 
-impl ConnectionObserver for Connections {
-    fn connection_opened(&self, endpoint: &str) {
+impl Connections {
+    fn counter(&self, endpoint: &str) -> Counter {
         let key = Key::from_parts(
             name::CONNECTIONS_OPENED,
             vec![Label::new("endpoint", endpoint.to_string())],
         );
-        self.recorder.register_counter(&key, &METADATA).increment(1);
+        self.recorder.register_counter(&key, &METADATA)
+    }
+}
+
+impl ConnectionObserver for Connections {
+    fn connection_opened(&self, endpoint: &str) {
+        self.counter(endpoint).increment(1);
     }
 }
 

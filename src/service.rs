@@ -36,6 +36,8 @@ const ONCE_MAX_SESSIONS: usize = 100;
 pub enum ServiceError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
     #[error(
         "cannot listen on {addr} (`http.listen`): {source}; is another process using that port?"
     )]
@@ -120,7 +122,7 @@ pub async fn replay(
 ) -> Result<ReplayReport, ReplayError> {
     let monitor = Monitor::new(&config.mailboxes);
     let ctx = Context {
-        sender: Sender::new(Some(monitor.connections())),
+        sender: webhook_sender(config, &monitor).map_err(ServiceError::from)?,
         ledger,
         shutdown: Shutdown::never(),
         shutdown_timeout: config.shutdown_timeout,
@@ -310,11 +312,17 @@ fn context(
     monitor: &Monitor,
 ) -> Result<Context, ServiceError> {
     Ok(Context {
-        sender: Sender::new(Some(monitor.connections())),
+        sender: webhook_sender(config, monitor)?,
         ledger: open_ledger(config, watchdog)?,
         shutdown,
         shutdown_timeout: config.shutdown_timeout,
     })
+}
+
+/// The sender for every mailbox's webhook, counting its connections in `monitor`.
+fn webhook_sender(config: &Config, monitor: &Monitor) -> Result<Sender, reqwest::Error> {
+    let webhooks = config.mailboxes.iter().map(|m| &m.webhook);
+    Sender::new(Some(monitor.connections()), webhooks)
 }
 
 /// The context for one mailbox: its POSTs are timed and counted by its monitor.

@@ -254,12 +254,21 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// With the pools of `webhooks` made now: making one loads the system's CAs, which
+    /// takes a while and would otherwise hold up the first POST to each endpoint.
     /// `connections` is told about every connection opened, to make reuse visible.
-    pub fn new(connections: Option<Arc<dyn ConnectionObserver>>) -> Sender {
-        Sender {
-            pools: client::Pools::new(connections),
-            observer: None,
+    pub fn new<'a>(
+        connections: Option<Arc<dyn ConnectionObserver>>,
+        webhooks: impl IntoIterator<Item = &'a WebhookConfig>,
+    ) -> Result<Sender, reqwest::Error> {
+        let pools = client::Pools::new(connections);
+        for webhook in webhooks {
+            pools.pool(webhook)?;
         }
+        Ok(Sender {
+            pools,
+            observer: None,
+        })
     }
 
     /// The same pools, reporting each POST to `observer`.

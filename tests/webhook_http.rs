@@ -169,7 +169,8 @@ async fn an_upload_longer_than_timeout_is_fine_while_the_receiver_reads() {
     // hide well under the 3s timeout, so the answer comes soon after the upload ends.
     receiver.read_slowly(8 << 20);
     let cfg = webhook(&receiver.url(), "3s");
-    let result = Sender::new(None)
+    let result = Sender::new(None, [&cfg])
+        .unwrap()
         .post(&cfg, "msg_slow", body(40 << 20))
         .await;
     assert!(result.is_ok(), "{result:?}");
@@ -188,7 +189,10 @@ async fn a_receiver_that_never_answers_after_the_body_times_out() {
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Delay(Duration::from_secs(120), 200));
     let cfg = webhook(&receiver.url(), "2s");
-    let result = Sender::new(None).post(&cfg, "msg_silent", body(1000)).await;
+    let result = Sender::new(None, [&cfg])
+        .unwrap()
+        .post(&cfg, "msg_silent", body(1000))
+        .await;
     assert!(
         matches!(result, Err(DeliveryError::Timeout(TimedOut::Answer(_)))),
         "{result:?}"
@@ -209,7 +213,8 @@ async fn a_receiver_that_stops_reading_the_body_times_out() {
     });
     // Long enough that a busy machine still starts the upload within it.
     let cfg = webhook(&url, "5s");
-    let result = Sender::new(None)
+    let result = Sender::new(None, [&cfg])
+        .unwrap()
         .post(&cfg, "msg_stalled", body(16 << 20))
         .await;
     hold.abort();

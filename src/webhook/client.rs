@@ -58,8 +58,8 @@ struct PoolKey {
     connect_timeout: Duration,
 }
 
-/// One `reqwest::Client` (and so one connection pool) per [`PoolKey`], made when the
-/// first POST to it is sent.
+/// One `reqwest::Client` (and so one connection pool) per [`PoolKey`]: the configured
+/// ones made at start, any other when the first POST to it is sent.
 #[derive(Clone, Default)]
 pub struct Pools {
     clients: Arc<Mutex<HashMap<PoolKey, Pool>>>,
@@ -95,12 +95,11 @@ impl Pools {
             ca_pem: cfg.ca_pem.clone(),
             connect_timeout: cfg.connect_timeout.min(cfg.timeout),
         };
-        if let Some(pool) = self.clients().get(&key) {
+        // Plain data: a panic elsewhere cannot leave the map inconsistent.
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pool) = clients.get(&key) {
             return Ok(pool.clone());
         }
-        // Built unlocked: loading the system's CAs takes milliseconds, and other
-        // mailboxes' POSTs to existing pools need not wait for it. Should two build
-        // at once, the first one kept serves both.
         let state = Arc::new(PoolState {
             endpoint: Arc::from(key.endpoint.as_str()),
             observer: self.observer.clone(),
@@ -110,12 +109,8 @@ impl Pools {
             client: build(&key, state.clone())?,
             state,
         };
-        Ok(self.clients().entry(key).or_insert(pool).clone())
-    }
-
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Pool>> {
-        // Plain data: a panic elsewhere cannot leave the map inconsistent.
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+        clients.insert(key, pool.clone());
+        Ok(pool)
     }
 }
 
