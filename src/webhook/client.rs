@@ -233,7 +233,8 @@ impl Timeouts {
 pub enum TimedOut {
     /// No connection within `connect_timeout`.
     Connect(Duration),
-    /// Connected but the body did not start moving within `timeout`.
+    /// The body did not start moving within `timeout` (a pool, connect, TLS or the
+    /// headers took all of it).
     Request(Duration),
     /// The receiver took no bytes of the body for this long.
     Upload(Duration),
