@@ -26,6 +26,9 @@ use crate::webhook::{BasicAuth, WebhookConfig, WebhookUrl};
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// A receiver that cannot be reached in 10s is down; waiting longer only delays the
+/// retry (and is capped by `timeout` anyway).
+const DEFAULT_WEBHOOK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
 /// 256 MiB of message bytes in flight; peak memory is about 2–3× that.
 const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
@@ -195,6 +198,11 @@ struct RawWebhook {
     url: Option<String>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    response_timeout: Option<Duration>,
+    tls_ca_file: Option<PathBuf>,
     headers: Option<BTreeMap<String, RawHeaderValue>>,
     secret: Option<SecretList>,
     secret_file: Option<PathBuf>,
@@ -644,24 +652,7 @@ fn validate_mailbox(
             "contains a line break or NUL byte, which POP3 cannot carry (a password file's single trailing newline is trimmed)",
         ));
     }
-    let ca_pem = match raw.tls_ca_file {
-        Some(path) => {
-            let pem = std::fs::read(&path).map_err(|e| {
-                invalid(
-                    key("tls_ca_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            native_tls::Certificate::from_pem(&pem).map_err(|e| {
-                invalid(
-                    key("tls_ca_file"),
-                    format!("{} is not a PEM certificate: {e}", path.display()),
-                )
-            })?;
-            Some(pem)
-        }
-        None => None,
-    };
+    let ca_pem = read_ca_pem(&key("tls_ca_file"), raw.tls_ca_file)?;
     let poll_interval = raw.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
     if poll_interval < Duration::from_secs(1) {
         return Err(invalid(key("poll_interval"), "must be at least 1s"));
@@ -714,6 +705,20 @@ fn validate_mailbox(
     })
 }
 
+/// The PEM at `path`, checked to be a certificate; `key` names it in errors.
+fn read_ca_pem(key: &str, path: Option<PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(&path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    native_tls::Certificate::from_pem(&pem).map_err(|e| {
+        invalid(
+            key,
+            format!("{} is not a PEM certificate: {e}", path.display()),
+        )
+    })?;
+    Ok(Some(pem))
+}
+
 /// A mailbox's `webhook` block over the top-level one. The signing secret is taken
 /// whole from whichever level names any of its three sources.
 fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
@@ -756,6 +761,9 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
     RawWebhook {
         url: over.url.or_else(|| base.url.clone()),
         timeout: over.timeout.or(base.timeout),
+        connect_timeout: over.connect_timeout.or(base.connect_timeout),
+        response_timeout: over.response_timeout.or(base.response_timeout),
+        tls_ca_file: over.tls_ca_file.or_else(|| base.tls_ca_file.clone()),
         headers,
         secret,
         secret_file,
@@ -807,6 +815,24 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
     if timeout.is_zero() {
         return Err(invalid(format!("{key}.timeout"), "must be more than 0s"));
     }
+    let connect_timeout = raw
+        .connect_timeout
+        .unwrap_or(DEFAULT_WEBHOOK_CONNECT_TIMEOUT);
+    if connect_timeout.is_zero() {
+        return Err(invalid(
+            format!("{key}.connect_timeout"),
+            "must be more than 0s",
+        ));
+    }
+    // The answer may take all of `timeout` unless told otherwise.
+    let response_timeout = raw.response_timeout.unwrap_or(timeout);
+    if response_timeout.is_zero() {
+        return Err(invalid(
+            format!("{key}.response_timeout"),
+            "must be more than 0s",
+        ));
+    }
+    let ca_pem = read_ca_pem(&format!("{key}.tls_ca_file"), raw.tls_ca_file)?;
     let mut headers = Vec::new();
     for (name, value) in raw.headers.unwrap_or_default() {
         let header_key = format!("{key}.headers.{name}");
@@ -864,6 +890,9 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         format,
         mailgun_signing_key,
         timeout,
+        connect_timeout,
+        response_timeout,
+        ca_pem,
         headers,
         signing_keys,
         include_raw: raw.include_raw.unwrap_or(false),
@@ -1509,6 +1538,47 @@ mod tests {
         ));
         assert!(
             e.contains("webhook.secret[1]") && !e.contains("bad-key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn webhook_timeouts_default_from_timeout_and_override_per_mailbox() {
+        let sales = MAILBOX.replace("support", "sales");
+        let config = load(&format!(
+            "{WEBHOOK}  timeout: 20s\nmailboxes:\n{MAILBOX}    password: a\n\
+             {sales}    password: a\n    webhook: {{connect_timeout: 2s, response_timeout: 5s}}\n"
+        ))
+        .unwrap();
+        let (first, second) = (&config.mailboxes[0].webhook, &config.mailboxes[1].webhook);
+        assert_eq!(first.connect_timeout, Duration::from_secs(10));
+        assert_eq!(first.response_timeout, Duration::from_secs(20));
+        assert_eq!(second.timeout, Duration::from_secs(20));
+        assert_eq!(second.connect_timeout, Duration::from_secs(2));
+        assert_eq!(second.response_timeout, Duration::from_secs(5));
+        let e = error(&format!(
+            "{WEBHOOK}  response_timeout: 0s\nmailboxes:\n{MAILBOX}    password: a\n"
+        ));
+        assert!(e.contains("webhook.response_timeout"), "{e}");
+    }
+
+    #[test]
+    fn a_webhook_ca_file_must_be_a_readable_pem_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let yaml = format!(
+            "{WEBHOOK}  tls_ca_file: {}\nmailboxes:\n{MAILBOX}    password: a\n",
+            path.display()
+        );
+        let e = error(&yaml);
+        assert!(
+            e.contains("webhook.tls_ca_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(&path, "not a certificate").unwrap();
+        let e = error(&yaml);
+        assert!(
+            e.contains("webhook.tls_ca_file") && e.contains("not a PEM"),
             "{e}"
         );
     }

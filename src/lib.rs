@@ -16,7 +16,8 @@
 //! - [`formats`]: the body in the format the receiver reads: the standard event, the
 //!   raw message, Postmark's inbound JSON or Mailgun's MIME form; envelope recipient.
 //! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
-//!   classifies the answer.
+//!   classifies the answer; [`webhook::client`] keeps one connection pool per endpoint
+//!   and bounds connecting, uploading and waiting for the answer separately.
 //! - [`signing`]: the `webhook-signature` header: `v1` (HMAC) and `v1a` (ed25519)
 //!   signatures from every configured key, verification, `pophook keygen`.
 //! - [`retry`]: when a failed delivery is tried again, and when it is parked.

@@ -19,7 +19,7 @@ use crate::config::Mailbox;
 use crate::ledger::{self, CycleLog, Pending};
 use crate::mailbox::{CycleError, CycleReport};
 use crate::status::Deliveries;
-use crate::webhook::{DeliveryError, DeliveryObserver};
+use crate::webhook::{ConnectionObserver, DeliveryError, DeliveryObserver};
 
 /// A mailbox is not ready once its last completed cycle is older than this many poll
 /// intervals: one missed poll is normal (a slow cycle, a backoff), three are not.
@@ -54,6 +54,7 @@ mod name {
     pub const LEFT_ALONE: &str = "pophook_messages_left_alone";
     pub const BUILD_INFO: &str = "pophook_build_info";
     pub const OAUTH2_EXPIRY: &str = "pophook_oauth2_token_expiry_timestamp_seconds";
+    pub const CONNECTIONS_OPENED: &str = "pophook_webhook_connections_opened_total";
 }
 
 /// Every mailbox's monitor, and the recorder their instruments live in.
@@ -62,6 +63,7 @@ pub struct Monitor {
     recorder: Arc<PrometheusRecorder>,
     /// Replaced on a configuration reload.
     mailboxes: RwLock<Vec<Arc<MailboxMonitor>>>,
+    connections: Arc<Connections>,
 }
 
 impl Monitor {
@@ -82,7 +84,7 @@ impl Monitor {
         recorder
             .register_gauge(&Key::from_parts(name::BUILD_INFO, vec![version]), &METADATA)
             .set(1.0);
-        Monitor {
+        let monitor = Monitor {
             handle: recorder.handle(),
             mailboxes: RwLock::new(
                 mailboxes
@@ -90,8 +92,22 @@ impl Monitor {
                     .map(|m| Arc::new(MailboxMonitor::new(m, recorder.clone())))
                     .collect(),
             ),
+            connections: Arc::new(Connections {
+                recorder: recorder.clone(),
+            }),
             recorder,
+        };
+        // Every configured endpoint shows from the start, at 0 until it is used.
+        for m in mailboxes {
+            let endpoint = crate::webhook::client::endpoint(m.webhook.url.url());
+            monitor.connections.counter(&endpoint).increment(0);
         }
+        monitor
+    }
+
+    /// Counts the webhook connections the sender opens, per endpoint.
+    pub fn connections(&self) -> Arc<dyn ConnectionObserver> {
+        self.connections.clone()
     }
 
     pub fn mailbox(&self, name: &str) -> Option<Arc<MailboxMonitor>> {
@@ -442,6 +458,28 @@ impl DeliveryObserver for MailboxMonitor {
     }
 }
 
+/// Webhook connections, labelled by endpoint rather than mailbox: mailboxes posting to
+/// one endpoint share its connections, so a connection belongs to no single mailbox.
+struct Connections {
+    recorder: Arc<PrometheusRecorder>,
+}
+
+impl Connections {
+    fn counter(&self, endpoint: &str) -> Counter {
+        let key = Key::from_parts(
+            name::CONNECTIONS_OPENED,
+            vec![Label::new("endpoint", endpoint.to_string())],
+        );
+        self.recorder.register_counter(&key, &METADATA)
+    }
+}
+
+impl ConnectionObserver for Connections {
+    fn connection_opened(&self, endpoint: &str) {
+        self.counter(endpoint).increment(1);
+    }
+}
+
 fn labels(mailbox: &str, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
     let mut labels = vec![Label::new("mailbox", mailbox.to_string())];
     labels.extend(extra.iter().map(|(k, v)| Label::new(*k, *v)));
@@ -485,6 +523,11 @@ fn describe(recorder: &PrometheusRecorder) {
         name::DELIVERY_FAILURES,
         None,
         "Failed webhook POSTs, by reason: network, timeout, redirect, gone, http_4xx, http_5xx.",
+    );
+    counter(
+        name::CONNECTIONS_OPENED,
+        None,
+        "Connections (TCP, and TLS for https) opened to a webhook endpoint (scheme://host:port); compare with delivered events to see reuse.",
     );
     counter(
         name::CYCLES,

@@ -74,8 +74,8 @@ pub fn open_ledger(config: &Config, watchdog: &Watchdog) -> Result<Ledger, State
 /// outcomes.
 pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> {
     let watchdog = Watchdog::default();
-    let ctx = context(config, Shutdown::never(), &watchdog)?;
     let monitor = Monitor::new(&config.mailboxes);
+    let ctx = context(config, Shutdown::never(), &watchdog, &monitor)?;
     let mut tasks = JoinSet::new();
     for (index, (mailbox, monitor)) in config
         .mailboxes
@@ -128,8 +128,9 @@ pub async fn replay(
     mailbox: Option<&str>,
     ids: &[String],
 ) -> Result<ReplayReport, ReplayError> {
+    let monitor = Monitor::new(&config.mailboxes);
     let ctx = Context {
-        sender: Sender::new().map_err(ServiceError::from)?,
+        sender: webhook_sender(config, &monitor).map_err(ServiceError::from)?,
         ledger,
         shutdown: Shutdown::never(),
         shutdown_timeout: config.shutdown_timeout,
@@ -137,7 +138,6 @@ pub async fn replay(
     };
     let selected = parked::select(&ctx.ledger, mailbox, ids)?;
     parked::unpark(&ctx.ledger, &selected).await?;
-    let monitor = Monitor::new(&config.mailboxes);
     let mut errors = parked::unpolled(&selected, &config.mailboxes);
     for (mailbox, monitor) in config.mailboxes.iter().zip(monitor.mailboxes()) {
         if selected.iter().any(|p| p.mailbox == mailbox.name) {
@@ -189,7 +189,8 @@ pub async fn run_watched(
 ) -> Result<(), ServiceError> {
     // The state first: a second instance is told that the state is in use, not that
     // the port is.
-    let ctx = context(&config, shutdown, &watchdog)?;
+    let monitor = Arc::new(Monitor::new(&config.mailboxes));
+    let ctx = context(&config, shutdown, &watchdog, &monitor)?;
     let listener =
         match &config.http {
             Some(http) => Some(TcpListener::bind(http.listen).await.map_err(|source| {
@@ -200,7 +201,7 @@ pub async fn run_watched(
             })?),
             None => None,
         };
-    serve(config, ctx, listener, reloader).await
+    serve(config, ctx, monitor, listener, reloader).await
 }
 
 /// [`run`], with the `http.listen` endpoint on an already bound listener (tests bind
@@ -220,8 +221,9 @@ pub async fn run_reloadable(
     shutdown: Shutdown,
     reloader: Option<(ReloadHandle, Reloader)>,
 ) -> Result<(), ServiceError> {
-    let ctx = context(&config, shutdown, &Watchdog::default())?;
-    serve(config, ctx, listener, reloader).await
+    let monitor = Arc::new(Monitor::new(&config.mailboxes));
+    let ctx = context(&config, shutdown, &Watchdog::default(), &monitor)?;
+    serve(config, ctx, monitor, listener, reloader).await
 }
 
 /// Asks a running service to read its configuration again (SIGHUP, `POST /api/reload`).
@@ -473,10 +475,10 @@ impl Fleet {
 async fn serve(
     config: Config,
     ctx: Context,
+    monitor: Arc<Monitor>,
     listener: Option<TcpListener>,
     reloader: Option<(ReloadHandle, Reloader)>,
 ) -> Result<(), ServiceError> {
-    let monitor = Arc::new(Monitor::new(&config.mailboxes));
     for m in monitor.mailboxes() {
         m.restore(&ctx.ledger.cycle_log(&m.name), ctx.ledger.pending(&m.name));
     }
@@ -668,9 +670,10 @@ fn context(
     config: &Config,
     shutdown: Shutdown,
     watchdog: &Watchdog,
+    monitor: &Monitor,
 ) -> Result<Context, ServiceError> {
     Ok(Context {
-        sender: Sender::new()?,
+        sender: webhook_sender(config, monitor)?,
         ledger: open_ledger(config, watchdog)?,
         shutdown,
         shutdown_timeout: config.shutdown_timeout,
@@ -687,6 +690,12 @@ fn keep_tokens(mailbox: &Mailbox, ledger: &Ledger, monitor: &MailboxMonitor) {
             expiry: Some(monitor.oauth2_expiry_gauge()),
         });
     }
+}
+
+/// The sender for every mailbox's webhook, counting its connections in `monitor`.
+fn webhook_sender(config: &Config, monitor: &Monitor) -> Result<Sender, reqwest::Error> {
+    let webhooks = config.mailboxes.iter().map(|m| &m.webhook);
+    Sender::new(Some(monitor.connections()), webhooks)
 }
 
 /// The context for one mailbox: its POSTs are timed and counted by its monitor.

@@ -15,6 +15,10 @@ use crate::formats::{mailgun, Format, Payload};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 
+pub mod client;
+
+pub use client::{ConnectionObserver, TimedOut};
+
 /// Where and how one mailbox's events are posted; built and validated by `config`.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
@@ -26,7 +30,14 @@ pub struct WebhookConfig {
     pub format: Format,
     /// The key Mailgun-format requests are signed with (`format: mailgun` needs one).
     pub mailgun_signing_key: Option<Secret>,
+    /// The request apart from uploading its body; see [`client`].
     pub timeout: Duration,
+    /// TCP and TLS handshake (at most `timeout`).
+    pub connect_timeout: Duration,
+    /// From the end of the body to the answer (at most what is left of `timeout`).
+    pub response_timeout: Duration,
+    /// PEM of an extra CA to trust for an `https` URL (`tls_ca_file`).
+    pub ca_pem: Option<Vec<u8>>,
     /// Extra headers (lower-case names); values are secrets because they are often
     /// `Authorization` tokens.
     pub headers: Vec<(String, Secret)>,
@@ -184,8 +195,8 @@ impl BasicAuth {
 pub enum DeliveryError {
     #[error("webhook unreachable: {0}")]
     Network(String),
-    #[error("webhook did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error("{0}")]
+    Timeout(TimedOut),
     #[error("webhook answered HTTP {status}{}", retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
     Status {
         status: u16,
@@ -242,30 +253,36 @@ pub trait DeliveryObserver: Send + Sync {
     fn observe(&self, elapsed: Duration, outcome: Result<(), &DeliveryError>);
 }
 
-/// One HTTP client shared by every mailbox, so connections to the same endpoint are
-/// reused.
+/// Shared by every mailbox: one connection pool per endpoint (see [`client::Pools`]),
+/// so mailboxes posting to the same receiver reuse each other's connections.
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    pools: client::Pools,
     observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Sender {
-    pub fn new() -> Result<Sender, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pophook/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// With the pools of `webhooks` made now: making one loads the system's CAs, which
+    /// takes a while and would otherwise hold up the first POST to each endpoint.
+    /// `connections` is told about every connection opened, to make reuse visible.
+    pub fn new<'a>(
+        connections: Option<Arc<dyn ConnectionObserver>>,
+        webhooks: impl IntoIterator<Item = &'a WebhookConfig>,
+    ) -> Result<Sender, reqwest::Error> {
+        let pools = client::Pools::new(connections);
+        for webhook in webhooks {
+            pools.pool(webhook)?;
+        }
         Ok(Sender {
-            client,
+            pools,
             observer: None,
         })
     }
 
-    /// The same client (and connection pool), reporting each POST to `observer`.
+    /// The same pools, reporting each POST to `observer`.
     pub fn observed_by(&self, observer: Arc<dyn DeliveryObserver>) -> Sender {
         Sender {
-            client: self.client.clone(),
+            pools: self.pools.clone(),
             observer: Some(observer),
         }
     }
@@ -309,10 +326,13 @@ impl Sender {
                 (content_type.into(), body.into())
             }
         };
-        let mut request = self
+        let pool = self
+            .pools
+            .pool(cfg)
+            .map_err(|e| DeliveryError::Network(describe(&e)))?;
+        let mut request = pool
             .client
             .post(cfg.url.url().clone())
-            .timeout(cfg.timeout)
             .header(reqwest::header::CONTENT_TYPE, content_type.as_ref())
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string());
@@ -334,20 +354,18 @@ impl Sender {
             // reqwest marks the Authorization value sensitive.
             request = request.basic_auth(&auth.username, Some(auth.password.expose()));
         }
-        let response = request.body(body).send().await.map_err(|e| {
-            if e.is_timeout() {
-                DeliveryError::Timeout(cfg.timeout)
-            } else {
-                DeliveryError::Network(describe(&e))
-            }
-        })?;
-        let status = response.status();
-        if status.is_success() {
+        let answer = client::exchange(&pool, request, body, client::Timeouts::of(cfg))
+            .await
+            .map_err(|failure| match failure {
+                client::Failure::TimedOut(bound) => DeliveryError::Timeout(bound),
+                client::Failure::Http(e) => DeliveryError::Network(describe(&e)),
+            })?;
+        if answer.status.is_success() {
             return Ok(());
         }
         Err(DeliveryError::Status {
-            status: status.as_u16(),
-            retry_after: retry_after(response.headers()),
+            status: answer.status.as_u16(),
+            retry_after: retry_after(&answer.headers),
         })
     }
 }

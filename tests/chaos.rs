@@ -213,8 +213,13 @@ async fn connections_cut_at_random_points_lose_nothing() {
     }
     let proxy = CuttingProxy::start(dovecot.plain_port(), seed, 25, 12_000).await;
     let receiver = Receiver::start().await;
+    // A download cut twice waits for its retry: short waits, so the 60 cycles (which
+    // take about 2s) always outlast them.
     let cfg = config(
-        &format!("  url: {}", receiver.url()),
+        &format!(
+            "  url: {}\n  retry: {{max_attempts: 1000, initial_backoff: 20ms, max_backoff: 200ms}}",
+            receiver.url()
+        ),
         &plain_mailbox(
             "support",
             proxy.port(),

@@ -3,21 +3,26 @@
 //!
 //! Built on hyper's connection API rather than axum: `Reply::Close` needs the service
 //! to fail so hyper drops the TCP connection without writing a response, and axum
-//! handlers cannot fail.
+//! handlers cannot fail. It counts the TCP connections it accepted, so tests see
+//! whether the client reused them, and can serve TLS with HTTP/2 offered by ALPN.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -31,6 +36,10 @@ pub struct Recorded {
     /// In arrival order; names are lowercase (HTTP names are case-insensitive).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The HTTP version it came in.
+    pub version: hyper::Version,
+    /// How long reading its body took.
+    pub body_read_in: Duration,
 }
 
 impl Recorded {
@@ -67,15 +76,24 @@ pub enum Reply {
     Delay(Duration, u16),
     /// Answer with the status and `Retry-After: <seconds>`.
     RetryAfter(u16, u64),
+    /// Answer with the status and this JSON body, as many real receivers do.
+    Json(u16, &'static str),
+    /// Like `Json`, but the headers go first and the body 20 ms later, as from a
+    /// receiver that flushes its headers: a client that does not read the body then
+    /// always loses the connection, not only when it is quicker than the body.
+    JsonLater(u16, &'static str),
 }
 
 pub struct Receiver {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     server: JoinHandle<()>,
 }
 
 struct Shared {
+    /// TCP connections accepted, whatever came of them.
+    connections: AtomicUsize,
     state: Mutex<State>,
     /// How many requests were answered 2xx; lets `wait_for_accepted` sleep.
     accepted: watch::Sender<usize>,
@@ -92,17 +110,37 @@ struct State {
     /// The `Authorization` value every request must carry, else 401 (as Action
     /// Mailbox's relay ingress answers).
     basic_auth: Option<String>,
+    /// Read request bodies at about this many bytes per second.
+    read_rate: Option<usize>,
 }
 
 impl Receiver {
     /// Listens on a new port on 127.0.0.1, on the current tokio runtime (either
     /// flavor). Answers `Status(204)` until told otherwise.
     pub async fn start() -> Receiver {
+        Receiver::start_with(None).await
+    }
+
+    /// Like [`Receiver::start`], but HTTPS with `identity` (see `certs.rs`), offering
+    /// `h2` and `http/1.1` by ALPN when `http2` is set, else `http/1.1` only.
+    pub async fn start_tls(identity: native_tls::Identity, http2: bool) -> Receiver {
+        let mut builder = native_tls::TlsAcceptor::builder(identity);
+        if http2 {
+            builder.accept_alpn(&["h2", "http/1.1"]);
+        } else {
+            builder.accept_alpn(&["http/1.1"]);
+        }
+        let acceptor = builder.build().expect("test receiver TLS acceptor");
+        Receiver::start_with(Some(tokio_native_tls::TlsAcceptor::from(acceptor))).await
+    }
+
+    async fn start_with(tls: Option<tokio_native_tls::TlsAcceptor>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the test webhook receiver");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
+            connections: AtomicUsize::new(0),
             state: Mutex::new(State {
                 requests: Vec::new(),
                 accepted: Vec::new(),
@@ -111,20 +149,35 @@ impl Receiver {
                 in_flight: 0,
                 max_in_flight: 0,
                 basic_auth: None,
+                read_rate: None,
             }),
             accepted: watch::Sender::new(0),
         });
-        let server = tokio::spawn(serve(listener, shared.clone()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = tokio::spawn(serve(listener, tls, shared.clone()));
         Receiver {
             addr,
+            scheme,
             shared,
             server,
         }
     }
 
-    /// The webhook URL to configure: `http://127.0.0.1:PORT/inbound`.
+    /// The webhook URL to configure: `http://127.0.0.1:PORT/inbound` (`https` for
+    /// [`Receiver::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}/inbound", self.addr)
+        format!("{}://{}/inbound", self.scheme, self.addr)
+    }
+
+    /// How many TCP connections were accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// From now on request bodies are read at about `bytes_per_second`, steadily, as
+    /// over a slow link.
+    pub fn read_slowly(&self, bytes_per_second: usize) {
+        self.state().read_rate = Some(bytes_per_second);
     }
 
     /// The listening address, for URLs with another path or with credentials.
@@ -215,7 +268,11 @@ impl fmt::Display for Recorded {
     }
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_native_tls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -225,19 +282,42 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |request| answer(shared.clone(), request));
-                    // An error here is a client hanging up or our own `Reply::Close`.
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => serve_connection(stream, false, shared).await,
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else { return };
+                            let h2 = stream.get_ref().negotiated_alpn().ok().flatten()
+                                == Some(b"h2".to_vec());
+                            serve_connection(stream, h2, shared).await;
+                        }
+                    }
                 });
             }
             // Reap finished connections so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+async fn serve_connection<S>(stream: S, h2: bool, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| answer(shared.clone(), request));
+    // An error here is a client hanging up or our own `Reply::Close`.
+    let _ = if h2 {
+        http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+    } else {
+        http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+    };
 }
 
 /// Returned by the service to make hyper close the connection without a response.
@@ -252,14 +332,44 @@ impl fmt::Display for HangUp {
 
 impl std::error::Error for HangUp {}
 
+type AnswerStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send>,
+>;
+type AnswerBody = StreamBody<AnswerStream>;
+
 async fn answer(
     shared: Arc<Shared>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, HangUp> {
-    let (parts, body) = request.into_parts();
-    // A client that vanishes mid-body has nobody left to answer.
-    let body = body.collect().await.map_err(|_| HangUp)?.to_bytes();
+) -> Result<Response<AnswerBody>, HangUp> {
+    let (parts, mut body) = request.into_parts();
+    let read_rate = shared.state.lock().unwrap().read_rate;
+    let reading = Instant::now();
+    let body = match read_rate {
+        // A client that vanishes mid-body has nobody left to answer.
+        None => body
+            .collect()
+            .await
+            .map_err(|_| HangUp)?
+            .to_bytes()
+            .to_vec(),
+        Some(rate) => {
+            let mut all = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| HangUp)?;
+                if let Some(data) = frame.data_ref() {
+                    all.extend_from_slice(data);
+                    // Not reading meanwhile is what makes the link slow.
+                    tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / rate as f64))
+                        .await;
+                }
+            }
+            all
+        }
+    };
+    let body_read_in = reading.elapsed();
     let recorded = Recorded {
+        version: parts.version,
+        body_read_in,
         method: parts.method.to_string(),
         path: parts
             .uri
@@ -273,7 +383,7 @@ async fn answer(
                 (name.as_str().to_owned(), value)
             })
             .collect(),
-        body: body.to_vec(),
+        body,
     };
     let reply = {
         let mut state = shared.state.lock().unwrap();
@@ -300,6 +410,7 @@ async fn answer(
     }
     let _leaving = Leaving(&shared);
     let mut retry_after = None;
+    let mut json = None;
     let status = match reply {
         Reply::Close => return Err(HangUp),
         Reply::Status(status) => status,
@@ -309,6 +420,14 @@ async fn answer(
         }
         Reply::RetryAfter(status, seconds) => {
             retry_after = Some(seconds);
+            status
+        }
+        Reply::Json(status, body) => {
+            json = Some((body, Duration::ZERO));
+            status
+        }
+        Reply::JsonLater(status, body) => {
+            json = Some((body, Duration::from_millis(20)));
             status
         }
     };
@@ -323,5 +442,22 @@ async fn answer(
     if let Some(seconds) = retry_after {
         response = response.header("retry-after", seconds.to_string());
     }
-    Ok(response.body(Full::new(Bytes::new())).unwrap())
+    let (body, wait) = match json {
+        Some((body, wait)) => {
+            response = response
+                .header("content-type", "application/json")
+                .header("content-length", body.len().to_string());
+            (Some(Bytes::from_static(body.as_bytes())), wait)
+        }
+        None => (None, Duration::ZERO),
+    };
+    let later = async move {
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        body.map(|body| Ok(Frame::data(body)))
+    };
+    let frames = futures_util::stream::once(later).filter_map(std::future::ready);
+    let frames: AnswerStream = Box::pin(frames);
+    Ok(response.body(StreamBody::new(frames)).unwrap())
 }
