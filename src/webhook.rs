@@ -190,6 +190,29 @@ impl BasicAuth {
     }
 }
 
+/// Bodies up to this size are signed in place; larger ones on the blocking pool, as
+/// hashing megabytes would hold up the reactor that serves every socket.
+const SIGN_IN_PLACE: usize = 256 * 1024;
+
+/// The `webhook-signature` value for `body`.
+async fn signatures(
+    keys: &[crate::signing::SigningKey],
+    id: &str,
+    timestamp: u64,
+    body: &bytes::Bytes,
+) -> String {
+    if body.len() <= SIGN_IN_PLACE {
+        return crate::signing::signature_header(keys, id, timestamp, body);
+    }
+    let (keys, id, body) = (keys.to_vec(), id.to_string(), body.clone());
+    let work = move || crate::signing::signature_header(&keys, &id, timestamp, &body);
+    match tokio::task::spawn_blocking(work.clone()).await {
+        Ok(signatures) => signatures,
+        // Only when the runtime is shutting down: sign here rather than send unsigned.
+        Err(_) => work(),
+    }
+}
+
 /// Why a POST did not count as delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -337,8 +360,7 @@ impl Sender {
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string());
         if !cfg.signing_keys.is_empty() {
-            let signatures =
-                crate::signing::signature_header(&cfg.signing_keys, id, timestamp, &body);
+            let signatures = signatures(&cfg.signing_keys, id, timestamp, &body).await;
             request = request.header("webhook-signature", signatures);
         }
         for (name, value) in &cfg.headers {
