@@ -48,8 +48,10 @@ fn record(cfg: &TestConfig, key: &str) -> Option<Record> {
         .map(|(_, r)| r)
 }
 
+/// The subjects that arrived, sorted: with `max_in_flight` above 1 POSTs may arrive in
+/// any order.
 fn subjects(receiver: &Receiver) -> Vec<String> {
-    receiver
+    let mut subjects: Vec<String> = receiver
         .accepted()
         .iter()
         .map(|r| {
@@ -58,7 +60,9 @@ fn subjects(receiver: &Receiver) -> Vec<String> {
                 .unwrap_or("")
                 .to_string()
         })
-        .collect()
+        .collect();
+    subjects.sort();
+    subjects
 }
 
 #[tokio::test(flavor = "multi_thread")]
