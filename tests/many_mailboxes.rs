@@ -14,19 +14,44 @@ const MAILBOXES: usize = 50;
 const PER_START: usize = 20;
 const STARTS: usize = 10;
 
+/// One Dovecot with `MAILBOXES` users, a receiver, and a configuration polling them all.
+struct Fleet {
+    dovecot: Dovecot,
+    names: Vec<String>,
+    receiver: Receiver,
+    cfg: common::setup::TestConfig,
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        let dovecot = Dovecot::start();
+        let names: Vec<String> = (0..MAILBOXES).map(|n| format!("box{n}")).collect();
+        for name in &names {
+            dovecot.add_user(name, "pw");
+        }
+        let receiver = Receiver::start().await;
+        let mailboxes: String = names
+            .iter()
+            .map(|name| plain_mailbox(name, dovecot.plain_port(), name, "pw", ""))
+            .collect();
+        let cfg = config(&format!("  url: {}", receiver.url()), &mailboxes);
+        Fleet {
+            dovecot,
+            names,
+            receiver,
+            cfg,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_mailboxes_started_ten_times_never_stall() {
-    let dovecot = Dovecot::start();
-    let names: Vec<String> = (0..MAILBOXES).map(|n| format!("box{n}")).collect();
-    for name in &names {
-        dovecot.add_user(name, "pw");
-    }
-    let receiver = Receiver::start().await;
-    let mailboxes: String = names
-        .iter()
-        .map(|name| plain_mailbox(name, dovecot.plain_port(), name, "pw", ""))
-        .collect();
-    let cfg = config(&format!("  url: {}", receiver.url()), &mailboxes);
+    let Fleet {
+        dovecot,
+        names,
+        receiver,
+        cfg,
+    } = Fleet::start().await;
 
     let mut sequence = 0;
     for start in 1..=STARTS {
@@ -72,17 +97,12 @@ async fn fifty_mailboxes_started_ten_times_never_stall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn once_over_fifty_mailboxes_always_ends() {
-    let dovecot = Dovecot::start();
-    let names: Vec<String> = (0..MAILBOXES).map(|n| format!("once{n}")).collect();
-    for name in &names {
-        dovecot.add_user(name, "pw");
-    }
-    let receiver = Receiver::start().await;
-    let mailboxes: String = names
-        .iter()
-        .map(|name| plain_mailbox(name, dovecot.plain_port(), name, "pw", ""))
-        .collect();
-    let cfg = config(&format!("  url: {}", receiver.url()), &mailboxes);
+    let Fleet {
+        dovecot,
+        names,
+        receiver,
+        cfg,
+    } = Fleet::start().await;
     let mut sequence = 0;
     for run in 1..=5 {
         for name in &names {
