@@ -64,11 +64,6 @@ impl MailboxOutcome {
     }
 }
 
-/// Opens the ledger, watched by `watchdog`.
-pub fn open_ledger(config: &Config, watchdog: &Watchdog) -> Result<Ledger, StateError> {
-    Ledger::open(&config.state_dir, watchdog.clone())
-}
-
 /// One cycle over every mailbox, concurrently; a mailbox whose session QUIT at
 /// `commit_interval` goes on in new sessions until done. Cron jobs and tests read the
 /// outcomes.
@@ -674,7 +669,7 @@ fn context(
 ) -> Result<Context, ServiceError> {
     Ok(Context {
         sender: webhook_sender(config, monitor)?,
-        ledger: open_ledger(config, watchdog)?,
+        ledger: Ledger::open(&config.state_dir, watchdog.clone())?,
         shutdown,
         shutdown_timeout: config.shutdown_timeout,
         budget: Budget::new(config.max_memory),

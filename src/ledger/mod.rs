@@ -101,14 +101,6 @@ impl Book {
         self.entries.iter()
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// The earliest retry due time, without a scan.
     pub fn earliest_due(&self) -> Option<Instant> {
         self.due.iter().next().map(|(at, _)| *at)
@@ -287,10 +279,6 @@ impl Ledger {
                 watchdog,
             }),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
     }
 
     pub fn watchdog(&self) -> &Watchdog {
@@ -513,7 +501,7 @@ impl Drop for Inner {
 /// state recovers by itself once the cause (a full disk) is gone.
 fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, count: u64) {
     let mut w = Writer {
-        dir: store_dir(&store),
+        dir: store.dir().to_path_buf(),
         store: Some(store),
         dirty: HashMap::new(),
         broken: None,
@@ -580,10 +568,6 @@ fn wait_for_unlock(dir: &Path) {
             Err(_) => return,
         }
     }
-}
-
-fn store_dir(store: &Store) -> PathBuf {
-    store.dir().to_path_buf()
 }
 
 struct Writer {

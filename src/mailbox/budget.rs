@@ -47,6 +47,7 @@ impl Budget {
     }
 
     /// Bytes not reserved now.
+    #[cfg(test)]
     pub fn available(&self) -> u64 {
         self.semaphore.available_permits() as u64 * UNIT
     }

@@ -394,19 +394,23 @@ pub fn grew_too_large(previous: Option<&Record>, limit: u64, now: Now) -> Record
 /// like a server that renumbered its UIDLs (a migration): every message is about to be
 /// delivered again. Only records of messages expected to still be on the server count.
 fn looks_renumbered(book: &Book, present: &HashMap<&str, usize>, delete: bool) -> bool {
-    let expected: Vec<&str> = book
-        .iter()
-        .filter(|(_, s)| !(delete && matches!(s.entry.record, Record::Delivered { .. })))
-        .filter(|(_, s)| s.entry.absent.is_none())
-        .map(|(key, _)| key.split(' ').next().unwrap_or(key))
-        .collect();
-    if expected.len() < 10 {
+    // Counted in one pass: this runs every cycle over every record.
+    let (mut expected, mut still_listed) = (0usize, 0usize);
+    for (key, slot) in book.iter() {
+        let delivered = matches!(slot.entry.record, Record::Delivered { .. });
+        if (delete && delivered) || slot.entry.absent.is_some() {
+            continue;
+        }
+        expected += 1;
+        let uidl = key.split(' ').next().unwrap_or(key);
+        still_listed += usize::from(present.contains_key(uidl));
+    }
+    if expected < 10 {
         return false;
     }
-    let still_listed = expected.iter().filter(|u| present.contains_key(*u)).count();
-    let vanished = expected.len() - still_listed;
+    let vanished = expected - still_listed;
     let new = present.len().saturating_sub(still_listed);
-    vanished * 2 > expected.len() && new * 2 >= expected.len()
+    vanished * 2 > expected && new * 2 >= expected
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::{CycleError, CycleReport};
 use crate::config::Mailbox;
 use crate::event::{self, EventMeta};
 use crate::formats::{self, Payload};
-use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record, StateError};
+use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record};
 use crate::pop3::pipeline::{self, FetchError, Pipeline};
 use crate::pop3::{Pop3Error, Session};
 use crate::shutdown::Shutdown;
@@ -92,7 +92,7 @@ pub async fn run_cycle(
         report,
         probe,
         started: Instant::now(),
-        accepted_deletions: 0,
+        deletions_sent: 0,
     };
     cycle.run().await
 }
@@ -104,7 +104,7 @@ struct Cycle<'a> {
     report: &'a mut CycleReport,
     probe: bool,
     started: Instant,
-    accepted_deletions: usize,
+    deletions_sent: usize,
 }
 
 impl Cycle<'_> {
@@ -381,7 +381,7 @@ impl Cycle<'_> {
             || self
                 .mailbox
                 .commit_every
-                .is_some_and(|cap| self.accepted_deletions + pending_deletions >= cap)
+                .is_some_and(|cap| self.deletions_sent + pending_deletions >= cap)
     }
 
     async fn flush_and_delete(
@@ -396,7 +396,7 @@ impl Cycle<'_> {
         }
         for (number, key) in to_delete.drain(..) {
             pipe.dele(number, key).await?;
-            self.accepted_deletions += 1;
+            self.deletions_sent += 1;
         }
         Ok(())
     }
@@ -668,10 +668,4 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(out, "{b:02x}");
             out
         })
-}
-
-impl From<StateError> for Stop {
-    fn from(e: StateError) -> Stop {
-        Stop::Broken(e.into())
-    }
 }
