@@ -344,15 +344,17 @@ impl MailboxMonitor {
     ) {
         let i = &self.instruments;
         i.cycle_duration.record(elapsed.as_secs_f64());
+        // What the cycle fetched counts whatever its outcome, and before the outcome, so a
+        // scrape that sees the cycle counted also sees what it fetched.
+        i.fetched.increment(report.fetched as u64);
+        i.fetched_bytes.increment(report.bytes_fetched);
+        i.parked_total.increment(report.parked as u64);
         {
             let mut live = self.live();
             live.cycle_started = None;
             match result {
                 Ok(()) => {
                     i.cycles_ok.increment(1);
-                    i.fetched.increment(report.fetched as u64);
-                    i.fetched_bytes.increment(report.bytes_fetched);
-                    i.parked_total.increment(report.parked as u64);
                     i.last_success.set(ledger::now() as f64);
                     i.endpoint_disabled
                         .set(if report.endpoint_disabled { 1.0 } else { 0.0 });
@@ -364,9 +366,6 @@ impl MailboxMonitor {
                 }
                 Err(error) => {
                     i.cycles_failed.increment(1);
-                    i.fetched.increment(report.fetched as u64);
-                    i.fetched_bytes.increment(report.bytes_fetched);
-                    i.parked_total.increment(report.parked as u64);
                     live.last_error = Some(error.to_string());
                 }
             }

@@ -295,19 +295,22 @@ async fn metrics_count_deliveries_bytes_and_failures_by_reason() {
         "{before}"
     );
     let box_ = [("mailbox", "box")];
-    let metrics = eventually(
-        "2 deliveries in /metrics",
-        Duration::from_secs(15),
-        || async {
-            let text = get(&url).await.1;
-            (sample(&text, "pophook_messages_delivered_total", &box_) == Some(2.0)).then_some(text)
-        },
-    )
-    .await;
-    // Deliveries are counted as they happen; the DELEs are committed by the QUIT after.
+    // Deliveries are counted as they happen; the DELEs are committed by the QUIT after,
+    // and what a cycle fetched is counted when its report arrives, after the QUIT.
     eventually("both deleted", Duration::from_secs(15), || async {
         server.remaining().is_empty().then_some(())
     })
+    .await;
+    let metrics = eventually(
+        "2 deliveries and the second cycle's fetch in /metrics",
+        Duration::from_secs(15),
+        || async {
+            let text = get(&url).await.1;
+            let delivered = sample(&text, "pophook_messages_delivered_total", &box_);
+            let fetched = sample(&text, "pophook_messages_fetched_total", &box_);
+            (delivered == Some(2.0) && fetched.is_some_and(|f| f >= 3.0)).then_some(text)
+        },
+    )
     .await;
     let value = |name: &str| {
         sample(&metrics, name, &box_).unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
