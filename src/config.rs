@@ -12,16 +12,16 @@ use figment::providers::{Env, Format as _, Yaml};
 use figment::Figment;
 use serde::Deserialize;
 
+use crate::delivery::formats::Format;
+use crate::delivery::retry::{Backoff, RetryPolicy};
+use crate::delivery::signing::SigningKey;
+use crate::delivery::{BasicAuth, WebhookConfig, WebhookUrl};
 use crate::event::AttachmentMode;
-use crate::formats::Format;
 use crate::oauth2::{Provider, TokenSource};
+use crate::ops::shard::{self, Shard};
 use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
-use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
-use crate::shard::{self, Shard};
-use crate::signing::SigningKey;
-use crate::webhook::{BasicAuth, WebhookConfig, WebhookUrl};
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_POP3_TIMEOUT: Duration = Duration::from_secs(60);
@@ -213,7 +213,7 @@ struct RawWebhook {
     max_in_flight: Option<usize>,
     allow_insecure_webhook: Option<bool>,
     retry: Option<RawRetry>,
-    // Receiver formats (issue 11): see `crate::formats` and `validate_format`.
+    // Receiver formats (issue 11): see `crate::delivery::formats` and `validate_format`.
     format: Option<Format>,
     mailgun_signing_key: Option<Secret>,
     mailgun_signing_key_file: Option<PathBuf>,
@@ -1372,7 +1372,10 @@ mod tests {
         let config = load(&yaml).unwrap_or_else(|e| panic!("config.example.yaml: {e}"));
         let m = &config.mailboxes[0];
         assert_eq!(m.name, "support");
-        assert_eq!(m.webhook.retry, crate::retry::RetryPolicy::default());
+        assert_eq!(
+            m.webhook.retry,
+            crate::delivery::retry::RetryPolicy::default()
+        );
         assert!(!m.webhook.signing_keys.is_empty());
     }
 
@@ -1506,7 +1509,7 @@ mod tests {
 
     #[test]
     fn several_signing_keys_come_as_a_list_or_one_per_line_of_a_file() {
-        let (ed25519, _) = crate::signing::keygen();
+        let (ed25519, _) = crate::delivery::signing::keygen();
         let hmac = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let config = load(&format!(
             "{WEBHOOK}  secret: [{hmac}, \"{}\"]\nmailboxes:\n{MAILBOX}    password: a\n",
@@ -1517,8 +1520,8 @@ mod tests {
         assert!(matches!(
             keys[..],
             [
-                crate::signing::SigningKey::Hmac(_),
-                crate::signing::SigningKey::Ed25519(_)
+                crate::delivery::signing::SigningKey::Hmac(_),
+                crate::delivery::signing::SigningKey::Ed25519(_)
             ]
         ));
         assert!(!format!("{config:?}").contains(&ed25519.expose()[5..]));

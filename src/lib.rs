@@ -44,24 +44,15 @@
 //! - [`secret`]: the type that keeps passwords and keys out of logs.
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod config;
+pub mod delivery;
 pub mod event;
-pub mod formats;
 pub mod ledger;
 pub mod mailbox;
-pub mod manage;
-pub mod monitor;
 pub mod oauth2;
-pub mod parked;
+pub mod ops;
 pub mod pop3;
-pub mod receive;
-pub mod retry;
 pub mod secret;
 pub mod service;
-pub mod shard;
 pub mod shutdown;
-pub mod signing;
-pub mod status;
 pub mod watchdog;
-pub mod webhook;

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use pophook::manage::{self, Manager};
+use pophook::delivery::signing;
+use pophook::ops::manage::{self, Manager};
+use pophook::ops::{receive, shard, status};
 use pophook::watchdog::Watchdog;
-use pophook::{config, receive, service, shard, shutdown, signing, status};
+use pophook::{config, service, shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -180,7 +182,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let watchdog = Watchdog::default();
             watchdog.spawn(|_reason| std::process::exit(pophook::watchdog::EXIT_CODE));
             let path = args.config.clone();
-            let (reload, reloader) = service::reloader(move || config::load(path.as_deref()));
+            let (reload, reloader) =
+                pophook::ops::reload::reloader(move || config::load(path.as_deref()));
             tokio::spawn(reload_on_sighup(reload.clone()));
             let mut service = tokio::spawn(service::run_watched(
                 config,
@@ -413,7 +416,15 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             let config = config::load(config.config.as_deref())?;
             let manager = Manager::open(&config)?;
             let running = manager.is_running();
-            let report = manager.replay(&config, mailbox.as_deref(), &ids).await?;
+            let report = match manager {
+                Manager::Local(ledger) => {
+                    let report =
+                        service::replay(&config, ledger.clone(), mailbox.as_deref(), &ids).await?;
+                    ledger.close().await?;
+                    report
+                }
+                remote => remote.replay(mailbox.as_deref(), &ids).await?,
+            };
             if report.messages.is_empty() {
                 println!("no parked messages to replay");
                 return Ok(ExitCode::SUCCESS);
@@ -473,7 +484,7 @@ fn init_logging(format: LogFormat) {
 
 /// SIGHUP reads the configuration again; the service logs what changed, or why the
 /// new configuration was refused.
-async fn reload_on_sighup(reload: service::ReloadHandle) {
+async fn reload_on_sighup(reload: pophook::ops::reload::ReloadHandle) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload instead");

@@ -18,8 +18,8 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::ledger::Ledger;
+use crate::secret::redacted;
 use crate::secret::Secret;
-use crate::webhook::redacted;
 
 /// A token file, command output or token endpoint answer larger than this is refused;
 /// access tokens are a few KiB at most.

@@ -75,3 +75,17 @@ mod tests {
         assert_eq!(s.expose(), "hunter2");
     }
 }
+
+/// A URL as pophook prints and stores any URL: scheme, host, port and path; never
+/// userinfo, and `?…` for a query (both often carry credentials).
+pub fn redacted(url: &url::Url) -> String {
+    let mut text = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        text.push_str(&format!(":{port}"));
+    }
+    text.push_str(url.path());
+    if url.query().is_some() {
+        text.push_str("?…");
+    }
+    text
+}

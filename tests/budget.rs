@@ -97,8 +97,8 @@ async fn healthz_answers_while_large_messages_are_parsed() {
     // How long one parse takes on this machine, so the bound below is relative to it.
     let sample = slow_to_parse(0, size);
     let started = Instant::now();
-    let _ = pophook::formats::render(
-        pophook::formats::Format::Standard,
+    let _ = pophook::delivery::formats::render(
+        pophook::delivery::formats::Format::Standard,
         &pophook::event::EventMeta {
             mailbox: "m",
             uidl: "u",

@@ -12,8 +12,8 @@ use common::certs::TestCerts;
 use common::receiver::{Receiver, Reply};
 use common::scripted::{Script, Scripted};
 use common::setup::{config, hook, message, scripted_mailbox};
-use pophook::formats::Payload;
-use pophook::webhook::{DeliveryError, Sender, TimedOut, WebhookConfig};
+use pophook::delivery::formats::Payload;
+use pophook::delivery::{DeliveryError, Sender, TimedOut, WebhookConfig};
 use pophook::{service, shutdown};
 use tokio::net::TcpListener;
 

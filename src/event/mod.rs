@@ -21,7 +21,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use mail_parser::{Header, HeaderName, Message, MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
@@ -225,30 +224,8 @@ pub enum AuthVerdict {
     Policy,
 }
 
-/// The event id for a (mailbox, UIDL) pair: `msg_` and 32 hex digits of
-/// SHA-256(mailbox, 0x00, uidl).
-///
-/// It is derived rather than stored so that a retry, a restart or even a lost state
-/// database sends the same id and the receiver can drop the duplicate. The 0x00 keeps
-/// ("ab", "c") and ("a", "bc") apart. Changing this re-delivers every message under a new
-/// id, so the test pins a known value.
-pub fn event_id(mailbox: &str, uidl: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(mailbox.as_bytes());
-    hasher.update([0u8]);
-    hasher.update(uidl.as_bytes());
-    let digest = hasher.finalize();
-
-    let mut id = String::with_capacity(4 + 32);
-    id.push_str("msg_");
-    for byte in &digest[..16] {
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    id
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The message's stable id: identity is the ledger's (see [`crate::ledger::event_id`]).
+pub use crate::ledger::event_id;
 
 /// Builds the event for one message, exactly as retrieved and dot-unstuffed.
 ///
@@ -349,7 +326,7 @@ fn event_data_with<'r>(
         mailbox_hash: parsed
             .recipient
             .as_deref()
-            .and_then(crate::formats::recipient::mailbox_hash),
+            .and_then(crate::delivery::formats::recipient::mailbox_hash),
         recipient: parsed.recipient,
         auto_reply: parsed.auto_reply,
         bounce: parsed.bounce,
@@ -486,7 +463,7 @@ fn read(
         to: addresses(HeaderName::To),
         cc: addresses(HeaderName::Cc),
         bcc: addresses(HeaderName::Bcc),
-        recipient: crate::formats::recipient::recipient(raw, headers),
+        recipient: crate::delivery::formats::recipient::recipient(raw, headers),
         auto_reply: is_auto_reply(raw, headers),
         bounce: is_bounce(message),
         authentication_results: first(HeaderName::AuthenticationResults)

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 pub use records::{
-    duplicate_key, now, now_ms, Absence, CycleLog, CycleResult, DisabledEndpoint, Entry, Record,
-    DROPS_FORGIVEN,
+    duplicate_key, event_id, now, now_ms, Absence, CycleLog, CycleResult, DisabledEndpoint, Entry,
+    Record, DROPS_FORGIVEN,
 };
 use store::{message_key, Store, Tree};
 
@@ -440,7 +440,7 @@ impl Ledger {
         });
     }
 
-    /// The mailbox's stored OAuth2 refresh token, sealed (see `crate::oauth2`).
+    /// The mailbox's stored OAuth2 refresh token, sealed by the OAuth2 token source.
     pub fn refresh_token(&self, mailbox: &str) -> Option<Vec<u8>> {
         lock(&self.inner.tokens).get(mailbox).cloned()
     }

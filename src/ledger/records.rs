@@ -2,6 +2,7 @@
 //! ledger stores it, the planner (`mailbox::plan`) decides every transition.
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 /// What is known about one message. Times are unix seconds, `next_attempt_ms` unix
 /// milliseconds. A message with no record is new.
@@ -168,6 +169,31 @@ impl CycleResult {
         }
     }
 }
+
+/// The event id for a (mailbox, UIDL) pair: `msg_` and 32 hex digits of
+/// SHA-256(mailbox, 0x00, uidl).
+///
+/// It is derived rather than stored so that a retry, a restart or even a lost state
+/// database sends the same id and the receiver can drop the duplicate. The 0x00 keeps
+/// ("ab", "c") and ("a", "bc") apart. Changing this re-delivers every message under a new
+/// id, so the test pins a known value.
+pub fn event_id(mailbox: &str, uidl: &str) -> String {
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(mailbox.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(uidl.as_bytes());
+    let digest = hasher.finalize();
+
+    let mut id = String::with_capacity(4 + 32);
+    id.push_str("msg_");
+    for byte in &digest[..16] {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// How a message is keyed within its mailbox: its UIDL, or, when the server gives
 /// several messages the same UIDL, the UIDL and the SHA-256 of the content. UIDLs are

@@ -24,7 +24,7 @@ pub enum Tree {
     Messages,
     Endpoints,
     Cycles,
-    /// Sealed OAuth2 refresh tokens, by mailbox (see `crate::oauth2::seal`).
+    /// Sealed OAuth2 refresh tokens, by mailbox (sealed by the OAuth2 token source).
     Tokens,
 }
 

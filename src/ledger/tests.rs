@@ -256,3 +256,13 @@ async fn many_concurrent_flushes_share_the_one_writer_and_all_complete() {
         .expect("no flush may hang");
     assert_eq!(ledger.records(None).len(), 1000);
 }
+
+#[test]
+fn event_ids_are_pinned_and_keep_mailbox_and_uidl_apart() {
+    // Pinned: a new value would make every receiver see old messages as new.
+    assert_eq!(
+        super::event_id("support", "UID1"),
+        "msg_4a9f8127042050ca245177da931ac704"
+    );
+    assert_ne!(super::event_id("ab", "c"), super::event_id("a", "bc"));
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::delivery::retry::RetryPolicy;
 use crate::ledger::{duplicate_key, Absence, Book, Entry, Record, DROPS_FORGIVEN};
-use crate::retry::RetryPolicy;
 
 /// A record whose message is missing from listings is forgotten only after it was
 /// missing for this long and from at least [`FORGET_LISTINGS`] listings: one odd

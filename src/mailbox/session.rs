@@ -18,18 +18,20 @@ use super::budget::{Budget, Reservation};
 use super::plan::{self, Failure, Identified, Now};
 use super::{CycleError, CycleReport};
 use crate::config::Mailbox;
-use crate::event::{self, EventMeta};
-use crate::formats::{self, Payload};
+use crate::delivery::formats::{self, Payload};
+use crate::delivery::{DeliveryError, Sender, WebhookConfig};
+use crate::event::EventMeta;
 use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record};
 use crate::pop3::pipeline::{self, FetchError, Pipeline};
 use crate::pop3::{Pop3Error, Session};
 use crate::shutdown::Shutdown;
-use crate::webhook::{DeliveryError, Sender, WebhookConfig};
 
 /// What every cycle shares: where to post, where to remember, when to stop.
 #[derive(Clone)]
 pub struct Context {
     pub sender: Sender,
+    /// Told about each POST (the service counts them per mailbox).
+    pub sink: std::sync::Arc<dyn super::task::CycleSink>,
     pub ledger: Ledger,
     pub shutdown: Shutdown,
     /// After shutdown is requested, how long the message in hand may take.
@@ -467,7 +469,7 @@ impl Cycle<'_> {
             &self.mailbox.webhook.retry,
             &mut rand::rng(),
         );
-        let id = event::event_id(&name, key);
+        let id = crate::ledger::event_id(&name, key);
         match &record {
             Record::Retrying {
                 attempts, delay_ms, ..
@@ -609,7 +611,7 @@ async fn deliver(
             // Only when the runtime is shutting down (the builder contains panics):
             // nothing is recorded, so the message is fetched again later.
             warn!(mailbox, key, "building the event did not finish: {e}");
-            let id = event::event_id(&mailbox, &key);
+            let id = crate::ledger::event_id(&mailbox, &key);
             return Posted {
                 fetch,
                 key,
@@ -645,10 +647,14 @@ async fn post_within_grace(
     let mut shutdown = ctx.shutdown.clone();
     // Two thirds for the POST, the rest for QUIT.
     let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
-    tokio::select! {
-        result = ctx.sender.post(webhook, id, body) => Some(result),
-        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
-    }
+    let started = tokio::time::Instant::now();
+    let result = tokio::select! {
+        result = ctx.sender.post(webhook, id, body) => result,
+        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => return None,
+    };
+    ctx.sink
+        .delivered(started.elapsed(), result.as_ref().map(|_| ()));
+    Some(result)
 }
 
 /// Parses in progress across the process, one per core.

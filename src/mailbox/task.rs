@@ -12,8 +12,9 @@ use tracing::warn;
 
 use super::{run_cycle, Context, CycleError, CycleReport};
 use crate::config::Mailbox;
+use crate::delivery::retry::mailbox_backoff;
+use crate::delivery::DeliveryError;
 use crate::pop3::codec::ResponseCode;
-use crate::retry::mailbox_backoff;
 use crate::shutdown::Shutdown;
 
 /// The longest wait after repeated failed sessions (server down, network): long enough
@@ -31,10 +32,21 @@ pub const BREAKER_INITIAL: Duration = Duration::from_secs(1);
 /// for quick retries.
 pub const BREAKER_MAX: Duration = Duration::from_secs(5 * 60);
 
-/// Told about each cycle: the service turns these into logs, metrics and status.
+/// Told about each cycle and each POST as it ends: the service turns these into logs,
+/// metrics and status. A POST abandoned at shutdown is not reported.
 pub trait CycleSink: Send + Sync {
     fn started(&self);
+    fn delivered(&self, elapsed: Duration, outcome: Result<(), &DeliveryError>);
     fn finished(&self, elapsed: Duration, result: &Result<(), CycleError>, report: &CycleReport);
+}
+
+/// A sink for contexts nobody observes.
+pub struct Unobserved;
+
+impl CycleSink for Unobserved {
+    fn started(&self) {}
+    fn delivered(&self, _: Duration, _: Result<(), &DeliveryError>) {}
+    fn finished(&self, _: Duration, _: &Result<(), CycleError>, _: &CycleReport) {}
 }
 
 /// After the endpoint failed: wait, then probe with one message before restoring
@@ -172,7 +184,6 @@ fn backoff_after(mailbox: &Mailbox, error: &CycleError, failures: u32) -> Durati
 pub async fn poll_forever(
     mailbox: Mailbox,
     ctx: Context,
-    sink: Arc<dyn CycleSink>,
     wake: Arc<Notify>,
     mut retire: Shutdown,
     not_before: Option<Instant>,
@@ -188,11 +199,11 @@ pub async fn poll_forever(
     }
     while !shutdown.is_requested() && !retire.is_requested() {
         let started = Instant::now();
-        sink.started();
+        ctx.sink.started();
         let mut report = CycleReport::default();
         let result = run_cycle(&mailbox, &ctx, timing.breaker.probing(), &mut report).await;
         let now = Instant::now();
-        sink.finished(now - started, &result, &report);
+        ctx.sink.finished(now - started, &result, &report);
         if let Err(CycleError::State(e)) = &result {
             if e.is_fatal() {
                 return result.map(|()| None);

@@ -1,7 +1,7 @@
 //! The planner's decisions, one table row at a time: no server, no clock, no sled.
 
 use super::*;
-use crate::retry::RetryPolicy;
+use crate::delivery::retry::RetryPolicy;
 use rand::SeedableRng;
 
 fn now() -> Now {

@@ -13,9 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 
-use crate::formats::{mailgun, recipient};
+use crate::delivery::formats::{mailgun, recipient};
+use crate::delivery::signing::VerifyingKey;
 use crate::shutdown::Shutdown;
-use crate::signing::VerifyingKey;
 
 /// How far a `webhook-timestamp` may be from now, as the Standard Webhooks libraries
 /// allow, so a captured request cannot be replayed much later.
@@ -215,8 +215,8 @@ pub fn verify(keys: &[VerifyingKey], headers: &HeaderMap, body: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::signing::SigningKey;
     use crate::secret::Secret;
-    use crate::signing::SigningKey;
 
     fn signed_headers(key: &Secret, id: &str, ts: u64, body: &[u8]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -224,7 +224,7 @@ mod tests {
         headers.insert("webhook-timestamp", ts.to_string().parse().unwrap());
         headers.insert(
             "webhook-signature",
-            format!("v1,bogus {}", crate::webhook::sign(key, id, ts, body))
+            format!("v1,bogus {}", crate::delivery::sign(key, id, ts, body))
                 .parse()
                 .unwrap(),
         );
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn accepts_a_v1a_signature_with_the_public_key() {
-        let (secret, public) = crate::signing::keygen();
+        let (secret, public) = crate::delivery::signing::keygen();
         let signer = SigningKey::parse(&secret).unwrap();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

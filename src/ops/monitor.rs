@@ -16,10 +16,10 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Mailbox;
+use crate::delivery::{ConnectionObserver, DeliveryError};
 use crate::ledger::{self, CycleLog, Pending};
 use crate::mailbox::{CycleError, CycleReport};
-use crate::status::Deliveries;
-use crate::webhook::{ConnectionObserver, DeliveryError, DeliveryObserver};
+use crate::ops::status::Deliveries;
 
 /// A mailbox is not ready once its last completed cycle is older than this many poll
 /// intervals: one missed poll is normal (a slow cycle, a backoff), three are not.
@@ -99,7 +99,7 @@ impl Monitor {
         };
         // Every configured endpoint shows from the start, at 0 until it is used.
         for m in mailboxes {
-            let endpoint = crate::webhook::client::endpoint(m.webhook.url.url());
+            let endpoint = crate::delivery::client::endpoint(m.webhook.url.url());
             monitor.connections.counter(&endpoint).increment(0);
         }
         monitor
@@ -432,8 +432,9 @@ impl MailboxMonitor {
     }
 }
 
-impl DeliveryObserver for MailboxMonitor {
-    fn observe(&self, elapsed: Duration, outcome: Result<(), &DeliveryError>) {
+impl MailboxMonitor {
+    /// A POST ended: timed, and counted as it happens, so a long cycle shows progress.
+    pub fn delivered(&self, elapsed: Duration, outcome: Result<(), &DeliveryError>) {
         self.instruments
             .webhook_duration
             .record(elapsed.as_secs_f64());

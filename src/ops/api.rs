@@ -23,12 +23,12 @@ use tracing::warn;
 
 use crate::config::{HttpConfig, Mailbox};
 use crate::ledger::{Ledger, StateError};
-use crate::monitor::{Monitor, Readiness};
-use crate::parked::{self, MailboxError, ParkedMessage, ReplayReport, SelectError};
+use crate::ops::monitor::{Monitor, Readiness};
+use crate::ops::parked::{self, MailboxError, ParkedMessage, ReplayReport, SelectError};
+use crate::ops::shard::Shard;
+use crate::ops::status::{self, StatusReport};
 use crate::secret::Secret;
-use crate::shard::Shard;
 use crate::shutdown::Shutdown;
-use crate::status::{self, StatusReport};
 
 /// How long a replay request waits for the mailboxes' cycles before answering with
 /// what is still queued. The messages are delivered either way.
@@ -51,7 +51,7 @@ pub struct Api {
     /// Who may use it, and how many connections it serves.
     pub http: HttpConfig,
     /// `POST /api/reload`; `None` where the service cannot reload (tests).
-    pub reload: Option<crate::service::ReloadHandle>,
+    pub reload: Option<crate::ops::reload::ReloadHandle>,
 }
 
 impl Api {
@@ -365,7 +365,7 @@ async fn parked_drop(
 /// reason when the new one is invalid (the running one stays).
 async fn reload(
     Extract(api): Extract<Arc<Api>>,
-) -> Result<Json<crate::service::ReloadSummary>, ApiError> {
+) -> Result<Json<crate::ops::reload::ReloadSummary>, ApiError> {
     let Some(handle) = &api.reload else {
         return Err(ApiError {
             status: StatusCode::NOT_IMPLEMENTED,

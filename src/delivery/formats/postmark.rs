@@ -219,7 +219,7 @@ fn stripped_reply(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::tests::meta;
+    use crate::delivery::formats::tests::meta;
     use base64::Engine as _;
     use serde_json::Value;
 

@@ -37,14 +37,14 @@ impl SigningKey {
     pub fn parse(secret: &Secret) -> Result<SigningKey, &'static str> {
         match secret.expose().strip_prefix(SECRET_KEY_PREFIX) {
             Some(encoded) => ed25519_secret(encoded).map(SigningKey::Ed25519),
-            None => crate::webhook::signing_key(secret).map(SigningKey::Hmac),
+            None => crate::delivery::signing_key(secret).map(SigningKey::Hmac),
         }
     }
 
     /// `v1,<base64 HMAC>` or `v1a,<base64 ed25519 signature>` of `{id}.{timestamp}.{body}`.
     pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
         match self {
-            SigningKey::Hmac(key) => crate::webhook::sign(key, id, timestamp, body),
+            SigningKey::Hmac(key) => crate::delivery::sign(key, id, timestamp, body),
             SigningKey::Ed25519(key) => {
                 let signature = key.sign(&signed_content(id, timestamp, body));
                 format!("v1a,{}", BASE64.encode(signature.to_bytes()))
@@ -122,7 +122,7 @@ impl VerifyingKey {
     pub fn verifies(&self, candidate: &str, id: &str, timestamp: u64, body: &[u8]) -> bool {
         match self {
             VerifyingKey::Hmac(key) => {
-                let expected = crate::webhook::sign(key, id, timestamp, body);
+                let expected = crate::delivery::sign(key, id, timestamp, body);
                 constant_time_eq(candidate.as_bytes(), expected.as_bytes())
             }
             VerifyingKey::Ed25519(key) => {

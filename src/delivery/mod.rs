@@ -1,21 +1,25 @@
 //! POSTs an event to its endpoint with the Standard Webhooks headers and signature,
 //! and classifies the answer. Redirects are never followed: a 3xx is a failure.
-//! The body is whatever [`crate::formats`] rendered; basic-auth credentials from the
+//! The body is whatever [`crate::delivery::formats`] rendered; basic-auth credentials from the
 //! URL travel in their own field and are never printed with it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::delivery::formats::{mailgun, Format, Payload};
+use crate::delivery::retry::RetryPolicy;
 use crate::event::AttachmentMode;
-use crate::formats::{mailgun, Format, Payload};
-use crate::retry::RetryPolicy;
+use crate::secret::redacted;
 use crate::secret::Secret;
 
 pub mod client;
+pub mod formats;
+pub mod retry;
+pub mod signing;
 
 pub use client::{ConnectionObserver, TimedOut};
 
@@ -43,7 +47,7 @@ pub struct WebhookConfig {
     pub headers: Vec<(String, Secret)>,
     /// Every key that signs each request (`webhook.secret`, one or a list); none: the
     /// requests are not signed.
-    pub signing_keys: Vec<crate::signing::SigningKey>,
+    pub signing_keys: Vec<crate::delivery::signing::SigningKey>,
     pub include_raw: bool,
     /// How much of each attachment goes into the event.
     pub attachments: AttachmentMode,
@@ -132,20 +136,6 @@ impl std::fmt::Display for WebhookUrl {
     }
 }
 
-/// A URL as pophook prints and stores any URL: scheme, host, port and path; never
-/// userinfo, and `?…` for a query (both often carry credentials).
-pub fn redacted(url: &url::Url) -> String {
-    let mut text = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
-    if let Some(port) = url.port() {
-        text.push_str(&format!(":{port}"));
-    }
-    text.push_str(url.path());
-    if url.query().is_some() {
-        text.push_str("?…");
-    }
-    text
-}
-
 impl std::fmt::Debug for WebhookUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "\"{self}\"")
@@ -196,16 +186,16 @@ const SIGN_IN_PLACE: usize = 256 * 1024;
 
 /// The `webhook-signature` value for `body`.
 async fn signatures(
-    keys: &[crate::signing::SigningKey],
+    keys: &[crate::delivery::signing::SigningKey],
     id: &str,
     timestamp: u64,
     body: &bytes::Bytes,
 ) -> String {
     if body.len() <= SIGN_IN_PLACE {
-        return crate::signing::signature_header(keys, id, timestamp, body);
+        return crate::delivery::signing::signature_header(keys, id, timestamp, body);
     }
     let (keys, id, body) = (keys.to_vec(), id.to_string(), body.clone());
-    let work = move || crate::signing::signature_header(&keys, &id, timestamp, &body);
+    let work = move || crate::delivery::signing::signature_header(&keys, &id, timestamp, &body);
     match tokio::task::spawn_blocking(work.clone()).await {
         Ok(signatures) => signatures,
         // Only when the runtime is shutting down: sign here rather than send unsigned.
@@ -270,18 +260,11 @@ impl DeliveryError {
     }
 }
 
-/// Told about every POST that got an answer or failed (not one abandoned at shutdown):
-/// how long it took and how it ended. The service counts them per mailbox.
-pub trait DeliveryObserver: Send + Sync {
-    fn observe(&self, elapsed: Duration, outcome: Result<(), &DeliveryError>);
-}
-
 /// Shared by every mailbox: one connection pool per endpoint (see [`client::Pools`]),
 /// so mailboxes posting to the same receiver reuse each other's connections.
 #[derive(Clone)]
 pub struct Sender {
     pools: client::Pools,
-    observer: Option<Arc<dyn DeliveryObserver>>,
 }
 
 impl Sender {
@@ -296,36 +279,11 @@ impl Sender {
         for webhook in webhooks {
             pools.pool(webhook)?;
         }
-        Ok(Sender {
-            pools,
-            observer: None,
-        })
-    }
-
-    /// The same pools, reporting each POST to `observer`.
-    pub fn observed_by(&self, observer: Arc<dyn DeliveryObserver>) -> Sender {
-        Sender {
-            pools: self.pools.clone(),
-            observer: Some(observer),
-        }
+        Ok(Sender { pools })
     }
 
     /// POSTs `payload` (a message whose event id is `id`). Ok only for a 2xx.
     pub async fn post(
-        &self,
-        cfg: &WebhookConfig,
-        id: &str,
-        payload: Payload,
-    ) -> Result<(), DeliveryError> {
-        let started = Instant::now();
-        let result = self.send(cfg, id, payload).await;
-        if let Some(observer) = &self.observer {
-            observer.observe(started.elapsed(), result.as_ref().map(|_| ()));
-        }
-        result
-    }
-
-    async fn send(
         &self,
         cfg: &WebhookConfig,
         id: &str,

@@ -7,12 +7,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::{DropRequest, ReplayRequest, REPLAY_WAIT};
 use crate::config::{Config, HttpConfig};
 use crate::ledger::{Ledger, StateError};
-use crate::parked::{self, ParkedMessage, ReplayReport, SelectError};
-use crate::service::{self, ReplayError};
-use crate::status::{self, StatusReport};
+use crate::ops::api::{DropRequest, ReplayRequest, REPLAY_WAIT};
+use crate::ops::parked::{self, ParkedMessage, ReplayReport, SelectError};
+use crate::ops::status::{self, StatusReport};
 use crate::watchdog::Watchdog;
 
 /// How long a status, list or drop request may take.
@@ -31,8 +30,6 @@ pub enum ManageError {
     State(#[from] StateError),
     #[error(transparent)]
     Select(#[from] SelectError),
-    #[error(transparent)]
-    Replay(#[from] ReplayError),
 }
 
 /// Where the state is read and changed.
@@ -103,20 +100,18 @@ impl Manager {
         }
     }
 
-    /// Replays parked messages: here, with one cycle of each mailbox concerned, or by
-    /// the running service, which cycles those mailboxes at once.
+    /// Replays parked messages through the running service, which cycles those
+    /// mailboxes at once. With the service stopped ([`Manager::Local`]) the caller
+    /// replays them itself (`service::replay`, a cycle of each mailbox concerned).
     pub async fn replay(
         self,
-        config: &Config,
         mailbox: Option<&str>,
         ids: &[String],
     ) -> Result<ReplayReport, ManageError> {
         match self {
-            Manager::Local(ledger) => {
-                let report = service::replay(config, ledger.clone(), mailbox, ids).await?;
-                ledger.close().await?;
-                Ok(report)
-            }
+            Manager::Local(_) => Err(ManageError::Api(
+                "a stopped service's parked messages are replayed by `service::replay`".into(),
+            )),
             Manager::Empty => match ids.first() {
                 Some(id) => Err(SelectError::NotParked(id.clone()).into()),
                 None => Ok(ReplayReport::default()),

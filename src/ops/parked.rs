@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mailbox;
-use crate::event::event_id;
+use crate::ledger::event_id;
 use crate::ledger::{self, Ledger, Record, StateError};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -79,7 +79,7 @@ impl From<Vec<u8>> for Payload {
 /// `meta.truncated`) in `format`. Never fails: what cannot be parsed is still sent,
 /// whole, in every format.
 pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
-    let id = event::event_id(meta.mailbox, meta.uidl);
+    let id = crate::ledger::event_id(meta.mailbox, meta.uidl);
     match format {
         Format::Standard => standard(meta, raw),
         Format::Raw => Rendered {
@@ -175,7 +175,7 @@ mod tests {
     fn raw_is_the_message_byte_for_byte_with_the_stable_id() {
         let rendered = render(Format::Raw, &meta(false), MESSAGE);
         assert_eq!(body(&rendered), ("message/rfc822", MESSAGE));
-        assert_eq!(rendered.id, event::event_id("support", "UID1"));
+        assert_eq!(rendered.id, crate::ledger::event_id("support", "UID1"));
         let standard = render(Format::Standard, &meta(false), MESSAGE);
         assert_eq!(standard.id, rendered.id, "every format carries the same id");
         assert_eq!(body(&standard).0, "application/json");
