@@ -47,6 +47,7 @@
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod http;
 pub mod ledger;
 pub mod mailbox;
 pub mod oauth2;
@@ -55,4 +56,5 @@ pub mod pop3;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
+pub mod text;
 pub mod watchdog;

@@ -256,11 +256,8 @@ impl fmt::Debug for TokenSource {
 impl TokenSource {
     /// `timeout` bounds each token request and command run.
     pub fn new(mailbox: &str, provider: Provider, timeout: Duration) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .timeout(timeout)
-            // The request carries credentials; a redirect would resend them elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pophook/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot set up the HTTP client for the token endpoint: {e}"))?;
         Ok(TokenSource {
@@ -476,7 +473,7 @@ impl TokenSource {
         let shown = redacted(url);
         let unreachable = |e: reqwest::Error| TokenError::Unreachable {
             url: shown.clone(),
-            reason: error_chain(&e.without_url()),
+            reason: crate::text::error_chain(&e.without_url()),
         };
         let mut response = self
             .http
@@ -687,18 +684,9 @@ pub fn describe_challenge(challenge: &[u8]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Text from a server made safe for one log line: no control characters, at most
-/// 300 characters.
+/// Text from a server made safe for one log line.
 fn loggable(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect();
-    if out.len() > 300 {
-        out.truncate(out.floor_char_boundary(300));
-        out.push('…');
-    }
-    out
+    crate::text::one_line(text.as_bytes(), 300)
 }
 
 fn scrub(text: &str, secrets: &[&Secret]) -> String {
@@ -708,19 +696,6 @@ fn scrub(text: &str, secrets: &[&Secret]) -> String {
         .fold(text.to_string(), |text, s| {
             text.replace(s.expose(), "[redacted]")
         })
-}
-
-/// `error: cause: cause`, because reqwest's own message hides the interesting part
-/// ("connection refused", "certificate verify failed") in its sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

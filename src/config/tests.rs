@@ -1,4 +1,3 @@
-
 use super::*;
 
 const WEBHOOK: &str = "webhook:\n  url: http://127.0.0.1:8080/inbound\n";

@@ -124,10 +124,7 @@ pub fn endpoint(url: &url::Url) -> String {
 }
 
 fn build(key: &PoolKey, state: Arc<PoolState>) -> Result<reqwest::Client, reqwest::Error> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("pophook/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(key.connect_timeout);
+    let mut builder = crate::http::client_builder().connect_timeout(key.connect_timeout);
     if let Some(pem) = &key.ca_pem {
         builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
     }

@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// The test vector of the Standard Webhooks reference libraries.

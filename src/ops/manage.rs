@@ -156,13 +156,13 @@ pub async fn healthcheck(url: &str) -> Result<String, String> {
         Ok(response) => Err(format!("unhealthy: {url} answered {}", response.status())),
         Err(e) => Err(format!(
             "unhealthy: {url} did not answer ({})",
-            describe(&e)
+            crate::text::error_chain(&&e)
         )),
     }
 }
 
 fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    crate::http::client_builder()
         .timeout(timeout)
         // The management API is local: a proxy from the environment would misroute it.
         .no_proxy()
@@ -229,18 +229,6 @@ async fn answer<T: DeserializeOwned>(
 fn unreachable(url: &str, error: &reqwest::Error) -> ManageError {
     ManageError::Unreachable {
         url: url.to_string(),
-        reason: describe(error),
+        reason: crate::text::error_chain(&error),
     }
-}
-
-/// The error and its causes: "error sending request: connection refused".
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

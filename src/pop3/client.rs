@@ -299,13 +299,6 @@ impl<S: Io> Connection<S> {
         self.read_body(verb, max_total).await
     }
 
-    /// Sends RETR or TOP and reads the message that follows its `+OK`.
-    async fn message(&mut self, cmd: Command<'_>, max_total: usize) -> Result<Bytes, Pop3Error> {
-        let verb = cmd.verb();
-        self.simple(cmd).await?;
-        self.read_message_body(verb, max_total, 0).await
-    }
-
     async fn greeting(&mut self) -> Result<(), Pop3Error> {
         self.expect_ok("greeting").await.map(drop)
     }
@@ -556,13 +549,11 @@ fn sasl_plain(username: &str, password: &Secret) -> Secret {
 
 fn status_for_log(status: &Status) -> String {
     let (prefix, text) = match status {
-        Status::Ok(text) => ("+OK ", String::from_utf8_lossy(text).into_owned()),
+        Status::Ok(text) => ("+OK ", text),
         Status::Err(reply) => return reply.to_string(),
-        Status::Continue(text) => ("+ ", String::from_utf8_lossy(text).into_owned()),
+        Status::Continue(text) => ("+ ", text),
     };
-    let mut line = format!("{prefix}{text}");
-    line.truncate(line.floor_char_boundary(200));
-    line
+    format!("{prefix}{}", crate::text::one_line(text, 200))
 }
 
 /// The TLS settings of one mailbox, built into a connector once and shared by all its
@@ -747,23 +738,6 @@ impl Session {
         Ok(sizes)
     }
 
-    /// The whole message, dot-unstuffed, line endings as the server sent them.
-    pub async fn retr(&mut self, n: u32) -> Result<Bytes, Pop3Error> {
-        self.conn.message(Command::Retr(n), self.max_message).await
-    }
-
-    /// The headers and the first `lines` lines of the body (TOP).
-    pub async fn top(&mut self, n: u32, lines: u32) -> Result<Bytes, Pop3Error> {
-        self.conn
-            .message(Command::Top(n, lines), self.max_message)
-            .await
-    }
-
-    /// Marks a message deleted; it is removed only when [`Session::quit`] succeeds.
-    pub async fn dele(&mut self, n: u32) -> Result<(), Pop3Error> {
-        self.conn.simple(Command::Dele(n)).await.map(drop)
-    }
-
     /// The server accepts several commands before their replies (RFC 2449 PIPELINING).
     pub fn pipelining(&self) -> bool {
         self.capabilities.has("PIPELINING")
@@ -790,15 +764,6 @@ impl Session {
         self.conn
             .read_message_body(verb, self.max_message, expected)
             .await
-    }
-
-    /// Unmarks every message marked deleted in this session.
-    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
-        self.conn.simple(Command::Rset).await.map(drop)
-    }
-
-    pub async fn noop(&mut self) -> Result<(), Pop3Error> {
-        self.conn.simple(Command::Noop).await.map(drop)
     }
 
     /// Ends the session and commits the deletions. An error means the server may not

@@ -381,12 +381,7 @@ pub fn parse_capa(body: &[u8]) -> Vec<String> {
     lines(body)
         .map(<[u8]>::trim_ascii)
         .filter(|line| !line.is_empty())
-        .map(|line| {
-            String::from_utf8_lossy(line)
-                .chars()
-                .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-                .collect()
-        })
+        .map(|line| crate::text::one_line(line, usize::MAX))
         .collect()
 }
 
@@ -430,18 +425,9 @@ fn starts_with_ignore_case(text: &[u8], prefix: &[u8]) -> bool {
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
-/// Server text for a human: lossy UTF-8, trimmed, control characters replaced, length capped.
+/// Server text for a human (see [`crate::text::one_line`]).
 fn sanitize(text: &[u8]) -> String {
-    let text = String::from_utf8_lossy(text.trim_ascii());
-    let mut out: String = text
-        .chars()
-        .take(MAX_REPLY_TEXT)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
-    if text.chars().nth(MAX_REPLY_TEXT).is_some() {
-        out.push('…');
-    }
-    out
+    crate::text::one_line(text, MAX_REPLY_TEXT)
 }
 
 /// Hostile bytes quoted for an error message: escaped so they cannot forge log lines,

@@ -25,8 +25,6 @@ pub enum Command<'a> {
     Retr(u32),
     Top(u32, u32),
     Dele(u32),
-    Rset,
-    Noop,
     Quit,
 }
 
@@ -62,8 +60,6 @@ impl Command<'_> {
             Command::Retr(_) => "RETR",
             Command::Top(..) => "TOP",
             Command::Dele(_) => "DELE",
-            Command::Rset => "RSET",
-            Command::Noop => "NOOP",
             Command::Quit => "QUIT",
         }
     }

@@ -128,10 +128,6 @@ impl Pop3Error {
     pub fn is_configuration(&self) -> bool {
         matches!(self, Pop3Error::MechanismNotOffered { .. })
     }
-
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Pop3Error::Timeout { .. })
-    }
 }
 
 impl std::fmt::Display for ErrReply {

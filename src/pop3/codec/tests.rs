@@ -1,4 +1,3 @@
-
 use super::*;
 
 // ---- multi-line body: exhaustive comparison with a naive reference ----
