@@ -182,8 +182,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let watchdog = Watchdog::default();
             watchdog.spawn(|_reason| std::process::exit(pophook::watchdog::EXIT_CODE));
             let path = args.config.clone();
-            let (reload, reloader) =
-                pophook::ops::reload::reloader(move || config::load(path.as_deref()));
+            let (reload, reloader) = service::reloader(move || config::load(path.as_deref()));
             tokio::spawn(reload_on_sighup(reload.clone()));
             let mut service = tokio::spawn(service::run_watched(
                 config,
@@ -328,8 +327,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { config, json } => {
             let config = config::load(config.config.as_deref())?;
-            let manager = Manager::open(&config)?;
-            let report = manager.status(&config).await?;
+            let manager = Manager::open(&config.state_dir, config.http.as_ref())?;
+            let report = manager.status(&config.mailboxes, config.shard).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -385,7 +384,9 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let config = config::load(config.config.as_deref())?;
-            let messages = Manager::open(&config)?.parked(mailbox.as_deref()).await?;
+            let messages = Manager::open(&config.state_dir, config.http.as_ref())?
+                .parked(mailbox.as_deref())
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&messages)?);
             } else if messages.is_empty() {
@@ -414,7 +415,7 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             ids,
         } => {
             let config = config::load(config.config.as_deref())?;
-            let manager = Manager::open(&config)?;
+            let manager = Manager::open(&config.state_dir, config.http.as_ref())?;
             let running = manager.is_running();
             let report = match manager {
                 Manager::Local(ledger) => {
@@ -448,7 +449,9 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
         }
         ParkedCommand::Drop { config, ids } => {
             let config = config::load(config.config.as_deref())?;
-            let dropped = Manager::open(&config)?.drop(&ids).await?;
+            let dropped = Manager::open(&config.state_dir, config.http.as_ref())?
+                .drop(&ids)
+                .await?;
             for m in &dropped {
                 println!(
                     "{} [{}]: dropped; it stays on the server and is never posted",

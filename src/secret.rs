@@ -62,20 +62,6 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn never_prints_its_value() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s}"), "[redacted]");
-        assert_eq!(format!("{s:?}"), "[redacted]");
-        assert_eq!(format!("{:?}", Some(s.clone())), "Some([redacted])");
-        assert_eq!(s.expose(), "hunter2");
-    }
-}
-
 /// A URL as pophook prints and stores any URL: scheme, host, port and path; never
 /// userinfo, and `?…` for a query (both often carry credentials).
 pub fn redacted(url: &url::Url) -> String {
@@ -88,4 +74,18 @@ pub fn redacted(url: &url::Url) -> String {
         text.push_str("?…");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_prints_its_value() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s}"), "[redacted]");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert_eq!(format!("{:?}", Some(s.clone())), "Some([redacted])");
+        assert_eq!(s.expose(), "hunter2");
+    }
 }

@@ -13,11 +13,13 @@
 pub mod budget;
 pub mod plan;
 pub mod session;
+mod settings;
 pub mod task;
 
 use std::time::Duration;
 
 pub use session::{run_cycle, Context};
+pub use settings::Mailbox;
 
 use crate::ledger::StateError;
 use crate::pop3::Pop3Error;

@@ -16,8 +16,8 @@ use tracing::{debug, error, info, warn};
 
 use super::budget::{Budget, Reservation};
 use super::plan::{self, Failure, Identified, Now};
+use super::Mailbox;
 use super::{CycleError, CycleReport};
-use crate::config::Mailbox;
 use crate::delivery::formats::{self, Payload};
 use crate::delivery::{DeliveryError, Sender, WebhookConfig};
 use crate::event::EventMeta;

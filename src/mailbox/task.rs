@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::Mailbox;
 use super::{run_cycle, Context, CycleError, CycleReport};
-use crate::config::Mailbox;
 use crate::delivery::retry::mailbox_backoff;
 use crate::delivery::DeliveryError;
 use crate::pop3::codec::ResponseCode;

@@ -21,8 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use crate::config::{HttpConfig, Mailbox};
 use crate::ledger::{Ledger, StateError};
+use crate::mailbox::Mailbox;
+use crate::ops::http::HttpConfig;
 use crate::ops::monitor::{Monitor, Readiness};
 use crate::ops::parked::{self, MailboxError, ParkedMessage, ReplayReport, SelectError};
 use crate::ops::shard::Shard;

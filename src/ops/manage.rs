@@ -7,10 +7,14 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::{Config, HttpConfig};
+use std::path::Path;
+
 use crate::ledger::{Ledger, StateError};
+use crate::mailbox::Mailbox;
 use crate::ops::api::{DropRequest, ReplayRequest, REPLAY_WAIT};
+use crate::ops::http::HttpConfig;
 use crate::ops::parked::{self, ParkedMessage, ReplayReport, SelectError};
+use crate::ops::shard::Shard;
 use crate::ops::status::{self, StatusReport};
 use crate::watchdog::Watchdog;
 
@@ -44,13 +48,13 @@ pub enum Manager {
 
 impl Manager {
     /// Opens the state, or falls back to the running service's API when it holds it.
-    pub fn open(config: &Config) -> Result<Manager, ManageError> {
-        if !config.state_dir.exists() {
+    pub fn open(state_dir: &Path, http: Option<&HttpConfig>) -> Result<Manager, ManageError> {
+        if !state_dir.exists() {
             return Ok(Manager::Empty);
         }
-        match Ledger::open(&config.state_dir, Watchdog::default()) {
+        match Ledger::open(state_dir, Watchdog::default()) {
             Ok(ledger) => Ok(Manager::Local(ledger)),
-            Err(StateError::Locked { dir }) => match &config.http {
+            Err(StateError::Locked { dir }) => match http {
                 Some(http) => Ok(Manager::Remote(http.clone())),
                 None => Err(ManageError::RunningWithoutApi {
                     dir: dir.display().to_string(),
@@ -64,15 +68,20 @@ impl Manager {
         matches!(self, Manager::Remote(_))
     }
 
-    pub async fn status(&self, config: &Config) -> Result<StatusReport, ManageError> {
+    /// The status of `mailboxes` (the configured ones; `shard` when sharded).
+    pub async fn status(
+        &self,
+        mailboxes: &[Mailbox],
+        shard: Option<Shard>,
+    ) -> Result<StatusReport, ManageError> {
         let local = |ledger: Option<&Ledger>| -> Result<StatusReport, ManageError> {
             let mailboxes = match ledger {
-                Some(ledger) => status::collect(ledger, &config.mailboxes),
-                None => status::collect_empty(&config.mailboxes),
+                Some(ledger) => status::collect(ledger, mailboxes),
+                None => status::collect_empty(mailboxes),
             };
             Ok(StatusReport {
                 running: false,
-                shard: config.shard.map(|s| s.to_string()),
+                shard: shard.map(|s| s.to_string()),
                 mailboxes,
             })
         };

@@ -4,6 +4,7 @@
 //! it up.
 
 pub mod api;
+pub mod http;
 pub mod manage;
 pub mod monitor;
 pub mod parked;

@@ -15,9 +15,9 @@ use metrics_exporter_prometheus::{
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::config::Mailbox;
 use crate::delivery::{ConnectionObserver, DeliveryError};
 use crate::ledger::{self, CycleLog, Pending};
+use crate::mailbox::Mailbox;
 use crate::mailbox::{CycleError, CycleReport};
 use crate::ops::status::Deliveries;
 

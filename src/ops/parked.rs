@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Mailbox;
 use crate::ledger::event_id;
 use crate::ledger::{self, Ledger, Record, StateError};
+use crate::mailbox::Mailbox;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParkedMessage {

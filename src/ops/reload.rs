@@ -3,8 +3,6 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, ConfigError};
-
 /// Asks a running service to read its configuration again (SIGHUP, `POST /api/reload`).
 #[derive(Clone)]
 pub struct ReloadHandle(mpsc::Sender<oneshot::Sender<Result<ReloadSummary, String>>>);
@@ -23,25 +21,14 @@ impl ReloadHandle {
     }
 }
 
-/// The service's side of [`ReloadHandle`]: the requests, and how to read the
-/// configuration again.
-pub struct Reloader {
-    pub(crate) requests: mpsc::Receiver<oneshot::Sender<Result<ReloadSummary, String>>>,
-    pub(crate) load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
-}
+/// The requests a [`ReloadHandle`] sends, each with where to send the outcome; the
+/// service reads them.
+pub type ReloadRequests = mpsc::Receiver<oneshot::Sender<Result<ReloadSummary, String>>>;
 
-/// A reload channel whose service reads its configuration with `load`.
-pub fn reloader(
-    load: impl Fn() -> Result<Config, ConfigError> + Send + Sync + 'static,
-) -> (ReloadHandle, Reloader) {
+/// A handle and the requests it sends.
+pub fn channel() -> (ReloadHandle, ReloadRequests) {
     let (tx, rx) = mpsc::channel(4);
-    (
-        ReloadHandle(tx),
-        Reloader {
-            requests: rx,
-            load: Box::new(load),
-        },
-    )
+    (ReloadHandle(tx), rx)
 }
 
 /// What a reload changed, by mailbox name.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Mailbox;
 use crate::ledger::{self, CycleResult, Ledger};
+use crate::mailbox::Mailbox;
 use crate::mailbox::{CycleError, CycleReport};
 
 /// How a cycle that reached the server ended.

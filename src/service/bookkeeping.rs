@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::config::Mailbox;
 use crate::delivery::DeliveryError;
 use crate::ledger::Ledger;
 use crate::mailbox::task::CycleSink;
+use crate::mailbox::Mailbox;
 use crate::mailbox::{CycleError, CycleReport};
 use crate::ops::monitor::MailboxMonitor;
 use crate::ops::status;

@@ -3,8 +3,9 @@
 
 use tokio::task::JoinSet;
 
-use crate::config::{Config, Mailbox};
+use super::Config;
 use crate::ledger::Ledger;
+use crate::mailbox::Mailbox;
 use crate::pop3::Session;
 use crate::watchdog::Watchdog;
 

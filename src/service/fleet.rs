@@ -12,13 +12,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::Config;
 use super::{log_shard, observed, upkeep, ServiceError};
-use crate::config::{Config, ConfigError, Mailbox};
+use super::{LoadFn, Reloader};
 use crate::mailbox::task;
+use crate::mailbox::Mailbox;
 use crate::mailbox::{Context, CycleError};
 use crate::ops::api::{self, Api};
 use crate::ops::monitor::Monitor;
-use crate::ops::reload::{ReloadHandle, ReloadSummary, Reloader};
+use crate::ops::reload::{ReloadHandle, ReloadSummary};
 
 /// The mailbox tasks of a running service, by name, so a reload can stop, start and
 /// restart them one by one. A mailbox has at most one task at a time: a changed one's
@@ -263,7 +265,7 @@ pub(super) async fn serve(
             shutdown: stop_signal.clone(),
             // Tests serve on a listener of their own without `http`: loopback, open.
             http: config.http.clone().unwrap_or_else(|| {
-                crate::config::HttpConfig::open(
+                crate::ops::http::HttpConfig::open(
                     listener
                         .local_addr()
                         .unwrap_or_else(|_| ([127, 0, 0, 1], 0).into()),
@@ -334,8 +336,6 @@ pub(super) async fn serve(
     info!("pophook stopped");
     Ok(())
 }
-
-type LoadFn = dyn Fn() -> Result<Config, ConfigError> + Send + Sync;
 
 /// The next reload request and the loader; pending forever without a reloader.
 async fn next_reload(

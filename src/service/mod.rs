@@ -7,6 +7,7 @@
 mod bookkeeping;
 mod check;
 mod fleet;
+mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,19 +18,20 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{Config, Mailbox};
 use crate::delivery::Sender;
 use crate::ledger::{Ledger, StateError};
 use crate::mailbox::budget::Budget;
 use crate::mailbox::task::Unobserved;
+use crate::mailbox::Mailbox;
 use crate::mailbox::{self, Context, CycleError, CycleReport};
 use crate::ops::monitor::{MailboxMonitor, Monitor};
 use crate::ops::parked::{self, MailboxError, ReplayReport};
-use crate::ops::reload::{ReloadHandle, Reloader};
+use crate::ops::reload::{self, ReloadHandle, ReloadRequests};
 use crate::shutdown::Shutdown;
 use crate::watchdog::Watchdog;
 use bookkeeping::Bookkeeper;
 pub use check::{check, CheckDetails, CheckReport};
+pub use settings::Config;
 
 /// How often histogram samples are folded into buckets when nobody scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -50,6 +52,24 @@ pub enum ServiceError {
     },
     #[error("{0}")]
     Fatal(String),
+}
+
+/// The service's side of a [`ReloadHandle`]: the requests, and how to read the
+/// configuration again.
+pub struct Reloader {
+    requests: ReloadRequests,
+    load: Box<LoadFn>,
+}
+
+type LoadFn = dyn Fn() -> Result<Config, String> + Send + Sync;
+
+/// A reload channel whose service reads its configuration with `load`.
+pub fn reloader<E: std::fmt::Display>(
+    load: impl Fn() -> Result<Config, E> + Send + Sync + 'static,
+) -> (ReloadHandle, Reloader) {
+    let (handle, requests) = reload::channel();
+    let load = Box::new(move || load().map_err(|e| e.to_string()));
+    (handle, Reloader { requests, load })
 }
 
 /// The result of `once` for one mailbox.

@@ -1,0 +1,57 @@
+//! Every secret is an inline value, a file (`_file`) or an environment variable
+//! (`_env`): resolved here, once, so nothing later reads the environment.
+
+use std::path::PathBuf;
+
+use super::{invalid, ConfigError};
+use crate::secret::Secret;
+
+/// One secret from exactly one of: inline value, `<key>_file`, `<key>_env`.
+pub(super) fn resolve_secret(
+    key: &str,
+    inline: Option<Secret>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let sources = [inline.is_some(), file.is_some(), env.is_some()]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if sources > 1 {
+        return Err(invalid(
+            key,
+            format!(
+                "set only one of `{0}`, `{0}_file` and `{0}_env`",
+                last_segment(key)
+            ),
+        ));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            invalid(
+                format!("{key}_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        // Files written by `echo` or editors end with a newline that is not part of it.
+        let trimmed = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        return Ok(Some(Secret::new(trimmed)));
+    }
+    if let Some(var) = env {
+        let value = std::env::var(&var).map_err(|_| {
+            invalid(
+                format!("{key}_env"),
+                format!("the environment variable {var:?} is not set (or not valid UTF-8)"),
+            )
+        })?;
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(inline)
+}
+
+pub(super) fn last_segment(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
