@@ -2,46 +2,35 @@
 //! each as a JSON event, and deletes a message only after the webhook answered 2xx.
 //!
 //! # Layout
-//! Data flows one way, top to bottom:
+//! Data flows one way: each module imports only those on the planes below it.
 //!
-//! - [`config`]: YAML file + `POPHOOK_*` environment → a validated [`config::Config`],
-//!   secrets already resolved from inline values, files or environment variables.
-//! - [`pop3::codec`]: sans-IO decoding of server bytes into status lines and
-//!   multi-line bodies (dot-unstuffing, line and size limits).
-//! - [`pop3::client`]: one POP3 session over TCP or TLS — greeting, CAPA, STLS,
-//!   authentication, UIDL/LIST/RETR/DELE/QUIT — with a timeout on every await.
-//! - [`oauth2`]: access tokens for `auth: xoauth2` from a file, a command or a token
-//!   endpoint (client credentials, refresh token), cached until shortly before expiry.
-//! - [`event`]: raw message bytes → the `email.received` JSON event.
-//! - [`formats`]: the body in the format the receiver reads: the standard event, the
-//!   raw message, Postmark's inbound JSON or Mailgun's MIME form; envelope recipient.
-//! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
-//!   classifies the answer; [`webhook::client`] keeps one connection pool per endpoint
-//!   and bounds connecting, uploading and waiting for the answer separately.
-//! - [`signing`]: the `webhook-signature` header: `v1` (HMAC) and `v1a` (ed25519)
-//!   signatures from every configured key, verification, `pophook keygen`.
-//! - [`retry`]: when a failed delivery is tried again, and when it is parked.
-//! - [`ledger`]: what pophook remembers, keyed by (mailbox, UIDL): every record in
-//!   memory, written through to sled by the one thread that writes and flushes.
+//! - [`config`] (with the binary's command line, the top): YAML file + `POPHOOK_*`
+//!   environment → validated settings, secrets already resolved from inline values,
+//!   files or environment variables. One file per section; the settings types live
+//!   with the components that use them.
+//! - [`service`]: the running process: every mailbox's task (restarted one by one on a
+//!   reload), `once`, `check`, `replay`, shutdown; each cycle and each POST is logged,
+//!   counted and recorded in the cycle log by its bookkeeper.
+//! - [`ops`]: the operator plane the service wires up: the `http.listen` endpoint
+//!   (health, readiness, metrics, management behind a token), the Prometheus
+//!   instruments, `pophook status`, parked messages, sharding, `pophook receive`. It
+//!   reads through handles (the ledger, the monitor, the reload channel).
 //! - [`mailbox`]: one mailbox's task (when to try next, the outage breaker), the pure
 //!   planner, and the session that executes a plan; the only place that sends DELE or
-//!   QUIT.
-//! - [`service`]: every mailbox's task, `once`, `check`, and shutdown; each cycle is
-//!   logged, counted and recorded in the ledger.
-//! - [`watchdog`]: a thread that notices work that stopped making progress and ends
-//!   the process rather than letting it hang silently.
-//! - [`shard`]: which instance polls which mailbox when several share the list.
-//! - [`monitor`]: the running service's view of itself: Prometheus instruments,
-//!   readiness, and the wake-up that makes a mailbox cycle now.
-//! - [`status`]: what `pophook status` shows, from the cycle log in the state.
-//! - [`api`]: the `http.listen` endpoint: health, readiness, metrics and management,
-//!   behind a bearer token, a `Host` check and a connection cap.
-//! - [`manage`]: the management commands, on the state directly or through the API
-//!   of the running service that holds it.
-//! - [`parked`]: listing, replaying and dropping messages whose retries ran out.
-//! - [`receive`]: `pophook receive`, a debug webhook receiver that checks signatures.
-//! - [`shutdown`]: the stop signal, passed in as a value so tests can fire it.
-//! - [`secret`]: the type that keeps passwords and keys out of logs.
+//!   QUIT. It reports each cycle and POST to a sink the service provides.
+//! - [`pop3`]: the sans-IO codec and one POP3 session over TCP or TLS, with a timeout
+//!   on every await; [`oauth2`]: access tokens for `auth: xoauth2`.
+//! - [`event`]: raw message bytes → the `email.received` event.
+//! - [`delivery`]: the body in the receiver's format, signed and POSTed with one
+//!   connection pool per endpoint; the answer classified; when to retry. It posts
+//!   bytes and knows nothing of how the event was built.
+//! - [`ledger`]: what pophook remembers, keyed by (mailbox, UIDL), and the event id:
+//!   every record in memory, written through to sled by the one thread that writes and
+//!   flushes.
+//! - Shared by all: [`secret`] (passwords and keys kept out of logs, URLs without
+//!   credentials), [`text`] (outside text fit for a log line, error chains), [`http`]
+//!   (the builder of every HTTP client), [`shutdown`] (the stop signal as a value),
+//!   [`watchdog`] (a thread that ends a process that stopped making progress).
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -2,24 +2,24 @@
 //! then the transaction commands. It never decides what to delete, and never QUITs
 //! by itself: QUIT commits deletions, so only [`Session::quit`] sends it, on purpose.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{trace, warn};
+use tracing::trace;
 
 use super::codec::{self, MultiLineDecoder, Status, StatusDecoder};
 use super::command::Command;
 use super::error::Pop3Error;
-use crate::oauth2::{self, TokenSource};
+use super::tls::{tls_handshake, TlsConnectorCache};
+use crate::oauth2::TokenSource;
 use crate::secret::Secret;
 
 /// Where protocol traces go: `RUST_LOG=pophook::wire=trace` shows every command
 /// (credentials redacted) and every status line.
-const WIRE: &str = "pophook::wire";
+pub(super) const WIRE: &str = "pophook::wire";
 
 /// A UIDL or LIST answer larger than this is refused: 16 MiB is about 400,000 entries.
 const MAX_LISTING: usize = 16 * 1024 * 1024;
@@ -148,11 +148,11 @@ pub struct UidlListing {
 }
 
 /// Any stream a session can run over: TCP, or TLS over TCP.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Moves bytes: writes commands, reads until the codec has a whole reply.
-struct Connection<S> {
+pub(super) struct Connection<S> {
     stream: S,
     buf: BytesMut,
     /// Reads land here first. The TLS adapter zero-fills whatever buffer it is handed on
@@ -178,7 +178,7 @@ impl<S: Io> Connection<S> {
         }
     }
 
-    async fn send(&mut self, cmd: &Command<'_>) -> Result<(), Pop3Error> {
+    pub(super) async fn send(&mut self, cmd: &Command<'_>) -> Result<(), Pop3Error> {
         trace!(target: WIRE, "C: {cmd}");
         let during = cmd.verb();
         let wire = cmd.to_wire();
@@ -209,7 +209,7 @@ impl<S: Io> Connection<S> {
         }
     }
 
-    async fn read_status(&mut self, during: &'static str) -> Result<Status, Pop3Error> {
+    pub(super) async fn read_status(&mut self, during: &'static str) -> Result<Status, Pop3Error> {
         loop {
             if let Some(status) = self.status.decode(&mut self.buf)? {
                 trace!(target: WIRE, "S: {}", status_for_log(&status));
@@ -276,12 +276,12 @@ impl<S: Io> Connection<S> {
     }
 
     /// Sends a command and expects `+OK`; returns the text after it.
-    async fn simple(&mut self, cmd: Command<'_>) -> Result<Bytes, Pop3Error> {
+    pub(super) async fn simple(&mut self, cmd: Command<'_>) -> Result<Bytes, Pop3Error> {
         self.send(&cmd).await?;
         self.expect_ok(cmd.verb()).await
     }
 
-    async fn expect_ok(&mut self, command: &'static str) -> Result<Bytes, Pop3Error> {
+    pub(super) async fn expect_ok(&mut self, command: &'static str) -> Result<Bytes, Pop3Error> {
         match self.read_status(command).await? {
             Status::Ok(text) => Ok(text),
             Status::Err(reply) => Err(Pop3Error::Server { command, reply }),
@@ -319,151 +319,6 @@ impl<S: Io> Connection<S> {
         }
     }
 
-    async fn authenticate(
-        &mut self,
-        cfg: &ServerConfig,
-        capabilities: &Capabilities,
-    ) -> Result<(), Pop3Error> {
-        let auth_err = |e: Pop3Error| match e {
-            Pop3Error::Server { reply, .. } => Pop3Error::Auth(reply),
-            other => other,
-        };
-        mechanism_offered(cfg.auth, capabilities)?;
-        match cfg.auth {
-            AuthMethod::User => {
-                self.simple(Command::User(&cfg.username))
-                    .await
-                    .map_err(auth_err)?;
-                self.simple(Command::Pass(&cfg.password))
-                    .await
-                    .map_err(auth_err)?;
-            }
-            AuthMethod::Plain => {
-                self.send(&Command::AuthPlain).await?;
-                match self.read_status("AUTH").await? {
-                    Status::Continue(_) => {}
-                    // A server without CAPA that refuses the AUTH command itself, before
-                    // any credentials, does not speak SASL PLAIN.
-                    Status::Err(reply)
-                        if capabilities.lines().is_empty() && reply.code.is_none() =>
-                    {
-                        return Err(Pop3Error::MechanismNotOffered {
-                            mechanism: "PLAIN",
-                            offered: format!(
-                                "it answered CAPA with -ERR and AUTH PLAIN with {reply}"
-                            ),
-                            alternatives: "`auth: user` (USER/PASS)",
-                        })
-                    }
-                    Status::Err(reply) => return Err(Pop3Error::Auth(reply)),
-                    Status::Ok(_) => {
-                        return Err(Pop3Error::Protocol {
-                            command: "AUTH",
-                            detail: "+OK before any credentials were sent".into(),
-                        })
-                    }
-                }
-                let response = sasl_plain(&cfg.username, &cfg.password);
-                self.send(&Command::SaslResponse(&response)).await?;
-                self.expect_ok("AUTH").await.map_err(auth_err)?;
-            }
-            AuthMethod::XOAuth2 => {
-                let tokens = cfg
-                    .oauth2
-                    .as_ref()
-                    .ok_or(Pop3Error::Token(oauth2::TokenError::NotConfigured))?;
-                self.xoauth2(&cfg.username, tokens).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Logs in with a (cached) token; if the server rejects it, once more with a new
-    /// one, because a cached token can be revoked or expire early.
-    async fn xoauth2(&mut self, username: &str, tokens: &TokenSource) -> Result<(), Pop3Error> {
-        let mut form = XOAuth2Form::TwoStep;
-        let token = tokens.token().await?;
-        let rejection = match self.xoauth2_attempt(username, &token, &mut form).await? {
-            None => return Ok(()),
-            Some(rejection) => rejection,
-        };
-        // [IN-USE], [LOGIN-DELAY], [SYS/TEMP]: the token is fine, the server is busy.
-        if rejection.is_transient() {
-            return Err(Pop3Error::Auth(rejection.reply));
-        }
-        let token = tokens.refresh(&token).await?;
-        match self.xoauth2_attempt(username, &token, &mut form).await? {
-            None => Ok(()),
-            Some(rejection) if rejection.is_transient() => Err(Pop3Error::Auth(rejection.reply)),
-            Some(Rejection { reply, challenge }) => Err(Pop3Error::TokenRejected {
-                reply,
-                challenge: challenge
-                    .map(|c| format!(" (server said: {c})"))
-                    .unwrap_or_default(),
-            }),
-        }
-    }
-
-    /// One XOAUTH2 exchange: `None` when logged in, the rejection otherwise. Two-step
-    /// first (Microsoft 365 needs it); a server that refuses `AUTH XOAUTH2` alone gets
-    /// the initial-response form, and keeps getting it in this session.
-    async fn xoauth2_attempt(
-        &mut self,
-        username: &str,
-        token: &Secret,
-        form: &mut XOAuth2Form,
-    ) -> Result<Option<Rejection>, Pop3Error> {
-        let response = oauth2::xoauth2_response(username, token);
-        if *form == XOAuth2Form::TwoStep {
-            self.send(&Command::AuthXOAuth2(None)).await?;
-            match self.read_status("AUTH").await? {
-                Status::Continue(_) => {
-                    self.send(&Command::SaslResponse(&response)).await?;
-                    return self.xoauth2_outcome().await;
-                }
-                Status::Err(reply) => {
-                    trace!(target: WIRE, "AUTH XOAUTH2 without a response refused ({reply}); sending it on one line");
-                    *form = XOAuth2Form::InitialResponse;
-                }
-                Status::Ok(_) => {
-                    return Err(Pop3Error::Protocol {
-                        command: "AUTH",
-                        detail: "+OK before any credentials were sent".into(),
-                    })
-                }
-            }
-        }
-        self.send(&Command::AuthXOAuth2(Some(&response))).await?;
-        self.xoauth2_outcome().await
-    }
-
-    /// The server's verdict on an XOAUTH2 response. A refusal may come as an error
-    /// challenge (`+ <base64 JSON>`) that the client acknowledges with an empty line
-    /// before the final -ERR (Gmail does this).
-    async fn xoauth2_outcome(&mut self) -> Result<Option<Rejection>, Pop3Error> {
-        match self.read_status("AUTH").await? {
-            Status::Ok(_) => Ok(None),
-            Status::Err(reply) => Ok(Some(Rejection {
-                reply,
-                challenge: None,
-            })),
-            Status::Continue(challenge) => {
-                self.send(&Command::SaslEmpty).await?;
-                match self.read_status("AUTH").await? {
-                    Status::Err(reply) => Ok(Some(Rejection {
-                        reply,
-                        challenge: oauth2::describe_challenge(&challenge),
-                    })),
-                    Status::Ok(_) => Ok(None),
-                    Status::Continue(_) => Err(Pop3Error::Protocol {
-                        command: "AUTH",
-                        detail: "a second SASL challenge after the XOAUTH2 error challenge".into(),
-                    }),
-                }
-            }
-        }
-    }
-
     fn boxed(self) -> Connection<Box<dyn Io>>
     where
         S: 'static,
@@ -479,74 +334,6 @@ impl<S: Io> Connection<S> {
     }
 }
 
-/// How this session sends the XOAUTH2 response.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum XOAuth2Form {
-    /// `AUTH XOAUTH2`, then the response after the server's `+`.
-    TwoStep,
-    /// `AUTH XOAUTH2 <response>` (RFC 4954-style initial response).
-    InitialResponse,
-}
-
-/// The server said no to an XOAUTH2 login.
-struct Rejection {
-    reply: super::codec::ErrReply,
-    /// The decoded error challenge, if the server sent one.
-    challenge: Option<String>,
-}
-
-impl Rejection {
-    fn is_transient(&self) -> bool {
-        Pop3Error::Auth(self.reply.clone()).is_transient()
-    }
-}
-
-/// `auth: plain` and `auth: xoauth2` need their SASL mechanism in CAPA's `SASL` line.
-/// Checked before anything is sent, so the error names the configuration, not the
-/// password. A server that did not answer CAPA is tried anyway.
-fn mechanism_offered(auth: AuthMethod, capabilities: &Capabilities) -> Result<(), Pop3Error> {
-    let mechanism = match auth {
-        AuthMethod::User => return Ok(()),
-        AuthMethod::Plain => "PLAIN",
-        AuthMethod::XOAuth2 => "XOAUTH2",
-    };
-    if capabilities.lines().is_empty() {
-        return Ok(());
-    }
-    let offered = capabilities.sasl_mechanisms();
-    if offered.iter().any(|m| m == mechanism) {
-        return Ok(());
-    }
-    let alternatives = match (offered.iter().any(|m| m == "PLAIN"), mechanism) {
-        (true, "XOAUTH2") => {
-            "`auth: plain` (SASL PLAIN) or `auth: user` (USER/PASS) with a password"
-        }
-        _ if offered.iter().any(|m| m == "XOAUTH2") => {
-            "`auth: user` (USER/PASS), or `auth: xoauth2` with an `oauth2` token source"
-        }
-        _ => "`auth: user` (USER/PASS)",
-    };
-    Err(Pop3Error::MechanismNotOffered {
-        mechanism,
-        offered: match offered.is_empty() {
-            true => "its CAPA lists no SASL mechanism".to_string(),
-            false => format!("it offers SASL {}", offered.join(" ")),
-        },
-        alternatives,
-    })
-}
-
-/// `\0username\0password`, base64: the SASL PLAIN response, kept secret because it is
-/// the password in a thin disguise.
-fn sasl_plain(username: &str, password: &Secret) -> Secret {
-    let mut raw = Vec::with_capacity(username.len() + password.expose().len() + 2);
-    raw.push(0);
-    raw.extend_from_slice(username.as_bytes());
-    raw.push(0);
-    raw.extend_from_slice(password.expose().as_bytes());
-    Secret::new(base64::engine::general_purpose::STANDARD.encode(raw))
-}
-
 fn status_for_log(status: &Status) -> String {
     let (prefix, text) = match status {
         Status::Ok(text) => ("+OK ", text),
@@ -554,68 +341,6 @@ fn status_for_log(status: &Status) -> String {
         Status::Continue(text) => ("+ ", text),
     };
     format!("{prefix}{}", crate::text::one_line(text, 200))
-}
-
-/// The TLS settings of one mailbox, built into a connector once and shared by all its
-/// sessions: building one loads the system's CA store, tens of milliseconds of CPU,
-/// far more than a handshake, and `commit_every` opens a session per 50 deletions.
-#[derive(Clone, Default)]
-pub struct TlsConnectorCache(Arc<OnceLock<Result<tokio_native_tls::TlsConnector, String>>>);
-
-impl std::fmt::Debug for TlsConnectorCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsConnectorCache")
-    }
-}
-
-impl TlsConnectorCache {
-    fn get(&self, cfg: &ServerConfig) -> Result<tokio_native_tls::TlsConnector, String> {
-        self.0.get_or_init(|| build_connector(cfg)).clone()
-    }
-}
-
-/// TLS 1.2 at least; the system's CAs plus `tls_ca_file`; certificate and host name
-/// verified unless `tls_accept_invalid_certs`.
-fn build_connector(cfg: &ServerConfig) -> Result<tokio_native_tls::TlsConnector, String> {
-    let mut builder = native_tls::TlsConnector::builder();
-    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
-    if let Some(pem) = &cfg.ca_pem {
-        let cert = native_tls::Certificate::from_pem(pem)
-            .map_err(|e| format!("`tls_ca_file` is not a PEM certificate: {e}"))?;
-        builder.add_root_certificate(cert);
-    }
-    if cfg.accept_invalid_certs {
-        builder
-            .danger_accept_invalid_certs(true)
-            .danger_accept_invalid_hostnames(true);
-    }
-    let connector = builder.build().map_err(|e| e.to_string())?;
-    Ok(tokio_native_tls::TlsConnector::from(connector))
-}
-
-async fn tls_handshake<S: Io + 'static>(
-    cfg: &ServerConfig,
-    stream: S,
-) -> Result<tokio_native_tls::TlsStream<S>, Pop3Error> {
-    let tls_err = |reason: String| Pop3Error::Tls {
-        host: cfg.host.clone(),
-        reason,
-    };
-    if cfg.accept_invalid_certs {
-        warn!(
-            host = %cfg.host,
-            "`tls_accept_invalid_certs: true`: the server's certificate is NOT verified; anyone on the path can read the password"
-        );
-    }
-    let connector = cfg.tls_connector.get(cfg).map_err(tls_err)?;
-    match tokio::time::timeout(cfg.timeout, connector.connect(&cfg.host, stream)).await {
-        Ok(Ok(tls)) => Ok(tls),
-        Ok(Err(e)) => Err(tls_err(e.to_string())),
-        Err(_) => Err(Pop3Error::Timeout {
-            during: "TLS handshake",
-            timeout: cfg.timeout,
-        }),
-    }
 }
 
 /// An authenticated session in the TRANSACTION state.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::pop3::auth::{mechanism_offered, sasl_plain};
 
 #[test]
 fn sasl_plain_is_nul_separated_base64() {
