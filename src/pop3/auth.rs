@@ -183,7 +183,10 @@ impl Rejection {
 /// `auth: plain` and `auth: xoauth2` need their SASL mechanism in CAPA's `SASL` line.
 /// Checked before anything is sent, so the error names the configuration, not the
 /// password. A server that did not answer CAPA is tried anyway.
-pub(super) fn mechanism_offered(auth: AuthMethod, capabilities: &Capabilities) -> Result<(), Pop3Error> {
+pub(super) fn mechanism_offered(
+    auth: AuthMethod,
+    capabilities: &Capabilities,
+) -> Result<(), Pop3Error> {
     let mechanism = match auth {
         AuthMethod::User => return Ok(()),
         AuthMethod::Plain => "PLAIN",

@@ -5,17 +5,21 @@
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use url::Url;
+
+mod seal;
+mod sources;
+
+use seal::{seal, seal_key, unseal};
+use sources::{checked_token, parse_token_response, read_token_file, run_command};
 
 use crate::ledger::Ledger;
 use crate::secret::redacted;
@@ -149,92 +153,6 @@ struct Cache {
 struct Cached {
     token: Secret,
     reuse_until: Instant,
-}
-
-/// The key a refresh token is sealed with in the state: derived from the configured
-/// refresh token and where it is used, so the state alone does not reveal the token,
-/// and a stored token from another configuration (a new consent) does not open.
-fn seal_key(mailbox: &str, token_url: &Url, client_id: &str, configured: &Secret) -> [u8; 32] {
-    use sha2::Digest as _;
-    let mut hash = sha2::Sha256::new();
-    for part in [
-        "pophook oauth2 refresh token v1",
-        mailbox,
-        token_url.as_str(),
-        client_id,
-        configured.expose(),
-    ] {
-        hash.update(part.as_bytes());
-        hash.update([0]);
-    }
-    hash.finalize().into()
-}
-
-const SEALED_VERSION: u8 = 1;
-const NONCE_LEN: usize = 16;
-const TAG_LEN: usize = 32;
-
-/// Encrypt-then-MAC with HMAC-SHA256 alone (already a dependency, for signing): the
-/// keystream is HMAC(enc key, nonce ‖ counter) in counter mode, the tag
-/// HMAC(mac key, nonce ‖ ciphertext). Layout: version ‖ nonce ‖ tag ‖ ciphertext.
-fn seal(key: &[u8; 32], token: &Secret) -> Vec<u8> {
-    let nonce: [u8; NONCE_LEN] = rand::random();
-    let mut body = token.expose().as_bytes().to_vec();
-    apply_keystream(key, &nonce, &mut body);
-    let tag = tag(key, &nonce, &body);
-    let mut out = vec![SEALED_VERSION];
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&tag);
-    out.extend_from_slice(&body);
-    out
-}
-
-/// The token, when `sealed` was made with `key` and is intact.
-fn unseal(key: &[u8; 32], sealed: &[u8]) -> Option<Secret> {
-    use hmac::Mac as _;
-    let (&version, rest) = sealed.split_first()?;
-    if version != SEALED_VERSION || rest.len() < NONCE_LEN + TAG_LEN {
-        return None;
-    }
-    let (nonce, rest) = rest.split_at(NONCE_LEN);
-    let (tag, body) = rest.split_at(TAG_LEN);
-    let mut mac = mac(key, b"mac");
-    mac.update(nonce);
-    mac.update(body);
-    mac.verify_slice(tag).ok()?;
-    let mut body = body.to_vec();
-    apply_keystream(key, nonce, &mut body);
-    String::from_utf8(body).ok().map(Secret::new)
-}
-
-fn mac(key: &[u8; 32], purpose: &[u8]) -> hmac::Hmac<sha2::Sha256> {
-    use hmac::Mac as _;
-    let mut derive =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
-    derive.update(purpose);
-    let subkey = derive.finalize().into_bytes();
-    hmac::Hmac::<sha2::Sha256>::new_from_slice(&subkey).expect("HMAC accepts any key length")
-}
-
-fn tag(key: &[u8; 32], nonce: &[u8], body: &[u8]) -> [u8; TAG_LEN] {
-    use hmac::Mac as _;
-    let mut mac = mac(key, b"mac");
-    mac.update(nonce);
-    mac.update(body);
-    mac.finalize().into_bytes().into()
-}
-
-fn apply_keystream(key: &[u8; 32], nonce: &[u8], data: &mut [u8]) {
-    use hmac::Mac as _;
-    for (counter, chunk) in data.chunks_mut(32).enumerate() {
-        let mut block = mac(key, b"enc");
-        block.update(nonce);
-        block.update(&(counter as u64).to_be_bytes());
-        let stream = block.finalize().into_bytes();
-        for (byte, key_byte) in chunk.iter_mut().zip(stream.iter()) {
-            *byte ^= key_byte;
-        }
-    }
 }
 
 /// A token endpoint's successful answer (RFC 6749 §5.1).
@@ -514,155 +432,6 @@ impl TokenSource {
 /// at most 90% of its lifetime, so short-lived tokens are still reused a little.
 fn reuse_for(expires_in: Duration) -> Duration {
     expires_in.saturating_sub(MAX_EXPIRY_MARGIN.min(expires_in / 10))
-}
-
-/// Parses a token endpoint's answer. `from` names its sender in errors ("the token
-/// endpoint https://…"); nothing from the body
-/// but the endpoint's own `error` and `error_description` is repeated.
-fn parse_token_response(from: &str, status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
-    let bad = |reason: &str| TokenError::BadAnswer {
-        from: from.to_string(),
-        reason: reason.to_string(),
-    };
-    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    if !(200..300).contains(&status) {
-        let field = |name: &str| {
-            json.as_ref()
-                .and_then(|j| j.get(name))
-                .and_then(|v| v.as_str())
-                .map(loggable)
-        };
-        let detail = match (field("error"), field("error_description")) {
-            (Some(error), Some(description)) => format!(" ({error}: {description})"),
-            (Some(error), None) => format!(" ({error})"),
-            _ => String::new(),
-        };
-        return Err(TokenError::Refused {
-            from: from.to_string(),
-            status,
-            detail,
-        });
-    }
-    let json = json.ok_or_else(|| bad("not JSON"))?;
-    let access_token = match json.get("access_token") {
-        Some(serde_json::Value::String(token)) => {
-            checked_token(token, &format!("the access_token from {from}"))?
-        }
-        _ => return Err(bad("no `access_token` string in it")),
-    };
-    if let Some(kind) = json.get("token_type").and_then(|t| t.as_str()) {
-        if !kind.eq_ignore_ascii_case("bearer") {
-            return Err(bad("`token_type` is not Bearer, which XOAUTH2 needs"));
-        }
-    }
-    // A number per RFC 6749; some endpoints send it as a string.
-    let expires_in = match json.get("expires_in") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(Duration::from_secs),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok().map(Duration::from_secs),
-        Some(_) => None,
-    };
-    let refresh_token = json
-        .get("refresh_token")
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
-    Ok(TokenResponse {
-        access_token,
-        expires_in,
-        refresh_token,
-    })
-}
-
-/// A token as read or received, trimmed. An access token is one word of printable
-/// ASCII (RFC 6750 `b64token`); anything else would break the XOAUTH2 string.
-fn checked_token(raw: &str, from: &str) -> Result<Secret, TokenError> {
-    let token = raw.trim();
-    let invalid = |reason| TokenError::Invalid {
-        from: from.to_string(),
-        reason,
-    };
-    if token.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(
-            "it contains spaces, line breaks or non-ASCII characters",
-        ));
-    }
-    Ok(Secret::new(token))
-}
-
-async fn read_token_file(path: &Path) -> Result<Secret, TokenError> {
-    let file_error = |source| TokenError::File {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = tokio::fs::File::open(path).await.map_err(file_error)?;
-    let mut text = String::new();
-    file.take(MAX_OUTPUT as u64 + 1)
-        .read_to_string(&mut text)
-        .await
-        .map_err(file_error)?;
-    let from = format!("the token file {}", path.display());
-    if text.len() > MAX_OUTPUT {
-        return Err(TokenError::Invalid {
-            from,
-            reason: "it is larger than 64 KiB",
-        });
-    }
-    checked_token(&text, &from)
-}
-
-/// Runs `sh -c command` with no stdin and stderr discarded (it may print credentials),
-/// and returns its stdout. The command is killed when `timeout` runs out.
-async fn run_command(command: &str, timeout: Duration) -> Result<String, TokenError> {
-    let failed = |detail: String| TokenError::Command {
-        detail,
-        timed_out: false,
-    };
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| failed(format!("cannot be started with `sh -c`: {e}")))?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let run = async {
-        let mut output = Vec::new();
-        (&mut stdout)
-            .take(MAX_OUTPUT as u64 + 1)
-            .read_to_end(&mut output)
-            .await?;
-        if output.len() > MAX_OUTPUT {
-            // Don't wait for a command that keeps writing; dropping `child` kills it.
-            return Ok((None, output));
-        }
-        Ok::<_, io::Error>((Some(child.wait().await?), output))
-    };
-    let (status, output) = match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(e)) => return Err(failed(format!("failed: {e}"))),
-        Err(_) => {
-            return Err(TokenError::Command {
-                detail: format!("did not finish within {timeout:?} and was stopped (raise the mailbox's `timeout` if it is slow)"),
-                timed_out: true,
-            })
-        }
-    };
-    match status {
-        None => Err(failed(format!(
-            "printed more than {MAX_OUTPUT} bytes; it should print only the access token"
-        ))),
-        Some(status) if !status.success() => Err(failed(format!(
-            "{status}; its error output is not logged because it may contain credentials: run the command by hand to see it"
-        ))),
-        Some(_) => String::from_utf8(output)
-            .map_err(|_| failed("printed something that is not UTF-8".to_string())),
-    }
 }
 
 /// The SASL XOAUTH2 initial response: base64 of
