@@ -11,6 +11,7 @@
 //! - [`budget`]: the process-wide bound on message bytes in flight.
 
 pub mod budget;
+mod deliver;
 pub mod plan;
 pub mod session;
 mod settings;

@@ -8,19 +8,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::budget::{Budget, Reservation};
+use super::budget::Budget;
+use super::deliver::{deliver, Posted};
 use super::plan::{self, Failure, Identified, Now};
 use super::Mailbox;
 use super::{CycleError, CycleReport};
-use crate::delivery::formats::{self, Payload};
-use crate::delivery::{DeliveryError, Sender, WebhookConfig};
-use crate::event::EventMeta;
+use crate::delivery::Sender;
 use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record};
 use crate::pop3::pipeline::{self, FetchError, Pipeline};
 use crate::pop3::{Pop3Error, Session};
@@ -58,15 +56,6 @@ enum Stop {
     CommitPoint,
     /// The connection is unusable; in-flight POSTs are still awaited and recorded.
     Broken(CycleError),
-}
-
-/// What a POST task hands back.
-struct Posted {
-    fetch: plan::Fetch,
-    key: String,
-    id: String,
-    /// `None`: abandoned because shutdown's grace ran out.
-    outcome: Option<Result<(), DeliveryError>>,
 }
 
 /// Runs one cycle: one session. `probe`: the endpoint failed recently, so only one
@@ -564,106 +553,6 @@ impl Cycle<'_> {
         }
         accepted
     }
-}
-
-/// Builds the payload and POSTs it; runs as its own task so that parsing and the HTTP
-/// round trips of several messages overlap with each other and with the next download.
-/// Parsing and serialising run on the blocking pool: a large or hostile message must
-/// not hold up the reactor that serves every socket and `/healthz`.
-async fn deliver(
-    ctx: Context,
-    webhook: Arc<WebhookConfig>,
-    mailbox: String,
-    (fetch, key): (plan::Fetch, String),
-    raw: Bytes,
-    reservation: Reservation,
-) -> Posted {
-    // At most one parse per core at a time: more would only take turns with the
-    // reactor's threads and make every socket (and /healthz) wait.
-    let slot = render_slots()
-        .acquire()
-        .await
-        .expect("the render semaphore is never closed");
-    let render = {
-        let (webhook, mailbox, key) = (webhook.clone(), mailbox.clone(), key.clone());
-        let truncated = fetch.headers_only;
-        tokio::task::spawn_blocking(move || {
-            formats::render(
-                webhook.format,
-                &EventMeta {
-                    mailbox: &mailbox,
-                    uidl: &key,
-                    received_at: time::OffsetDateTime::now_utc(),
-                    include_raw: webhook.include_raw,
-                    truncated,
-                    attachments: webhook.attachments,
-                    max_inline_attachment_size: webhook.max_inline_attachment_size,
-                },
-                &raw,
-            )
-        })
-    };
-    let rendered = render.await;
-    drop(slot);
-    let rendered = match rendered {
-        Ok(rendered) => rendered,
-        Err(e) => {
-            // Only when the runtime is shutting down (the builder contains panics):
-            // nothing is recorded, so the message is fetched again later.
-            warn!(mailbox, key, "building the event did not finish: {e}");
-            let id = crate::ledger::event_id(&mailbox, &key);
-            return Posted {
-                fetch,
-                key,
-                id,
-                outcome: None,
-            };
-        }
-    };
-    if let Some(error) = &rendered.parse_error {
-        warn!(mailbox, uidl = %fetch.uidl, "message could not be parsed; delivering it raw: {error}");
-    }
-    let id = rendered.id;
-    let body = rendered.payload;
-    let outcome = post_within_grace(&ctx, &webhook, &id, body).await;
-    drop(reservation);
-    Posted {
-        fetch,
-        key,
-        id,
-        outcome,
-    }
-}
-
-/// Posts, but gives up once shutdown was requested and most of `shutdown_timeout`
-/// passed, so SIGTERM ends the process in bounded time. `None`: abandoned, nothing
-/// recorded.
-async fn post_within_grace(
-    ctx: &Context,
-    webhook: &WebhookConfig,
-    id: &str,
-    body: Payload,
-) -> Option<Result<(), DeliveryError>> {
-    let mut shutdown = ctx.shutdown.clone();
-    // Two thirds for the POST, the rest for QUIT.
-    let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
-    let started = tokio::time::Instant::now();
-    let result = tokio::select! {
-        result = ctx.sender.post(webhook, id, body) => result,
-        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => return None,
-    };
-    ctx.sink
-        .delivered(started.elapsed(), result.as_ref().map(|_| ()));
-    Some(result)
-}
-
-/// Parses in progress across the process, one per core.
-fn render_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
-    })
 }
 
 fn hex(bytes: &[u8]) -> String {
