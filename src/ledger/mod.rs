@@ -12,22 +12,23 @@
 
 pub mod records;
 mod store;
+mod writer;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::{info, warn};
 
 pub use records::{
     duplicate_key, event_id, now, now_ms, Absence, CycleLog, CycleResult, DisabledEndpoint, Entry,
     Record, DROPS_FORGIVEN,
 };
 use store::{message_key, Store, Tree};
+use writer::{writer, Closed, Op};
 
 use crate::watchdog::Watchdog;
 
@@ -174,53 +175,6 @@ fn retry_due(record: &Record) -> Option<Instant> {
     let cap = delay_ms.map_or(LEGACY_RETRY_CAP, Duration::from_millis);
     let wait = Duration::from_millis((next_attempt_ms - now_ms()).max(0) as u64).min(cap);
     Some(Instant::now() + wait)
-}
-
-enum Op {
-    Write {
-        tree: Tree,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-    },
-    Flush(oneshot::Sender<Result<(), FlushFailed>>),
-    Close(Closed),
-}
-
-/// Why a flush failed, as the writer thread reports it to every waiter.
-#[derive(Clone, Debug)]
-struct FlushFailed {
-    /// The state directory vanished: the process must stop.
-    vanished: bool,
-    reason: String,
-}
-
-impl From<&StateError> for FlushFailed {
-    fn from(e: &StateError) -> FlushFailed {
-        FlushFailed {
-            vanished: matches!(e, StateError::Vanished { .. }),
-            reason: e.to_string(),
-        }
-    }
-}
-
-/// How the writer says the database is closed: to an async caller, or to the last
-/// handle's `Drop`, which waits (briefly) so the directory can be reopened at once.
-enum Closed {
-    Async(oneshot::Sender<()>),
-    Sync(mpsc::Sender<()>),
-}
-
-impl Closed {
-    fn done(self) {
-        match self {
-            Closed::Async(tx) => {
-                let _ = tx.send(());
-            }
-            Closed::Sync(tx) => {
-                let _ = tx.send(());
-            }
-        }
-    }
 }
 
 /// The handle every part of pophook uses to read and change what it remembers.
@@ -492,161 +446,6 @@ impl Drop for Inner {
         if self.tx.send(Op::Close(Closed::Sync(tx))).is_ok() {
             let _ = rx.recv_timeout(Duration::from_secs(10));
         }
-    }
-}
-
-/// The writer thread: applies writes in order and flushes on request, one flush at a
-/// time for every waiter that asked meanwhile (group commit). After a failed write or
-/// flush it reopens the database and writes again everything not yet flushed, so the
-/// state recovers by itself once the cause (a full disk) is gone.
-fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, count: u64) {
-    let mut w = Writer {
-        dir: store.dir().to_path_buf(),
-        store: Some(store),
-        dirty: HashMap::new(),
-        broken: None,
-        count,
-        watchdog,
-    };
-    loop {
-        let first = match rx.recv_timeout(DIRECTORY_CHECK) {
-            Ok(op) => op,
-            Err(RecvTimeoutError::Timeout) => {
-                w.check_directory();
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        // Writes are watched too: sled can block inside an insert as well as a flush.
-        let _busy = w.watchdog.begin("the state writer");
-        let mut waiters = Vec::new();
-        let mut closing = None;
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            match op {
-                Op::Write { tree, key, value } => w.write(tree, key, value),
-                Op::Flush(tx) => waiters.push(tx),
-                Op::Close(tx) => {
-                    closing = Some(tx);
-                    break;
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        if !waiters.is_empty() {
-            let result = w.flush().map_err(|e| FlushFailed::from(&e));
-            for waiter in waiters {
-                let _ = waiter.send(result.clone());
-            }
-        }
-        if let Some(tx) = closing {
-            if !w.dirty.is_empty() {
-                let _ = w.flush();
-            }
-            drop(w.store.take());
-            wait_for_unlock(&w.dir);
-            tx.done();
-            return;
-        }
-    }
-}
-
-/// sled releases its lock on the database file only when the last of its internal
-/// references is gone, which can be a moment after the handle is dropped. Closing
-/// waits for that (briefly), so the directory can be opened again at once.
-fn wait_for_unlock(dir: &Path) {
-    let db = dir.join("db");
-    for _ in 0..100 {
-        match std::fs::File::open(&db) {
-            Ok(file) => match file.try_lock() {
-                Ok(()) => return,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(std::fs::TryLockError::Error(_)) => return,
-            },
-            Err(_) => return,
-        }
-    }
-}
-
-struct Writer {
-    dir: PathBuf,
-    store: Option<Store>,
-    /// Writes since the last successful flush, to write again after a reopen.
-    dirty: HashMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
-    broken: Option<String>,
-    count: u64,
-    watchdog: Watchdog,
-}
-
-impl Writer {
-    fn write(&mut self, tree: Tree, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if self.broken.is_none() {
-            if let Some(store) = &self.store {
-                match store.apply(tree, &key, value.as_deref()) {
-                    Ok(delta) => self.count = self.count.saturating_add_signed(delta),
-                    Err(e) => self.broken = Some(e.to_string()),
-                }
-            }
-        }
-        self.dirty.insert((tree, key), value);
-    }
-
-    fn check_directory(&mut self) {
-        if let Some(store) = &self.store {
-            if let Err(e) = store.check_directory() {
-                self.watchdog.set_fatal(e.to_string());
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), StateError> {
-        let _watched = self.watchdog.begin("the state flush");
-        if let Some(store) = &self.store {
-            if let Err(e) = store.check_directory() {
-                self.watchdog.set_fatal(e.to_string());
-                return Err(e);
-            }
-        }
-        if self.broken.is_some() || self.store.is_none() {
-            self.reopen()?;
-        } else if self.dirty.is_empty() {
-            // Nothing written since the last flush: no fsync for an idle cycle.
-            return Ok(());
-        }
-        let store = self.store.as_mut().expect("reopened");
-        match store.flush(self.count) {
-            Ok(()) => {
-                self.dirty.clear();
-                Ok(())
-            }
-            Err(e) => {
-                warn!("flushing the state failed: {e}; it is reopened and written again at the next flush");
-                self.broken = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    /// Closes the database and opens it again, then writes everything not flushed.
-    fn reopen(&mut self) -> Result<(), StateError> {
-        drop(self.store.take());
-        let mut store = Store::open(&self.dir).map_err(|e| match e {
-            // Mostly the cause of the first failure again (a full disk): say only that.
-            StateError::Open { reason, .. } => StateError::Flush(reason),
-            other => other,
-        })?;
-        // Reads the marker back, and checks the database against it once more.
-        store.load(|_, _, _| {})?;
-        for ((tree, key), value) in &self.dirty {
-            store.apply(*tree, key, value.as_deref())?;
-        }
-        self.count = store.count();
-        self.store = Some(store);
-        self.broken = None;
-        info!("the state database was reopened after an error");
-        Ok(())
     }
 }
 
