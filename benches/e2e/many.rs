@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use crate::corpus::{self, Corpus};
 use crate::report::{self, Row, RunResult};
-use crate::{check_arrivals, child, floor, Bench, MailboxConfig, Options, PASSWORD, POP3_TIMEOUT};
+use crate::{
+    check_arrivals, child, floor, Bench, GlobalConfig, MailboxConfig, Options, PASSWORD,
+    POP3_TIMEOUT,
+};
 
 pub const SCENARIO: u8 = 6;
 /// The count; the run names in `report` say 50 too.
@@ -72,9 +75,11 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             .iter()
             .map(|(user, _)| MailboxConfig::new(user.clone(), user))
             .collect();
-        let result = match bench.configure(None, &configs).and_then(|(dir, config)| {
-            child::run_once(&bench.pophook, &config, dir.path(), &bench.wrap, TIMEOUT)
-        }) {
+        let result = match bench
+            .configure(&GlobalConfig::default(), &configs)
+            .and_then(|(dir, config)| {
+                child::run_once(&bench.pophook, &config, dir.path(), &bench.wrap, TIMEOUT)
+            }) {
             Ok(child) => {
                 let received = bench.receiver.take();
                 RunResult::Measured {
@@ -82,7 +87,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
                     max_rss_kib: Some(child.max_rss_kib),
                     cpu: Some(child.cpu),
                     problem: check_arrivals(&expected, &received.message_ids).or_else(left),
-                    trend: None,
+                    detail: None,
                 }
             }
             Err(e) => RunResult::Failed(e),
@@ -127,7 +132,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             max_rss_kib: None,
             cpu: None,
             problem: problem.or_else(left),
-            trend: None,
+            detail: None,
         };
         if !matches!(result, RunResult::Measured { problem: None, .. }) {
             empty_all();

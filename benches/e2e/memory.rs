@@ -1,0 +1,150 @@
+//! Scenario 8: the process-wide memory budget. 50 mailboxes × 50 messages of 2 MiB in
+//! one `pophook once` with `max_memory: 128MiB`, where 50 × `max_in_flight` (4) × 2 MiB
+//! would ask for 400 MiB without it; and the same mailboxes holding tiny messages,
+//! whose peak RSS is the fixed overhead of 50 mailboxes at once (runtime, sessions,
+//! ledger, TLS connector) that the budget does not cover.
+
+use std::time::{Duration, Instant};
+
+use crate::corpus;
+use crate::report::{self, Row, RunResult};
+use crate::{check_arrivals, child, Bench, GlobalConfig, MailboxConfig, Options, PASSWORD};
+
+pub const SCENARIO: u8 = 8;
+const MAILBOXES: usize = 50;
+const PER_MAILBOX: usize = 50;
+const SIZE: usize = 2 * 1024 * 1024;
+/// `max_memory`, also used by `report` to judge the peak.
+pub const BUDGET: u64 = 128 * 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// What the mailboxes hold in one run.
+#[derive(Clone, Copy)]
+enum Mail {
+    /// ~600 B each: the fixed overhead.
+    Tiny,
+    /// `SIZE` each, almost all of it one base64 attachment.
+    Large,
+}
+
+pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
+    let per_mailbox = if options.quick {
+        PER_MAILBOX / 10
+    } else {
+        PER_MAILBOX
+    };
+    let users: Vec<String> = (0..MAILBOXES).map(|i| format!("bench8-{i:02}")).collect();
+    for user in &users {
+        bench.dovecot.add_user(user, PASSWORD);
+    }
+    eprintln!(
+        "== scenario {SCENARIO}: {MAILBOXES} mailboxes × {per_mailbox} messages, tiny and {} MiB, max_memory {} MiB",
+        SIZE / 1024 / 1024,
+        BUDGET / 1024 / 1024
+    );
+    // One large message generated once; each copy gets its own Message-ID, of the same
+    // length, written over the template's. 2,500 distinct 2 MiB messages would take the
+    // bench 5 GiB of memory or minutes of generating.
+    let template = corpus::huge("s8-00-00", SIZE, 8);
+    let template_id = template.message_ids[0].clone();
+    let template = &template.messages[0];
+    let id_at = template
+        .windows(template_id.len())
+        .position(|w| w == template_id.as_bytes())
+        .expect("the template carries its Message-ID");
+
+    // Delivers every mailbox's messages; returns the Message-IDs and the bytes.
+    let deliver = |mail: Mail| -> (Vec<String>, u64) {
+        let start = Instant::now();
+        let mut ids = Vec::new();
+        let mut bytes = 0;
+        for (i, user) in users.iter().enumerate() {
+            match mail {
+                Mail::Tiny => {
+                    let corpus = corpus::small(&format!("s8t-{i:02}"), per_mailbox, 800 + i as u64);
+                    bench.deliver(&corpus, user);
+                    bytes += corpus.bytes();
+                    ids.extend(corpus.message_ids);
+                }
+                Mail::Large => {
+                    let mut message = template.clone();
+                    for j in 0..per_mailbox {
+                        let id = template_id.replacen("s8-00-00", &format!("s8-{i:02}-{j:02}"), 1);
+                        message[id_at..id_at + id.len()].copy_from_slice(id.as_bytes());
+                        bench.dovecot.deliver(user, &message);
+                        bytes += message.len() as u64;
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "delivered {} messages, {:.1} MiB, in {:.1} s",
+            ids.len(),
+            bytes as f64 / 1024.0 / 1024.0,
+            start.elapsed().as_secs_f64()
+        );
+        (ids, bytes)
+    };
+    let left = || {
+        let left: usize = users.iter().map(|u| bench.dovecot.message_count(u)).sum();
+        (left > 0).then(|| format!("{left} messages left in the mailboxes"))
+    };
+
+    let measure = |mail: Mail| -> Row {
+        let (expected, bytes) = deliver(mail);
+        bench.receiver.reset(Duration::ZERO);
+        let configs: Vec<MailboxConfig<'_>> = users
+            .iter()
+            .map(|user| MailboxConfig::new(user.clone(), user))
+            .collect();
+        let global = GlobalConfig {
+            max_memory: Some(BUDGET),
+            ..GlobalConfig::default()
+        };
+        let result = match bench
+            .configure(&global, &configs)
+            .and_then(|(dir, config)| {
+                child::run_once(&bench.pophook, &config, dir.path(), &bench.wrap, TIMEOUT)
+            }) {
+            Ok(child) => {
+                let received = bench.receiver.take();
+                RunResult::Measured {
+                    wall: child.wall,
+                    max_rss_kib: Some(child.max_rss_kib),
+                    cpu: Some(child.cpu),
+                    problem: check_arrivals(&expected, &received.message_ids).or_else(left),
+                    detail: None,
+                }
+            }
+            Err(e) => RunResult::Failed(e),
+        };
+        if !matches!(result, RunResult::Measured { problem: None, .. }) {
+            for user in &users {
+                bench.empty(user);
+            }
+        }
+        Row {
+            scenario: SCENARIO,
+            run: match mail {
+                Mail::Tiny => report::MEMORY_TINY,
+                Mail::Large => report::MEMORY_LARGE,
+            }
+            .into(),
+            messages: expected.len(),
+            bytes,
+            delivers: true,
+            result,
+        }
+    };
+
+    // Once each whatever `--repeat` says: the figure is peak memory, not time, and a
+    // run moves 5 GiB.
+    let mut rows = Vec::new();
+    for mail in [Mail::Tiny, Mail::Large] {
+        let row = measure(mail);
+        crate::print_row(&row);
+        rows.push(row);
+    }
+    rows
+}
