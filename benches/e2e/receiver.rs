@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -63,6 +63,8 @@ pub struct Received {
     pub max_concurrent: u64,
     /// TCP connections accepted (for HTTPS, before the handshake).
     pub connections: u64,
+    /// Requests that came over HTTP/2.
+    pub http2_requests: usize,
 }
 
 impl Receiver {
@@ -180,6 +182,7 @@ async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let http2 = request.version() == Version::HTTP_2;
     let body = request.into_body().collect().await?.to_bytes();
     let delay = shared.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -188,6 +191,7 @@ async fn handle(
     {
         let mut counts = shared.counts.lock().unwrap();
         counts.requests += 1;
+        counts.http2_requests += usize::from(http2);
         counts.body_bytes += body.len() as u64;
         counts.message_ids.push(message_id(&body));
         counts.max_concurrent = counts.max_concurrent.max(now);
