@@ -2,7 +2,8 @@
 //! one `pophook once` with `max_memory: 128MiB`, where 50 × `max_in_flight` (4) × 2 MiB
 //! would ask for 400 MiB without it; and the same mailboxes holding tiny messages,
 //! whose peak RSS is the fixed overhead of 50 mailboxes at once (runtime, sessions,
-//! ledger, TLS connector) that the budget does not cover.
+//! ledger, TLS connector) that the budget does not cover; and the 2 MiB messages again
+//! with the default budget (256 MiB), to see the peak follow the budget.
 
 use std::time::{Duration, Instant};
 
@@ -18,13 +19,15 @@ const SIZE: usize = 2 * 1024 * 1024;
 pub const BUDGET: u64 = 128 * 1024 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(1200);
 
-/// What the mailboxes hold in one run.
+/// What the mailboxes hold in one run, and the budget it runs with.
 #[derive(Clone, Copy)]
 enum Mail {
-    /// ~600 B each: the fixed overhead.
+    /// ~600 B each, `BUDGET`: the fixed overhead.
     Tiny,
-    /// `SIZE` each, almost all of it one base64 attachment.
+    /// `SIZE` each, almost all of it one base64 attachment, `BUDGET`.
     Large,
+    /// The same, with pophook's default budget (256 MiB): does the peak follow it?
+    LargeDefaultBudget,
 }
 
 pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
@@ -66,7 +69,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
                     bytes += corpus.bytes();
                     ids.extend(corpus.message_ids);
                 }
-                Mail::Large => {
+                Mail::Large | Mail::LargeDefaultBudget => {
                     let mut message = template.clone();
                     for j in 0..per_mailbox {
                         let id = template_id.replacen("s8-00-00", &format!("s8-{i:02}-{j:02}"), 1);
@@ -99,7 +102,10 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             .map(|user| MailboxConfig::new(user.clone(), user))
             .collect();
         let global = GlobalConfig {
-            max_memory: Some(BUDGET),
+            max_memory: match mail {
+                Mail::Tiny | Mail::Large => Some(BUDGET),
+                Mail::LargeDefaultBudget => None,
+            },
             ..GlobalConfig::default()
         };
         let result = match bench
@@ -129,6 +135,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             run: match mail {
                 Mail::Tiny => report::MEMORY_TINY,
                 Mail::Large => report::MEMORY_LARGE,
+                Mail::LargeDefaultBudget => report::MEMORY_LARGE_DEFAULT,
             }
             .into(),
             messages: expected.len(),
@@ -141,7 +148,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
     // Once each whatever `--repeat` says: the figure is peak memory, not time, and a
     // run moves 5 GiB.
     let mut rows = Vec::new();
-    for mail in [Mail::Tiny, Mail::Large] {
+    for mail in [Mail::Tiny, Mail::Large, Mail::LargeDefaultBudget] {
         let row = measure(mail);
         crate::print_row(&row);
         rows.push(row);
