@@ -129,6 +129,7 @@ fn once(bench: &Bench, corpus: &Corpus, ca: &Path, case: &Case<'_>) -> RunResult
                 problem: check(bench, corpus, &received),
                 detail: Some(Detail::Connections(Connections {
                     accepted: received.connections,
+                    used: received.used_connections,
                     requests: received.requests as u64,
                     http2_requests: received.http2_requests as u64,
                     counted_by_pophook: None,
@@ -190,6 +191,7 @@ fn scraped(bench: &Bench, corpus: &Corpus, ca: &Path, receiver: &Receiver) -> Ru
                 problem,
                 detail: Some(Detail::Connections(Connections {
                     accepted: received.connections,
+                    used: received.used_connections,
                     requests: received.requests as u64,
                     http2_requests: received.http2_requests as u64,
                     counted_by_pophook: counted,

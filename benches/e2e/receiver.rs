@@ -48,6 +48,8 @@ struct Shared {
     in_flight: AtomicU64,
     /// TCP connections accepted since the last [`Receiver::take`].
     connections: AtomicU64,
+    /// Of them, those that carried a request.
+    used_connections: AtomicU64,
     counts: Mutex<Received>,
 }
 
@@ -63,6 +65,9 @@ pub struct Received {
     pub max_concurrent: u64,
     /// TCP connections accepted (for HTTPS, before the handshake).
     pub connections: u64,
+    /// Of `connections`, those that carried at least one request: with h2 offered by
+    /// ALPN, a client may open several at once and then drop all but one unused.
+    pub used_connections: u64,
     /// Requests that came over HTTP/2.
     pub http2_requests: usize,
 }
@@ -130,6 +135,7 @@ impl Receiver {
     pub fn take(&self) -> Received {
         let mut received = std::mem::take(&mut *self.shared.counts.lock().unwrap());
         received.connections = self.shared.connections.swap(0, Ordering::SeqCst);
+        received.used_connections = self.shared.used_connections.swap(0, Ordering::SeqCst);
         received
     }
 }
@@ -164,7 +170,13 @@ async fn serve_connection<S>(stream: S, h2: bool, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| handle(request, shared.clone()));
+    let used = AtomicBool::new(false);
+    let service = service_fn(move |request| {
+        if !used.swap(true, Ordering::SeqCst) {
+            shared.used_connections.fetch_add(1, Ordering::SeqCst);
+        }
+        handle(request, shared.clone())
+    });
     // A client hanging up mid-request is pophook's business, not the bench's.
     let _ = if h2 {
         http2::Builder::new(TokioExecutor::new())

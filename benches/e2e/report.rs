@@ -50,6 +50,8 @@ pub enum Detail {
 pub struct Connections {
     /// TCP connections the receiver accepted.
     pub accepted: u64,
+    /// Of them, those that carried a POST.
+    pub used: u64,
     /// POSTs the receiver answered.
     pub requests: u64,
     /// Of them, over HTTP/2.
@@ -67,8 +69,13 @@ impl Connections {
 
     fn summary(&self, messages: usize) -> String {
         format!(
-            "{} connections for {} POSTs{} ({:.1} per 1,000 messages){}",
+            "{} connections{} for {} POSTs{} ({:.1} per 1,000 messages){}",
             self.accepted,
+            if self.used == self.accepted {
+                String::new()
+            } else {
+                format!(" ({} carried POSTs)", self.used)
+            },
             self.requests,
             match self.http2_requests {
                 0 => String::new(),
