@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::report::{Detail, RunResult};
+
 pub const GNU_TIME: &str = "/usr/bin/time";
 
 pub struct ChildRun {
@@ -18,6 +20,19 @@ pub struct ChildRun {
     pub max_rss_kib: u64,
     /// User plus system CPU time of pophook.
     pub cpu: Duration,
+}
+
+impl ChildRun {
+    /// The row's figures: this run's time and memory, with what the scenario checked.
+    pub fn measured(&self, problem: Option<String>, detail: Option<Detail>) -> RunResult {
+        RunResult::Measured {
+            wall: self.wall,
+            max_rss_kib: Some(self.max_rss_kib),
+            cpu: Some(self.cpu),
+            problem,
+            detail,
+        }
+    }
 }
 
 /// A `pophook run` that was sampled and then stopped.

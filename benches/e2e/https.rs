@@ -14,9 +14,11 @@ use tokio::runtime::Runtime;
 
 use crate::certs::TestCerts;
 use crate::corpus::{self, Corpus};
-use crate::receiver::{Answer, Receiver};
+use crate::receiver::{Answer, Received, Receiver};
 use crate::report::{self, Connections, Detail, Row, RunResult};
-use crate::{check_arrivals, child, Bench, GlobalConfig, MailboxConfig, Options, PASSWORD};
+use crate::{
+    check_arrivals, child, over_in_flight, Bench, GlobalConfig, MailboxConfig, Options, PASSWORD,
+};
 
 pub const SCENARIO: u8 = 7;
 const USER: &str = "bench7";
@@ -115,30 +117,17 @@ fn once(bench: &Bench, corpus: &Corpus, ca: &Path, case: &Case<'_>) -> RunResult
     bench.deliver(corpus, USER);
     case.receiver.reset_answering(Duration::ZERO, case.answer);
     let mailbox = MailboxConfig::new("bench", USER);
-    let result = match bench
-        .configure(&global(case.receiver, ca), &[mailbox])
-        .and_then(|(dir, config)| {
-            child::run_once(&bench.pophook, &config, dir.path(), &bench.wrap, TIMEOUT)
-        }) {
+    let result = match bench.once(&global(case.receiver, ca), &[mailbox], TIMEOUT) {
         Ok(child) => {
             let received = case.receiver.take();
-            RunResult::Measured {
-                wall: child.wall,
-                max_rss_kib: Some(child.max_rss_kib),
-                cpu: Some(child.cpu),
-                problem: check(bench, corpus, &received),
-                detail: Some(Detail::Connections(Connections {
-                    accepted: received.connections,
-                    used: received.used_connections,
-                    requests: received.requests as u64,
-                    http2_requests: received.http2_requests as u64,
-                    counted_by_pophook: None,
-                })),
-            }
+            child.measured(
+                check(bench, corpus, &received),
+                Some(connections(&received, None)),
+            )
         }
         Err(e) => RunResult::Failed(e),
     };
-    if !matches!(result, RunResult::Measured { problem: None, .. }) {
+    if !result.is_ok() {
         bench.empty(USER);
     }
     result
@@ -184,41 +173,38 @@ fn scraped(bench: &Bench, corpus: &Corpus, ca: &Path, receiver: &Receiver) -> Ru
                 Ok(n) => (Some(n), check(bench, corpus, &received)),
                 Err(e) => (None, Some(format!("scrape /metrics: {e}"))),
             };
-            RunResult::Measured {
+            // Timed to the moment every message was in, not to the exit after SIGTERM.
+            let run = child::ChildRun {
                 wall: until.until_done,
-                max_rss_kib: Some(until.run.max_rss_kib),
-                cpu: Some(until.run.cpu),
-                problem,
-                detail: Some(Detail::Connections(Connections {
-                    accepted: received.connections,
-                    used: received.used_connections,
-                    requests: received.requests as u64,
-                    http2_requests: received.http2_requests as u64,
-                    counted_by_pophook: counted,
-                })),
-            }
+                ..until.run
+            };
+            run.measured(problem, Some(connections(&received, counted)))
         }
         Err(e) => RunResult::Failed(e),
     };
-    if !matches!(result, RunResult::Measured { problem: None, .. }) {
+    if !result.is_ok() {
         bench.empty(USER);
     }
     result
 }
 
+/// What the receiver counted, and pophook's own count when it was scraped.
+fn connections(received: &Received, counted_by_pophook: Option<u64>) -> Detail {
+    Detail::Connections(Connections {
+        accepted: received.connections,
+        used: received.used_connections,
+        requests: received.requests as u64,
+        http2_requests: received.http2_requests as u64,
+        counted_by_pophook,
+    })
+}
+
 /// Every message arrived once, the mailbox is empty, no more requests at once than
 /// `max_in_flight`.
-fn check(bench: &Bench, corpus: &Corpus, received: &crate::receiver::Received) -> Option<String> {
+fn check(bench: &Bench, corpus: &Corpus, received: &Received) -> Option<String> {
     check_arrivals(&corpus.message_ids, &received.message_ids)
         .or_else(|| bench.check_empty(USER))
-        .or_else(|| {
-            (received.max_concurrent > u64::from(MAX_IN_FLIGHT)).then(|| {
-                format!(
-                    "{} requests at once with max_in_flight {MAX_IN_FLIGHT}",
-                    received.max_concurrent
-                )
-            })
-        })
+        .or_else(|| over_in_flight(received, MAX_IN_FLIGHT))
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -494,7 +494,7 @@ impl Bench {
             } => eprintln!("scenario {}, {name}: FAILED: {why}", scenario.id),
             _ => {}
         }
-        if !matches!(result, RunResult::Measured { problem: None, .. }) {
+        if !result.is_ok() {
             self.empty(user);
         }
         row(name, result)
@@ -541,43 +541,16 @@ impl Bench {
             max_message_size: scenario.max_message_size,
             ..MailboxConfig::new("bench", user)
         };
-        let (dir, config) =
-            match self.configure(&GlobalConfig::in_flight(max_in_flight), &[mailbox]) {
-                Ok(configured) => configured,
-                Err(e) => return RunResult::Failed(e),
-            };
-        let child = match child::run_once(
-            &self.pophook,
-            &config,
-            dir.path(),
-            &self.wrap,
-            scenario.timeout,
-        ) {
+        let global = GlobalConfig::in_flight(max_in_flight);
+        let child = match self.once(&global, &[mailbox], scenario.timeout) {
             Ok(child) => child,
             Err(e) => return RunResult::Failed(e),
         };
         let received = self.receiver.take();
-        let mut problem = check_arrivals(&corpus.message_ids, &received.message_ids);
-        if problem.is_none() {
-            problem = self.check_empty(user);
-        }
-        if problem.is_none() {
-            if let Some(n) = max_in_flight {
-                if received.max_concurrent > u64::from(n) {
-                    problem = Some(format!(
-                        "{} requests at once with max_in_flight {n}",
-                        received.max_concurrent
-                    ));
-                }
-            }
-        }
-        RunResult::Measured {
-            wall: child.wall,
-            max_rss_kib: Some(child.max_rss_kib),
-            cpu: Some(child.cpu),
-            problem,
-            detail: None,
-        }
+        let problem = check_arrivals(&corpus.message_ids, &received.message_ids)
+            .or_else(|| self.check_empty(user))
+            .or_else(|| max_in_flight.and_then(|n| over_in_flight(&received, n)));
+        child.measured(problem, None)
     }
 
     fn floor(&self, corpus: &Corpus, user: &str, tls: bool) -> RunResult {
@@ -622,6 +595,17 @@ impl Bench {
             0 => None,
             left => Some(format!("{left} messages left in the mailbox")),
         }
+    }
+
+    /// `pophook once` with this configuration, in a fresh directory, under `--wrap`.
+    fn once(
+        &self,
+        global: &GlobalConfig,
+        mailboxes: &[MailboxConfig<'_>],
+        timeout: Duration,
+    ) -> Result<child::ChildRun, String> {
+        let (dir, config) = self.configure(global, mailboxes)?;
+        child::run_once(&self.pophook, &config, dir.path(), &self.wrap, timeout)
     }
 
     /// A fresh directory (for the configuration, the state and the log) with the
@@ -689,6 +673,16 @@ impl Bench {
         }
         yaml
     }
+}
+
+/// Whether the receiver saw more requests at once than `max_in_flight` allows.
+fn over_in_flight(received: &receiver::Received, max_in_flight: u32) -> Option<String> {
+    (received.max_concurrent > u64::from(max_in_flight)).then(|| {
+        format!(
+            "{} requests at once with max_in_flight {max_in_flight}",
+            received.max_concurrent
+        )
+    })
 }
 
 /// Every message arrived exactly once, recognised by its Message-ID.

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::corpus;
-use crate::report::{self, Row, RunResult};
-use crate::{check_arrivals, child, Bench, GlobalConfig, MailboxConfig, Options, PASSWORD};
+use crate::report::{self, Row};
+use crate::{many, Bench, GlobalConfig, Options, PASSWORD};
 
 pub const SCENARIO: u8 = 8;
 const MAILBOXES: usize = 50;
@@ -89,18 +89,9 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         );
         (ids, bytes)
     };
-    let left = || {
-        let left: usize = users.iter().map(|u| bench.dovecot.message_count(u)).sum();
-        (left > 0).then(|| format!("{left} messages left in the mailboxes"))
-    };
 
     let measure = |mail: Mail| -> Row {
         let (expected, bytes) = deliver(mail);
-        bench.receiver.reset(Duration::ZERO);
-        let configs: Vec<MailboxConfig<'_>> = users
-            .iter()
-            .map(|user| MailboxConfig::new(user.clone(), user))
-            .collect();
         let global = GlobalConfig {
             max_memory: match mail {
                 Mail::Tiny | Mail::Large => Some(BUDGET),
@@ -108,28 +99,8 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             },
             ..GlobalConfig::default()
         };
-        let result = match bench
-            .configure(&global, &configs)
-            .and_then(|(dir, config)| {
-                child::run_once(&bench.pophook, &config, dir.path(), &bench.wrap, TIMEOUT)
-            }) {
-            Ok(child) => {
-                let received = bench.receiver.take();
-                RunResult::Measured {
-                    wall: child.wall,
-                    max_rss_kib: Some(child.max_rss_kib),
-                    cpu: Some(child.cpu),
-                    problem: check_arrivals(&expected, &received.message_ids).or_else(left),
-                    detail: None,
-                }
-            }
-            Err(e) => RunResult::Failed(e),
-        };
-        if !matches!(result, RunResult::Measured { problem: None, .. }) {
-            for user in &users {
-                bench.empty(user);
-            }
-        }
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        let result = many::once_all(bench, &users, &global, &expected, TIMEOUT);
         Row {
             scenario: SCENARIO,
             run: match mail {

@@ -155,6 +155,13 @@ impl Trend {
     }
 }
 
+impl RunResult {
+    /// Measured, with every check passed.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, RunResult::Measured { problem: None, .. })
+    }
+}
+
 impl Row {
     fn wall(&self) -> Option<Duration> {
         match &self.result {
