@@ -702,7 +702,8 @@ remembers them all, then idle cycles that find nothing new: `once`, and `run` at
 204; connections counted by the receiver (and by pophook's\n  \
 `pophook_webhook_connections_opened_total` in a `run`).\n\
 - **Scenario 8**: 50 mailboxes × 50 messages of 2 MiB in one `once` with\n  \
-`max_memory: 128MiB`, and the same mailboxes with tiny messages (the fixed overhead).\n\n\
+`max_memory: 128MiB` and with the default (256 MiB), and the same mailboxes with\n  \
+tiny messages at 128 MiB (the fixed overhead). Run once whatever `--repeat` says.\n\n\
 Runs use pophook's defaults (one session per cycle, `commit_interval: 5m`) unless the\n\
 command says otherwise (`--commit-every N` sets the deprecated `commit_every` cap).\n\
 The *floor* is a bare pipelined POP3 client (in the bench) doing RETR+DELE of every\n\
