@@ -4,9 +4,9 @@
 # receiver, runs `target/release/pophook` on each scenario's corpus with pophook's
 # defaults, measures the floor with a bare pipelined POP3 client, prints a table and
 # appends it to BENCHMARKS.md. Installs what it needs (Dovecot, OpenSSL headers, GNU
-# time) when missing. A full run with `--repeat 3` takes about 9 minutes on 2 cores,
+# time) when missing. A full run with `--repeat 3` takes about 10 minutes on 2 cores,
 # 2 of them scenario 5 (posting 100,000 messages, then a minute of `pophook run`) and
-# 3.5 scenario 8 (5 GiB through 50 mailboxes, twice; run once whatever `--repeat` says).
+# 4.5 scenario 8 (5 GiB through 50 mailboxes, three times; once whatever `--repeat` says).
 #
 #   scripts/bench.sh                    # every scenario; appends to BENCHMARKS.md
 #   scripts/bench.sh --only 1,4         # some scenarios

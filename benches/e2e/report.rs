@@ -486,9 +486,14 @@ fn memory_targets(out: &mut String, rows: &[Row]) {
     {
         let _ = writeln!(
             out,
-            "- Scenario 8 (for information): with the default `max_memory` (256 MiB) the same mailboxes peak at {peak:.1} MiB, {:.1} MiB above the overhead = {:.2}× that budget",
+            "- Scenario 8 (for information): with the default `max_memory` (256 MiB) the same mailboxes peak at {peak:.1} MiB, {:.1} MiB above the overhead = {:.2}× that budget{}",
             peak - overhead,
             (peak - overhead) / 256.0,
+            find(MEMORY_LARGE_UNBOUND)
+                .and_then(Row::rss_mib)
+                .map_or(String::new(), |unbound| format!(
+                    "; with 4 GiB (only `max_in_flight` limits: 50 × 4 × 2 MiB = 400 MiB of messages) at {unbound:.1} MiB"
+                )),
         );
     }
 }
@@ -622,6 +627,8 @@ pub const MEMORY_TINY: &str = "pophook, 50 mailboxes, tiny messages, max_memory 
 pub const MEMORY_LARGE: &str = "pophook, 50 mailboxes, 2 MiB messages, max_memory 128 MiB";
 pub const MEMORY_LARGE_DEFAULT: &str =
     "pophook, 50 mailboxes, 2 MiB messages, max_memory 256 MiB (default)";
+pub const MEMORY_LARGE_UNBOUND: &str =
+    "pophook, 50 mailboxes, 2 MiB messages, max_memory 4 GiB (no bound)";
 
 pub const MANY_POPHOOK: &str = "pophook, 50 mailboxes at once";
 pub const MANY_FLOOR: &str = "floor, 50 mailboxes one after another";
@@ -702,8 +709,8 @@ remembers them all, then idle cycles that find nothing new: `once`, and `run` at
 204; connections counted by the receiver (and by pophook's\n  \
 `pophook_webhook_connections_opened_total` in a `run`).\n\
 - **Scenario 8**: 50 mailboxes × 50 messages of 2 MiB in one `once` with\n  \
-`max_memory: 128MiB` and with the default (256 MiB), and the same mailboxes with\n  \
-tiny messages at 128 MiB (the fixed overhead). Run once whatever `--repeat` says.\n\n\
+`max_memory: 128MiB`, with the default (256 MiB) and with 4 GiB (no bound), and the\n  \
+same mailboxes with tiny messages at 128 MiB (the fixed overhead). Run once whatever `--repeat` says.\n\n\
 Runs use pophook's defaults (one session per cycle, `commit_interval: 5m`) unless the\n\
 command says otherwise (`--commit-every N` sets the deprecated `commit_every` cap).\n\
 The *floor* is a bare pipelined POP3 client (in the bench) doing RETR+DELE of every\n\
