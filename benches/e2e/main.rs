@@ -14,8 +14,8 @@
 //! - `many`: scenario 6, 50 mailboxes in one `once`.
 //! - `https`: scenario 7, an HTTPS receiver with a private CA: connections opened when
 //!   it answers 200 with a JSON body vs 204.
-//! - `memory`: scenario 8, 50 mailboxes of 2 MiB messages under `max_memory: 128MiB`,
-//!   and the same with tiny messages for the fixed overhead.
+//! - `memory`: scenario 8, 50 mailboxes of 2 MiB messages under `max_memory: 128MiB`
+//!   (and 256 MiB, and 4 GiB: no bound), and tiny ones for the fixed overhead.
 //! - `report`: the table, the targets and the BENCHMARKS.md section.
 //!
 //! pophook runs with its defaults (one session per cycle, committed by

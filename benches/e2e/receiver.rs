@@ -38,7 +38,7 @@ pub enum Answer {
     Accepted,
 }
 
-pub const ACCEPTED_BODY: &str = r#"{"status":"accepted"}"#;
+const ACCEPTED_BODY: &str = r#"{"status":"accepted"}"#;
 
 #[derive(Default)]
 struct Shared {
