@@ -1,6 +1,7 @@
 //! Runs pophook as a child process under GNU time, which reports the child's peak RSS
 //! and CPU time (from wait4's rusage), and kills it when it overruns: `pophook once` to
-//! its exit, or `pophook run` for a while with its RSS sampled, then SIGTERM.
+//! its exit, or `pophook run` for a while with its RSS sampled (or until the bench saw
+//! what it waited for), then SIGTERM.
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -8,6 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::report::{Detail, RunResult};
 
 pub const GNU_TIME: &str = "/usr/bin/time";
 
@@ -17,6 +20,19 @@ pub struct ChildRun {
     pub max_rss_kib: u64,
     /// User plus system CPU time of pophook.
     pub cpu: Duration,
+}
+
+impl ChildRun {
+    /// The row's figures: this run's time and memory, with what the scenario checked.
+    pub fn measured(&self, problem: Option<String>, detail: Option<Detail>) -> RunResult {
+        RunResult::Measured {
+            wall: self.wall,
+            max_rss_kib: Some(self.max_rss_kib),
+            cpu: Some(self.cpu),
+            problem,
+            detail,
+        }
+    }
 }
 
 /// A `pophook run` that was sampled and then stopped.
@@ -116,6 +132,72 @@ pub fn run_service(
         run: rusage(dir, wall)?,
         samples_kib,
         stop,
+    })
+}
+
+/// A `pophook run` that was stopped once the bench saw what it waited for.
+pub struct UntilRun<T> {
+    pub run: ChildRun,
+    /// From spawn to the moment `done` answered.
+    pub until_done: Duration,
+    /// What `done` answered.
+    pub found: T,
+}
+
+/// Runs `pophook run --config config`, asking `done` every 10 ms until it answers
+/// (scenario 7 scrapes /metrics once every message arrived, while pophook still
+/// serves it), then sends SIGTERM and waits up to `stop_timeout` for exit 0. Fails
+/// after `timeout` without an answer.
+pub fn run_until<T>(
+    pophook: &Path,
+    config: &Path,
+    dir: &Path,
+    timeout: Duration,
+    stop_timeout: Duration,
+    mut done: impl FnMut() -> Option<T>,
+) -> Result<UntilRun<T>, String> {
+    let log = dir.join("pophook.log");
+    let start = Instant::now();
+    let mut child = spawn(pophook, "run", config, dir, &[], "info")?;
+    let Some(pid) = pophook_pid(child.id(), Duration::from_secs(10)) else {
+        kill_group(&mut child);
+        return Err(format!(
+            "pophook run did not start under {GNU_TIME}\n{}",
+            tail(&log, 20)
+        ));
+    };
+    let found = loop {
+        if let Some(found) = done() {
+            break found;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "pophook run exited by itself with {status}\n{}",
+                tail(&log, 20)
+            ));
+        }
+        if start.elapsed() > timeout {
+            kill_group(&mut child);
+            return Err(format!("timed out after {timeout:?}\n{}", tail(&log, 20)));
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let until_done = start.elapsed();
+    let stopping = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = wait(&mut child, stopping + stop_timeout, &log)?;
+    if !status.success() {
+        return Err(format!(
+            "pophook run exited with {status} after SIGTERM\n{}",
+            tail(&log, 20)
+        ));
+    }
+    Ok(UntilRun {
+        run: rusage(dir, start.elapsed())?,
+        until_done,
+        found,
     })
 }
 

@@ -7,9 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::report::{self, Row, RunResult, Trend};
+use crate::report::{self, Detail, Row, RunResult, Trend};
 use crate::{
-    check_arrivals, child, corpus, floor, Bench, MailboxConfig, Options, PASSWORD, POP3_TIMEOUT,
+    check_arrivals, child, corpus, floor, Bench, GlobalConfig, MailboxConfig, Options, PASSWORD,
+    POP3_TIMEOUT,
 };
 
 pub const SCENARIO: u8 = 5;
@@ -80,7 +81,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         poll_interval: Some(Duration::from_secs(1)),
         ..MailboxConfig::new("bench", USER)
     };
-    let (dir, config) = match bench.configure(None, &[mailbox]) {
+    let (dir, config) = match bench.configure(&GlobalConfig::default(), &[mailbox]) {
         Ok(configured) => configured,
         Err(e) => return vec![row(report::IDLE_FIRST, true, RunResult::Failed(e))],
     };
@@ -106,7 +107,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
                 max_rss_kib: Some(first.max_rss_kib),
                 cpu: Some(first.cpu),
                 problem,
-                trend: None,
+                detail: None,
             }
         }
         Err(e) => RunResult::Failed(e),
@@ -144,7 +145,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
                 max_rss_kib: Some(idle.max_rss_kib),
                 cpu: Some(idle.cpu),
                 problem: nothing_posted().or_else(left_alone),
-                trend: None,
+                detail: None,
             },
             Err(e) => RunResult::Failed(e),
         }
@@ -164,7 +165,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             cpu: None,
             problem: (listed.messages != count)
                 .then(|| format!("UIDL listed {} of {count}", listed.messages)),
-            trend: None,
+            detail: None,
         },
         Err(e) => RunResult::Failed(format!("floor: {e}")),
     });
@@ -194,12 +195,12 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
                 max_rss_kib: Some(service.run.max_rss_kib),
                 cpu: Some(service.run.cpu),
                 problem,
-                trend: Some(Trend {
+                detail: Some(Detail::Trend(Trend {
                     samples_kib: service.samples_kib,
                     every: run_for / SAMPLES,
                     cycles,
                     stop: service.stop,
-                }),
+                })),
             }
         }
         Err(e) => RunResult::Failed(e),

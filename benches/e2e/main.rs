@@ -12,6 +12,10 @@
 //! - `floor`: the bare pipelined RETR+DELE client, plain or implicit TLS.
 //! - `idle`: scenario 5, idle cycles over 100,000 remembered UIDLs (`delete: false`).
 //! - `many`: scenario 6, 50 mailboxes in one `once`.
+//! - `https`: scenario 7, an HTTPS receiver with a private CA: connections opened when
+//!   it answers 200 with a JSON body vs 204.
+//! - `memory`: scenario 8, 50 mailboxes of 2 MiB messages under `max_memory: 128MiB`
+//!   (and 256 MiB, and 4 GiB: no bound), and tiny ones for the fixed overhead.
 //! - `report`: the table, the targets and the BENCHMARKS.md section.
 //!
 //! pophook runs with its defaults (one session per cycle, committed by
@@ -31,8 +35,10 @@
 mod child;
 mod corpus;
 mod floor;
+mod https;
 mod idle;
 mod many;
+mod memory;
 mod receiver;
 mod report;
 
@@ -343,6 +349,12 @@ fn main() -> ExitCode {
     if options.wants(many::SCENARIO) {
         rows.extend(many::run(&bench, &options));
     }
+    if options.wants(https::SCENARIO) {
+        rows.extend(https::run(&bench, &runtime, &options));
+    }
+    if options.wants(memory::SCENARIO) {
+        rows.extend(memory::run(&bench, &options));
+    }
 
     let table = report::table(&rows);
     let mut targets = report::targets(&rows);
@@ -393,6 +405,29 @@ fn main() -> ExitCode {
 fn print_row(row: &Row) {
     let table = report::table(std::slice::from_ref(row));
     eprintln!("{}", table.lines().nth(2).unwrap_or_default());
+}
+
+/// The process-wide part of a run's configuration; pophook's defaults where `None`.
+#[derive(Clone, Debug, Default)]
+struct GlobalConfig {
+    max_in_flight: Option<u32>,
+    /// The webhook URL when not the bench's plain receiver (scenario 7's HTTPS ones).
+    url: Option<String>,
+    /// `webhook.tls_ca_file`: the CA of an HTTPS receiver.
+    tls_ca_file: Option<PathBuf>,
+    /// `max_memory`, the budget for message bytes in flight (scenario 8).
+    max_memory: Option<u64>,
+    /// `http.listen`, for a `pophook run` whose /metrics is scraped.
+    http_listen: Option<SocketAddr>,
+}
+
+impl GlobalConfig {
+    fn in_flight(max_in_flight: Option<u32>) -> GlobalConfig {
+        GlobalConfig {
+            max_in_flight,
+            ..GlobalConfig::default()
+        }
+    }
 }
 
 /// One `mailboxes[]` entry of a run's configuration; pophook's defaults for the rest.
@@ -459,7 +494,7 @@ impl Bench {
             } => eprintln!("scenario {}, {name}: FAILED: {why}", scenario.id),
             _ => {}
         }
-        if !matches!(result, RunResult::Measured { problem: None, .. }) {
+        if !result.is_ok() {
             self.empty(user);
         }
         row(name, result)
@@ -506,42 +541,16 @@ impl Bench {
             max_message_size: scenario.max_message_size,
             ..MailboxConfig::new("bench", user)
         };
-        let (dir, config) = match self.configure(max_in_flight, &[mailbox]) {
-            Ok(configured) => configured,
-            Err(e) => return RunResult::Failed(e),
-        };
-        let child = match child::run_once(
-            &self.pophook,
-            &config,
-            dir.path(),
-            &self.wrap,
-            scenario.timeout,
-        ) {
+        let global = GlobalConfig::in_flight(max_in_flight);
+        let child = match self.once(&global, &[mailbox], scenario.timeout) {
             Ok(child) => child,
             Err(e) => return RunResult::Failed(e),
         };
         let received = self.receiver.take();
-        let mut problem = check_arrivals(&corpus.message_ids, &received.message_ids);
-        if problem.is_none() {
-            problem = self.check_empty(user);
-        }
-        if problem.is_none() {
-            if let Some(n) = max_in_flight {
-                if received.max_concurrent > u64::from(n) {
-                    problem = Some(format!(
-                        "{} requests at once with max_in_flight {n}",
-                        received.max_concurrent
-                    ));
-                }
-            }
-        }
-        RunResult::Measured {
-            wall: child.wall,
-            max_rss_kib: Some(child.max_rss_kib),
-            cpu: Some(child.cpu),
-            problem,
-            trend: None,
-        }
+        let problem = check_arrivals(&corpus.message_ids, &received.message_ids)
+            .or_else(|| self.check_empty(user))
+            .or_else(|| max_in_flight.and_then(|n| over_in_flight(&received, n)));
+        child.measured(problem, None)
     }
 
     fn floor(&self, corpus: &Corpus, user: &str, tls: bool) -> RunResult {
@@ -574,7 +583,7 @@ impl Bench {
                     max_rss_kib: None,
                     cpu: None,
                     problem,
-                    trend: None,
+                    detail: None,
                 }
             }
             Err(e) => RunResult::Failed(format!("floor: {e}")),
@@ -588,38 +597,51 @@ impl Bench {
         }
     }
 
+    /// `pophook once` with this configuration, in a fresh directory, under `--wrap`.
+    fn once(
+        &self,
+        global: &GlobalConfig,
+        mailboxes: &[MailboxConfig<'_>],
+        timeout: Duration,
+    ) -> Result<child::ChildRun, String> {
+        let (dir, config) = self.configure(global, mailboxes)?;
+        child::run_once(&self.pophook, &config, dir.path(), &self.wrap, timeout)
+    }
+
     /// A fresh directory (for the configuration, the state and the log) with the
     /// configuration written to `pophook.yaml` in it.
     fn configure(
         &self,
-        max_in_flight: Option<u32>,
+        global: &GlobalConfig,
         mailboxes: &[MailboxConfig<'_>],
     ) -> Result<(tempfile::TempDir, PathBuf), String> {
         let dir = tempfile::tempdir_in(self.work.path()).map_err(|e| format!("temp dir: {e}"))?;
         let config = dir.path().join("pophook.yaml");
-        let yaml = self.config(dir.path(), max_in_flight, mailboxes);
+        let yaml = self.config(dir.path(), global, mailboxes);
         fs::write(&config, yaml).map_err(|e| format!("write the config: {e}"))?;
         Ok((dir, config))
     }
 
-    fn config(
-        &self,
-        dir: &Path,
-        max_in_flight: Option<u32>,
-        mailboxes: &[MailboxConfig<'_>],
-    ) -> String {
+    fn config(&self, dir: &Path, global: &GlobalConfig, mailboxes: &[MailboxConfig<'_>]) -> String {
         let mut webhook = format!(
             "  url: {}\n  timeout: 60s\n  secret: {}\n",
-            self.receiver.url(),
+            global.url.clone().unwrap_or_else(|| self.receiver.url()),
             self.secret
         );
-        if let Some(n) = max_in_flight {
+        if let Some(n) = global.max_in_flight {
             webhook.push_str(&format!("  max_in_flight: {n}\n"));
         }
-        let mut yaml = format!(
-            "state_dir: {}\nwebhook:\n{webhook}mailboxes:\n",
-            dir.join("state").display()
-        );
+        if let Some(ca) = &global.tls_ca_file {
+            webhook.push_str(&format!("  tls_ca_file: {}\n", ca.display()));
+        }
+        let mut yaml = format!("state_dir: {}\n", dir.join("state").display());
+        if let Some(bytes) = global.max_memory {
+            yaml.push_str(&format!("max_memory: {bytes}\n"));
+        }
+        if let Some(listen) = global.http_listen {
+            yaml.push_str(&format!("http:\n  listen: {listen}\n"));
+        }
+        yaml.push_str(&format!("webhook:\n{webhook}mailboxes:\n"));
         for m in mailboxes {
             yaml.push_str(&format!(
                 "  - name: {}\n    host: 127.0.0.1\n    port: {}\n    username: {}\n    password: {PASSWORD}\n    timeout: {}s\n",
@@ -651,6 +673,16 @@ impl Bench {
         }
         yaml
     }
+}
+
+/// Whether the receiver saw more requests at once than `max_in_flight` allows.
+fn over_in_flight(received: &receiver::Received, max_in_flight: u32) -> Option<String> {
+    (received.max_concurrent > u64::from(max_in_flight)).then(|| {
+        format!(
+            "{} requests at once with max_in_flight {max_in_flight}",
+            received.max_concurrent
+        )
+    })
 }
 
 /// Every message arrived exactly once, recognised by its Message-ID.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::corpus::{self, Corpus};
 use crate::report::{self, Row, RunResult};
-use crate::{check_arrivals, child, floor, Bench, MailboxConfig, Options, PASSWORD, POP3_TIMEOUT};
+use crate::{
+    check_arrivals, floor, Bench, GlobalConfig, MailboxConfig, Options, PASSWORD, POP3_TIMEOUT,
+};
 
 pub const SCENARIO: u8 = 6;
 /// The count; the run names in `report` say 50 too.
@@ -44,18 +46,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             bench.deliver(corpus, user);
         }
     };
-    let left = || {
-        let left: usize = mailboxes
-            .iter()
-            .map(|(user, _)| bench.dovecot.message_count(user))
-            .sum();
-        (left > 0).then(|| format!("{left} messages left in the mailboxes"))
-    };
-    let empty_all = || {
-        for (user, _) in &mailboxes {
-            bench.empty(user);
-        }
-    };
+    let users: Vec<&str> = mailboxes.iter().map(|(user, _)| user.as_str()).collect();
     let row = |run: &str, result: RunResult| Row {
         scenario: SCENARIO,
         run: run.into(),
@@ -67,29 +58,7 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
 
     let pophook = || {
         deliver();
-        bench.receiver.reset(Duration::ZERO);
-        let configs: Vec<MailboxConfig<'_>> = mailboxes
-            .iter()
-            .map(|(user, _)| MailboxConfig::new(user.clone(), user))
-            .collect();
-        let result = match bench.configure(None, &configs).and_then(|(dir, config)| {
-            child::run_once(&bench.pophook, &config, dir.path(), &bench.wrap, TIMEOUT)
-        }) {
-            Ok(child) => {
-                let received = bench.receiver.take();
-                RunResult::Measured {
-                    wall: child.wall,
-                    max_rss_kib: Some(child.max_rss_kib),
-                    cpu: Some(child.cpu),
-                    problem: check_arrivals(&expected, &received.message_ids).or_else(left),
-                    trend: None,
-                }
-            }
-            Err(e) => RunResult::Failed(e),
-        };
-        if !matches!(result, RunResult::Measured { problem: None, .. }) {
-            empty_all();
-        }
+        let result = once_all(bench, &users, &GlobalConfig::default(), &expected, TIMEOUT);
         row(report::MANY_POPHOOK, result)
     };
 
@@ -126,11 +95,11 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
             wall,
             max_rss_kib: None,
             cpu: None,
-            problem: problem.or_else(left),
-            trend: None,
+            problem: problem.or_else(|| left(bench, &users)),
+            detail: None,
         };
-        if !matches!(result, RunResult::Measured { problem: None, .. }) {
-            empty_all();
+        if !result.is_ok() {
+            empty(bench, &users);
         }
         row(report::MANY_FLOOR, result)
     };
@@ -142,4 +111,47 @@ pub fn run(bench: &Bench, options: &Options) -> Vec<Row> {
         rows.push(row);
     }
     rows
+}
+
+/// One `pophook once` over a mailbox per user (named after it, pophook's defaults but
+/// `global`), checked: every message in `expected` arrived once and every mailbox is
+/// left empty. Empties them when not, for the next run.
+pub fn once_all(
+    bench: &Bench,
+    users: &[&str],
+    global: &GlobalConfig,
+    expected: &[String],
+    timeout: Duration,
+) -> RunResult {
+    bench.receiver.reset(Duration::ZERO);
+    let configs: Vec<MailboxConfig<'_>> = users
+        .iter()
+        .map(|user| MailboxConfig::new(*user, user))
+        .collect();
+    let result = match bench.once(global, &configs, timeout) {
+        Ok(child) => {
+            let received = bench.receiver.take();
+            child.measured(
+                check_arrivals(expected, &received.message_ids).or_else(|| left(bench, users)),
+                None,
+            )
+        }
+        Err(e) => RunResult::Failed(e),
+    };
+    if !result.is_ok() {
+        empty(bench, users);
+    }
+    result
+}
+
+/// How many messages the users' mailboxes still hold, when any.
+fn left(bench: &Bench, users: &[&str]) -> Option<String> {
+    let left: usize = users.iter().map(|u| bench.dovecot.message_count(u)).sum();
+    (left > 0).then(|| format!("{left} messages left in the mailboxes"))
+}
+
+fn empty(bench: &Bench, users: &[&str]) {
+    for user in users {
+        bench.empty(user);
+    }
 }
