@@ -30,7 +30,7 @@ const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// retry (and is capped by `timeout` anyway).
 const DEFAULT_WEBHOOK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
-/// 256 MiB of message bytes in flight; peak memory is about 2–3× that.
+/// 256 MiB of messages and their rendered bodies in flight.
 const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_MAX_IN_FLIGHT: usize = 4;

@@ -256,13 +256,16 @@ impl Cycle<'_> {
                     stop = Some(Stop::CommitPoint);
                     break;
                 }
-                // Room in the process-wide budget before the download starts; given
-                // back once its POST is answered.
+                // Room in the process-wide budget (for the message and its body)
+                // before the download starts; given back once its POST is answered.
                 let reservation = match pipe.next_fetch() {
                     Some(next) if next.headers_only => {
                         self.ctx.budget.reserve(HEADERS_RESERVATION).await
                     }
-                    Some(next) => self.ctx.budget.reserve(next.expected_size as u64).await,
+                    Some(next) => {
+                        let size = next.expected_size as u64;
+                        self.ctx.budget.reserve_message(size).await
+                    }
                     None => break,
                 };
                 let (fetched, raw) = match pipe.next_message().await {
