@@ -469,7 +469,7 @@ fn memory_targets(out: &mut String, rows: &[Row]) {
     let _ = match (find(MEMORY_LARGE).and_then(Row::rss_mib), overhead) {
         (Some(peak), Some(overhead)) => writeln!(
             out,
-            "- Scenario 8: peak RSS ≤ `max_memory` ({budget:.0} MiB) + the fixed overhead (the tiny-message run's peak, {overhead:.1} MiB) = {:.1} MiB — **{}**: {peak:.1} MiB; above the overhead {:.1} MiB = {:.2}× the budget (the budget counts message bytes, not their rendered bodies){}",
+            "- Scenario 8: peak RSS ≤ `max_memory` ({budget:.0} MiB) + the fixed overhead (the tiny-message run's peak, {overhead:.1} MiB) = {:.1} MiB — **{}**: {peak:.1} MiB; above the overhead {:.1} MiB = {:.2}× the budget (which counts each message twice: its bytes and its rendered body){}",
             budget + overhead,
             verdict(peak <= budget + overhead),
             peak - overhead,
