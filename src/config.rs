@@ -21,6 +21,7 @@ use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
 use crate::shard::{self, Shard};
 use crate::signing::SigningKey;
+use crate::storage::{RawMode, RawStorage, Storage};
 use crate::webhook::{BasicAuth, WebhookConfig, WebhookUrl};
 
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -53,6 +54,9 @@ pub struct Config {
     pub shard: Option<Shard>,
     /// Mailboxes in the configuration that other shards poll: (name, owning index).
     pub other_shards: Vec<(String, u32)>,
+    /// The object store (`storage`), when configured; the webhooks that store
+    /// attachments or messages hold it too.
+    pub storage: Option<Arc<Storage>>,
 }
 
 /// `http`: where the health, metrics and management endpoints listen, and who may
@@ -134,6 +138,9 @@ impl Mailbox {
         if let Some(tokens) = &self.server.oauth2 {
             hash.update(tokens.fingerprint());
         }
+        if let Some(storage) = &self.webhook.storage {
+            hash.update(storage.fingerprint().as_bytes());
+        }
         hash.finalize().into()
     }
 }
@@ -146,7 +153,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),
@@ -168,6 +175,8 @@ struct RawConfig {
     mailboxes: Vec<RawMailbox>,
     http: Option<RawHttp>,
     shard: Option<RawShard>,
+    // Issue 13: validated in `crate::storage`.
+    storage: Option<RawStorage>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +219,9 @@ struct RawWebhook {
     include_raw: Option<bool>,
     attachments: Option<AttachmentMode>,
     max_inline_attachment_size: Option<u64>,
+    // Issue 13: `attachments: store` keeps these inline; `raw: store`.
+    store_larger_than: Option<u64>,
+    raw: Option<RawMode>,
     max_in_flight: Option<usize>,
     allow_insecure_webhook: Option<bool>,
     retry: Option<RawRetry>,
@@ -421,9 +433,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "no mailboxes are configured; add at least one (see config.example.yaml)",
         ));
     }
+    let storage = raw
+        .storage
+        .map(crate::storage::validate)
+        .transpose()?
+        .map(Arc::new);
     let mut mailboxes: Vec<Mailbox> = Vec::with_capacity(raw.mailboxes.len());
     for (i, mailbox) in raw.mailboxes.into_iter().enumerate() {
-        let mailbox = validate_mailbox(i, mailbox, &raw.webhook)?;
+        let mailbox = validate_mailbox(i, mailbox, &raw.webhook, storage.as_ref())?;
         if mailboxes.iter().any(|m| m.name == mailbox.name) {
             return Err(invalid(
                 format!("mailboxes[{i}].name"),
@@ -470,6 +487,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         http,
         shard,
         other_shards,
+        storage,
     })
 }
 
@@ -578,6 +596,7 @@ fn validate_mailbox(
     i: usize,
     raw: RawMailbox,
     default_webhook: &RawWebhook,
+    storage: Option<&Arc<Storage>>,
 ) -> Result<Mailbox, ConfigError> {
     let key = |field: &str| format!("mailboxes[{i}].{field}");
 
@@ -693,7 +712,11 @@ fn validate_mailbox(
     if commit_interval.is_zero() {
         return Err(invalid(key("commit_interval"), "must be longer than 0s"));
     }
-    let webhook = validate_webhook(&key("webhook"), merge(default_webhook, raw.webhook))?;
+    let webhook = validate_webhook(
+        &key("webhook"),
+        merge(default_webhook, raw.webhook),
+        storage,
+    )?;
     Ok(Mailbox {
         name,
         server,
@@ -774,6 +797,8 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
         max_inline_attachment_size: over
             .max_inline_attachment_size
             .or(base.max_inline_attachment_size),
+        store_larger_than: over.store_larger_than.or(base.store_larger_than),
+        raw: over.raw.or(base.raw),
         allow_insecure_webhook: over.allow_insecure_webhook.or(base.allow_insecure_webhook),
         retry: over.retry.or_else(|| base.retry.clone()),
         format: over.format.or(base.format),
@@ -783,7 +808,11 @@ fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
     }
 }
 
-fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+fn validate_webhook(
+    key: &str,
+    raw: RawWebhook,
+    storage: Option<&Arc<Storage>>,
+) -> Result<WebhookConfig, ConfigError> {
     let url_key = format!("{key}.url");
     let url = raw.url.ok_or_else(|| {
         invalid(
@@ -884,6 +913,15 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
             "missing; `format: mailgun` signs every request as Mailgun does, with the receiver's webhook signing key: set `mailgun_signing_key`, `mailgun_signing_key_file` or `mailgun_signing_key_env`",
         ));
     }
+    let attachments = raw.attachments.unwrap_or_default();
+    let (include_raw, raw_store, storage) = crate::storage::validate_webhook(
+        key,
+        format,
+        attachments,
+        raw.include_raw,
+        raw.raw,
+        storage,
+    )?;
     Ok(WebhookConfig {
         url: WebhookUrl::new(url),
         basic_auth,
@@ -895,9 +933,12 @@ fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigE
         ca_pem,
         headers,
         signing_keys,
-        include_raw: raw.include_raw.unwrap_or(false),
-        attachments: raw.attachments.unwrap_or_default(),
+        include_raw,
+        attachments,
         max_inline_attachment_size: raw.max_inline_attachment_size,
+        storage,
+        store_larger_than: raw.store_larger_than.unwrap_or(0),
+        raw_store,
         max_in_flight,
         retry,
     })
@@ -1208,7 +1249,7 @@ fn signing_keys(
 }
 
 /// One secret from exactly one of: inline value, `<key>_file`, `<key>_env`.
-fn resolve_secret(
+pub(crate) fn resolve_secret(
     key: &str,
     inline: Option<Secret>,
     file: Option<PathBuf>,

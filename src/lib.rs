@@ -63,5 +63,6 @@ pub mod shard;
 pub mod shutdown;
 pub mod signing;
 pub mod status;
+pub mod storage;
 pub mod watchdog;
 pub mod webhook;

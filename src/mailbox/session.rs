@@ -586,7 +586,12 @@ async fn deliver(
         let (webhook, mailbox, key) = (webhook.clone(), mailbox.clone(), key.clone());
         let truncated = fetch.headers_only;
         tokio::task::spawn_blocking(move || {
-            formats::render(
+            let stash = webhook.storage.as_deref().map(|storage| event::Stash {
+                storage,
+                larger_than: webhook.store_larger_than,
+                raw: webhook.raw_store,
+            });
+            formats::render_stashed(
                 webhook.format,
                 &EventMeta {
                     mailbox: &mailbox,
@@ -598,6 +603,7 @@ async fn deliver(
                     max_inline_attachment_size: webhook.max_inline_attachment_size,
                 },
                 &raw,
+                stash.as_ref(),
             )
         })
     };
@@ -623,7 +629,12 @@ async fn deliver(
     }
     let id = rendered.id;
     let body = rendered.payload;
-    let outcome = post_within_grace(&ctx, &webhook, &id, body).await;
+    // Every object the event links to is in the store before the event goes out, or
+    // the event does not go out: a failed upload is a failed delivery.
+    let outcome = match upload_within_grace(&ctx, &webhook, rendered.uploads).await {
+        Some(Ok(())) => post_within_grace(&ctx, &webhook, &id, body).await,
+        other => other,
+    };
     drop(reservation);
     Posted {
         fetch,
@@ -647,6 +658,30 @@ async fn post_within_grace(
     let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
     tokio::select! {
         result = ctx.sender.post(webhook, id, body) => Some(result),
+        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
+    }
+}
+
+/// Puts the event's objects in the store, one after the other, each buffer released as
+/// soon as it is sent; like the POST, abandoned (`None`) once shutdown's grace ran out.
+async fn upload_within_grace(
+    ctx: &Context,
+    webhook: &WebhookConfig,
+    uploads: Vec<crate::storage::Upload>,
+) -> Option<Result<(), DeliveryError>> {
+    let Some(storage) = webhook.storage.as_deref().filter(|_| !uploads.is_empty()) else {
+        return Some(Ok(()));
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
+    let all = async {
+        for upload in uploads {
+            storage.put(&upload).await.map_err(DeliveryError::Storage)?;
+        }
+        Ok(())
+    };
+    tokio::select! {
+        result = all => Some(result),
         _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
     }
 }
