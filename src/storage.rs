@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rusty_s3::actions::{DeleteObject, GetObject, PutObject};
+use rusty_s3::actions::{DeleteObject, GetObject, HeadBucket, PutObject};
 use rusty_s3::{Bucket, Credentials, S3Action as _, UrlStyle};
 use serde::Deserialize;
 
@@ -379,6 +379,21 @@ impl Storage {
         self.send(request, &upload.key).await
     }
 
+    /// Fails only when the store says the bucket does not exist. Some stores (s3s-fs,
+    /// some gateways) create a missing bucket on the first PUT instead of refusing it,
+    /// which would hide a typo in `storage.bucket`; any other answer (403 from a key
+    /// without `s3:ListBucket`, say) is left for the PUT to explain.
+    pub async fn confirm_bucket(&self) -> Result<(), StorageError> {
+        let url = HeadBucket::new(&self.bucket, Some(&self.credentials)).sign(SIGN_FOR);
+        match self.send(self.client.head(url), "").await {
+            Err(error @ (StorageError::Unreachable { .. } | StorageError::Timeout { .. })) => {
+                Err(error)
+            }
+            Err(error @ StorageError::MissingBucket { .. }) => Err(error),
+            Ok(()) | Err(_) => Ok(()),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let url = DeleteObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGN_FOR);
         self.send(self.client.delete(url), key).await
@@ -396,6 +411,7 @@ impl Storage {
             content_type: "text/plain".to_owned(),
             body: Bytes::from_static(b"pophook check: safe to delete\n"),
         };
+        self.confirm_bucket().await?;
         self.put(&upload).await?;
         self.delete(&upload.key).await
     }

@@ -675,6 +675,10 @@ async fn upload_within_grace(
     let mut shutdown = ctx.shutdown.clone();
     let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
     let all = async {
+        storage
+            .confirm_bucket()
+            .await
+            .map_err(DeliveryError::Storage)?;
         for upload in uploads {
             storage.put(&upload).await.map_err(DeliveryError::Storage)?;
         }
