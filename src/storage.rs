@@ -556,11 +556,11 @@ pub struct Place {
 
 impl std::fmt::Display for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} bucket {:?} key {:?}",
-            self.endpoint, self.bucket, self.key
-        )
+        write!(f, "{} bucket {:?}", self.endpoint, self.bucket)?;
+        if !self.key.is_empty() {
+            write!(f, " key {:?}", self.key)?;
+        }
+        Ok(())
     }
 }
 
