@@ -706,6 +706,81 @@ mod tests {
         assert!(storage("url_expiry: 7d\n").is_ok());
     }
 
+    const STORE: &str = "storage:\n  endpoint: http://127.0.0.1:9000\n  bucket: mail\n  access_key: AKIA\n  secret_key: s3cr3t-value\n";
+
+    fn config(webhook: &str, storage: &str) -> Result<crate::config::Config, String> {
+        crate::config::from_yaml(&format!(
+            "webhook:\n  url: http://127.0.0.1:8080/inbound\n{webhook}mailboxes:\n  - name: box\n    host: pop.example.com\n    username: u\n    password: p\n{storage}"
+        ))
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn store_modes_need_a_storage_section_and_the_standard_format() {
+        let ok = config(
+            "  attachments: store\n  store_larger_than: 1000\n  raw: store\n",
+            STORE,
+        )
+        .unwrap();
+        let hook = &ok.mailboxes[0].webhook;
+        assert!(hook.storage.is_some() && hook.raw_store && !hook.include_raw);
+        assert_eq!(hook.store_larger_than, 1000);
+        assert!(ok.storage.is_some());
+        assert!(!format!("{ok:?}").contains("s3cr3t-value"));
+
+        // A store that nothing uses is not handed to the webhook.
+        let unused = config("", STORE).unwrap();
+        assert!(unused.mailboxes[0].webhook.storage.is_none());
+
+        let e = config("  attachments: store\n", "").unwrap_err();
+        assert!(
+            e.contains("mailboxes[0].webhook.attachments") && e.contains("`storage` section"),
+            "{e}"
+        );
+        let e = config("  raw: store\n", "").unwrap_err();
+        assert!(
+            e.contains("mailboxes[0].webhook.raw") && e.contains("`storage` section"),
+            "{e}"
+        );
+        let e = config("  attachments: store\n  format: postmark\n", STORE).unwrap_err();
+        assert!(
+            e.contains("`format: standard`") && e.contains("postmark"),
+            "{e}"
+        );
+        let e = config("  raw: store\n  include_raw: true\n", STORE).unwrap_err();
+        assert!(e.contains("choose one"), "{e}");
+        let inline = config("  raw: inline\n", "").unwrap();
+        assert!(inline.mailboxes[0].webhook.include_raw);
+        let e = config("  raw: links\n", "").unwrap_err();
+        assert!(e.contains("raw"), "{e}");
+        let e = config("", "storage:\n  endpoint: http://127.0.0.1:9000\n  bucket: b\n  access_key: a\n  secret_key: s\n  url_expiry: 30d\n").unwrap_err();
+        assert!(
+            e.contains("storage.url_expiry") && e.contains("7 days"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_come_inline_from_files_or_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let yaml = format!(
+            "endpoint: http://127.0.0.1:9000\nbucket: mail\naccess_key_env: POPHOOK_TEST_STORAGE_ACCESS\nsecret_key_file: {}\n",
+            file.display()
+        );
+        std::env::set_var("POPHOOK_TEST_STORAGE_ACCESS", "from-env");
+        let s = validate(serde_yaml_from(&yaml)).unwrap();
+        assert_eq!(s.access_key.expose(), "from-env");
+        assert_eq!(s.secret_key.expose(), "from-file");
+        let both = "endpoint: http://127.0.0.1:9000\nbucket: mail\naccess_key: a\nsecret_key: b\nsecret_key_env: X\n";
+        let e = validate(serde_yaml_from(both)).unwrap_err().to_string();
+        assert!(
+            e.contains("set only one of `secret_key`, `secret_key_file` and `secret_key_env`"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn debug_never_shows_the_credentials() {
         let s = storage("").unwrap();
