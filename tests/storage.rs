@@ -132,6 +132,24 @@ async fn a_large_attachment_is_stored_a_small_one_inline_and_the_urls_fetch_the_
         requests[0].body.len()
     );
     let event = requests[0].json();
+    // The documented schema covers the storage fields.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/event.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&event)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
     let data = &event["data"];
     let id = data["id"].as_str().unwrap();
     let attachments = data["attachments"].as_array().unwrap();
