@@ -18,6 +18,9 @@
 //! - [`webhook`]: POSTs an event with Standard Webhooks headers and signature and
 //!   classifies the answer; [`webhook::client`] keeps one connection pool per endpoint
 //!   and bounds connecting, uploading and waiting for the answer separately.
+//! - [`storage`]: the S3-compatible store for `attachments: store` and `raw: store`:
+//!   the `storage` section, object keys from the event id, presigned GET URLs, the
+//!   uploads that precede a POST, and the store check of `pophook check`.
 //! - [`signing`]: the `webhook-signature` header: `v1` (HMAC) and `v1a` (ed25519)
 //!   signatures from every configured key, verification, `pophook keygen`.
 //! - [`retry`]: when a failed delivery is tried again, and when it is parked.
