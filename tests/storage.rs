@@ -177,7 +177,9 @@ async fn a_large_attachment_is_stored_a_small_one_inline_and_the_urls_fetch_the_
             .unwrap(),
         small
     );
-    assert!(inline.get("url").is_none() && inline.get("storage_key").is_none());
+    assert_eq!(inline["url"], serde_json::Value::Null);
+    assert_eq!(inline["storage_key"], serde_json::Value::Null);
+    assert_eq!(inline["sha256"], serde_json::Value::Null);
 
     assert_eq!(data["raw"], serde_json::Value::Null);
     let fetched_raw = fetch(data["raw_url"].as_str().unwrap()).await;

@@ -158,8 +158,8 @@ pub struct EventData {
     pub attachments: Vec<Attachment>,
     /// Standard base64 of the message as retrieved, when asked for or when parsing failed.
     pub raw: Option<String>,
-    /// `raw: store`: a presigned GET URL of the message in the store. Absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `raw: store`: a presigned GET URL of the message in the store, else null.
+    #[serde(default)]
     pub raw_url: Option<String>,
     pub parse_error: Option<String>,
     pub truncated: bool,
@@ -196,14 +196,14 @@ pub struct Attachment {
     /// the message (with `attachments: store`, it is at `url`).
     pub content_omitted: bool,
     /// `attachments: store`: a presigned GET URL of the content, valid for
-    /// `storage.url_expiry`. Present only for a stored attachment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `storage.url_expiry`. Null unless the attachment is in the store.
+    #[serde(default)]
     pub url: Option<String>,
-    /// The object's key in the bucket. Present only for a stored attachment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The object's key in the bucket. Null unless the attachment is in the store.
+    #[serde(default)]
     pub storage_key: Option<String>,
-    /// Lower-case hex SHA-256 of the content. Present only for a stored attachment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Lower-case hex SHA-256 of the content. Null unless the attachment is in the store.
+    #[serde(default)]
     pub sha256: Option<String>,
 }
 
