@@ -24,13 +24,17 @@
 //! - [`delivery`]: the body in the receiver's format, signed and POSTed with one
 //!   connection pool per endpoint; the answer classified; when to retry. It posts
 //!   bytes and knows nothing of how the event was built.
+//! - [`storage`]: the S3-compatible store for `attachments: store` and `raw: store`:
+//!   object keys from the event id, presigned GET URLs, the uploads that precede a
+//!   POST, and the store check of `pophook check`.
 //! - [`ledger`]: what pophook remembers, keyed by (mailbox, UIDL), and the event id:
 //!   every record in memory, written through to sled by the one thread that writes and
 //!   flushes.
 //! - Shared by all: [`secret`] (passwords and keys kept out of logs, URLs without
 //!   credentials), [`text`] (outside text fit for a log line, error chains), [`http`]
 //!   (the builder of every HTTP client), [`shutdown`] (the stop signal as a value),
-//!   [`watchdog`] (a thread that ends a process that stopped making progress).
+//!   [`watchdog`] (a thread that ends a process that stopped making progress),
+//!   [`settings`] (the error every validation reports, and how a secret is read).
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -44,6 +48,8 @@ pub mod ops;
 pub mod pop3;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod shutdown;
+pub mod storage;
 pub mod text;
 pub mod watchdog;

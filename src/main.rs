@@ -311,6 +311,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            // A small put and delete under the prefix: what delivery needs of the store.
+            if let Some(storage) = &config.storage {
+                match storage.check().await {
+                    Ok(()) => println!(
+                        "storage: ok, {} (put and deleted a test object)",
+                        storage.describe()
+                    ),
+                    Err(error) => {
+                        ok = false;
+                        println!("storage: FAILED — {error}");
+                    }
+                }
+            }
             if let Some(shard) = config.shard {
                 for (name, index) in &config.other_shards {
                     println!(

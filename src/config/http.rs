@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 
 use super::raw::{RawHttp, RawShard};
-use super::secrets::resolve_secret;
-use super::{invalid, ConfigError};
 use crate::ops::http::{HttpConfig, DEFAULT_HTTP_MAX_CONNECTIONS};
 use crate::ops::shard::Shard;
+use crate::settings::resolve_secret;
+use crate::settings::{invalid, ConfigError};
 
 pub(super) fn validate_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
     let listen = raw.listen.ok_or_else(|| {

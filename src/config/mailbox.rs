@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use super::oauth2::validate_oauth2;
 use super::raw::{RawMailbox, RawWebhook};
-use super::secrets::resolve_secret;
 use super::webhook::{merge, validate_webhook};
-use super::{invalid, ConfigError};
 use super::{
     DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_POLL_INTERVAL, DEFAULT_POP3_TIMEOUT,
 };
@@ -16,11 +14,15 @@ use crate::mailbox::Mailbox;
 use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::secret::Secret;
+use crate::settings::resolve_secret;
+use crate::settings::{invalid, ConfigError};
+use crate::storage::Storage;
 
 pub(super) fn validate_mailbox(
     i: usize,
     raw: RawMailbox,
     default_webhook: &RawWebhook,
+    storage: Option<&Arc<Storage>>,
 ) -> Result<Mailbox, ConfigError> {
     let key = |field: &str| format!("mailboxes[{i}].{field}");
 
@@ -136,7 +138,11 @@ pub(super) fn validate_mailbox(
     if commit_interval.is_zero() {
         return Err(invalid(key("commit_interval"), "must be longer than 0s"));
     }
-    let webhook = validate_webhook(&key("webhook"), merge(default_webhook, raw.webhook))?;
+    let webhook = validate_webhook(
+        &key("webhook"),
+        merge(default_webhook, raw.webhook),
+        storage,
+    )?;
     Ok(Mailbox {
         name,
         server,

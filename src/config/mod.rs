@@ -6,7 +6,6 @@ mod http;
 mod mailbox;
 mod oauth2;
 mod raw;
-mod secrets;
 mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +18,8 @@ pub use crate::mailbox::Mailbox;
 pub use crate::ops::http::{HttpConfig, DEFAULT_HTTP_MAX_CONNECTIONS};
 use crate::ops::shard;
 pub use crate::service::Config;
+use crate::settings::invalid;
+pub use crate::settings::ConfigError;
 use http::{validate_http, validate_shard};
 use mailbox::validate_mailbox;
 use raw::RawConfig;
@@ -35,21 +36,6 @@ const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read the configuration: {0}")]
-    Load(String),
-    #[error("invalid configuration at `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
 
 // ---- loading --------------------------------------------------------------------
 
@@ -166,9 +152,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "no mailboxes are configured; add at least one (see config.example.yaml)",
         ));
     }
+    let storage = raw
+        .storage
+        .map(crate::storage::validate)
+        .transpose()?
+        .map(std::sync::Arc::new);
     let mut mailboxes: Vec<Mailbox> = Vec::with_capacity(raw.mailboxes.len());
     for (i, mailbox) in raw.mailboxes.into_iter().enumerate() {
-        let mailbox = validate_mailbox(i, mailbox, &raw.webhook)?;
+        let mailbox = validate_mailbox(i, mailbox, &raw.webhook, storage.as_ref())?;
         if mailboxes.iter().any(|m| m.name == mailbox.name) {
             return Err(invalid(
                 format!("mailboxes[{i}].name"),
@@ -215,6 +206,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         http,
         shard,
         other_shards,
+        storage,
     })
 }
 

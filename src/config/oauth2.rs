@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use super::raw::RawOAuth2;
-use super::secrets::resolve_secret;
-use super::{invalid, ConfigError};
 use crate::oauth2::{Provider, TokenSource};
+use crate::settings::resolve_secret;
+use crate::settings::{invalid, ConfigError};
 
 pub(super) fn validate_oauth2(
     base: &str,

@@ -10,6 +10,7 @@ use crate::delivery::formats::Format;
 use crate::event::AttachmentMode;
 use crate::pop3::{AuthMethod, TlsMode};
 use crate::secret::Secret;
+use crate::storage::{RawMode, RawStorage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) mailboxes: Vec<RawMailbox>,
     pub(super) http: Option<RawHttp>,
     pub(super) shard: Option<RawShard>,
+    // Issue 13: validated in `crate::storage`.
+    pub(super) storage: Option<RawStorage>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +69,9 @@ pub(super) struct RawWebhook {
     pub(super) include_raw: Option<bool>,
     pub(super) attachments: Option<AttachmentMode>,
     pub(super) max_inline_attachment_size: Option<u64>,
+    // Issue 13: `attachments: store` keeps these inline; `raw: store`.
+    pub(super) store_larger_than: Option<u64>,
+    pub(super) raw: Option<RawMode>,
     pub(super) max_in_flight: Option<usize>,
     pub(super) allow_insecure_webhook: Option<bool>,
     pub(super) retry: Option<RawRetry>,

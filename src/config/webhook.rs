@@ -2,19 +2,22 @@
 //! and signing keys.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::mailbox::read_ca_pem;
 use super::oauth2::is_loopback;
 use super::raw::{RawHeaderValue, RawRetry, RawWebhook, SecretList};
-use super::secrets::resolve_secret;
-use super::{invalid, ConfigError};
 use super::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_WEBHOOK_CONNECT_TIMEOUT, DEFAULT_WEBHOOK_TIMEOUT};
 use crate::delivery::formats::Format;
 use crate::delivery::retry::{Backoff, RetryPolicy};
 use crate::delivery::signing::SigningKey;
 use crate::delivery::{BasicAuth, WebhookConfig, WebhookUrl};
+use crate::event::AttachmentMode;
 use crate::secret::Secret;
+use crate::settings::resolve_secret;
+use crate::settings::{invalid, ConfigError};
+use crate::storage::{RawMode, Storage};
 
 /// A mailbox's `webhook` block over the top-level one. The signing secret is taken
 /// whole from whichever level names any of its three sources.
@@ -71,6 +74,8 @@ pub(super) fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
         max_inline_attachment_size: over
             .max_inline_attachment_size
             .or(base.max_inline_attachment_size),
+        store_larger_than: over.store_larger_than.or(base.store_larger_than),
+        raw: over.raw.or(base.raw),
         allow_insecure_webhook: over.allow_insecure_webhook.or(base.allow_insecure_webhook),
         retry: over.retry.or_else(|| base.retry.clone()),
         format: over.format.or(base.format),
@@ -80,7 +85,11 @@ pub(super) fn merge(base: &RawWebhook, over: RawWebhook) -> RawWebhook {
     }
 }
 
-pub(super) fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+pub(super) fn validate_webhook(
+    key: &str,
+    raw: RawWebhook,
+    storage: Option<&Arc<Storage>>,
+) -> Result<WebhookConfig, ConfigError> {
     let url_key = format!("{key}.url");
     let url = raw.url.ok_or_else(|| {
         invalid(
@@ -181,6 +190,9 @@ pub(super) fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConf
             "missing; `format: mailgun` signs every request as Mailgun does, with the receiver's webhook signing key: set `mailgun_signing_key`, `mailgun_signing_key_file` or `mailgun_signing_key_env`",
         ));
     }
+    let attachments = raw.attachments.unwrap_or_default();
+    let (include_raw, raw_store, storage) =
+        validate_storage(key, format, attachments, raw.include_raw, raw.raw, storage)?;
     Ok(WebhookConfig {
         url: WebhookUrl::new(url),
         basic_auth,
@@ -192,9 +204,12 @@ pub(super) fn validate_webhook(key: &str, raw: RawWebhook) -> Result<WebhookConf
         ca_pem,
         headers,
         signing_keys,
-        include_raw: raw.include_raw.unwrap_or(false),
-        attachments: raw.attachments.unwrap_or_default(),
+        include_raw,
+        attachments,
         max_inline_attachment_size: raw.max_inline_attachment_size,
+        storage,
+        store_larger_than: raw.store_larger_than.unwrap_or(0),
+        raw_store,
         max_in_flight,
         retry,
     })
@@ -340,4 +355,54 @@ pub(super) fn signing_keys(
             })
         })
         .collect()
+}
+
+/// A webhook's storage keys against its format and the `storage` section: what
+/// `include_raw` becomes, whether the message is stored, and the store when anything is.
+fn validate_storage(
+    key: &str,
+    format: Format,
+    attachments: AttachmentMode,
+    include_raw: Option<bool>,
+    raw: Option<RawMode>,
+    storage: Option<&Arc<Storage>>,
+) -> Result<(bool, bool, Option<Arc<Storage>>), ConfigError> {
+    let include_raw = match (include_raw, raw) {
+        (Some(true), Some(RawMode::Store)) => {
+            return Err(invalid(
+                format!("{key}.raw"),
+                "`raw: store` and `include_raw: true` both set; choose one (the message in the store with its URL in `raw_url`, or base64 in `raw`)",
+            ))
+        }
+        (_, Some(RawMode::Inline)) => true,
+        (include_raw, _) => include_raw.unwrap_or(false),
+    };
+    let raw_store = raw == Some(RawMode::Store);
+    let store_attachments = attachments == AttachmentMode::Store;
+    if !raw_store && !store_attachments {
+        return Ok((include_raw, false, None));
+    }
+    let what = if store_attachments {
+        format!("{key}.attachments")
+    } else {
+        format!("{key}.raw")
+    };
+    // Postmark's and Mailgun's bodies have no field for a link, and `raw` posts the
+    // message itself: storing would silently drop what those receivers expect.
+    if format != Format::Standard {
+        return Err(invalid(
+            what,
+            format!(
+                "`store` needs `format: standard` (the event carries the URLs); `format: {}` has no field for them, so use `attachments: inline` or `metadata` there",
+                format.name()
+            ),
+        ));
+    }
+    let Some(storage) = storage else {
+        return Err(invalid(
+            what,
+            "`store` needs a `storage` section (endpoint, bucket, credentials); see the README's Storage section",
+        ));
+    };
+    Ok((include_raw, raw_store, Some(storage.clone())))
 }

@@ -53,6 +53,12 @@ pub struct WebhookConfig {
     pub attachments: AttachmentMode,
     /// Attachments larger than this are sent as metadata (`content_omitted: true`).
     pub max_inline_attachment_size: Option<u64>,
+    /// The object store, when `attachments: store` or `raw: store` uses it.
+    pub storage: Option<std::sync::Arc<crate::storage::Storage>>,
+    /// With `attachments: store`, attachments of at most this many octets stay inline.
+    pub store_larger_than: u64,
+    /// `raw: store`: the whole message goes to the store, its URL into `raw_url`.
+    pub raw_store: bool,
     /// POSTs in flight at once for one mailbox; 1 keeps strict mailbox order.
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
@@ -215,6 +221,10 @@ pub enum DeliveryError {
         status: u16,
         retry_after: Option<Duration>,
     },
+    /// An upload the event needs failed, so it was not posted. Neither the endpoint's
+    /// fault nor a refusal of the message: retried on the normal schedule.
+    #[error("not posted: {0}")]
+    Storage(crate::storage::StorageError),
 }
 
 impl DeliveryError {
@@ -226,6 +236,7 @@ impl DeliveryError {
             DeliveryError::Status { status, .. } => {
                 matches!(status, 408 | 425 | 429) || (500..600).contains(status)
             }
+            DeliveryError::Storage(_) => false,
         }
     }
 
@@ -237,7 +248,12 @@ impl DeliveryError {
     /// The endpoint refused this message (3xx, 4xx other than 408, 410, 425, 429):
     /// retried only a few times, then parked.
     pub fn is_rejection(&self) -> bool {
-        !self.is_endpoint_unavailable() && !self.is_gone()
+        !self.is_endpoint_unavailable() && !self.is_gone() && !self.is_storage()
+    }
+
+    /// The store refused or could not be reached; the webhook was not asked.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, DeliveryError::Storage(_))
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -256,6 +272,7 @@ impl DeliveryError {
             DeliveryError::Status { status: 410, .. } => "gone",
             DeliveryError::Status { status, .. } if (400..500).contains(status) => "http_4xx",
             DeliveryError::Status { .. } => "http_5xx",
+            DeliveryError::Storage(_) => "storage",
         }
     }
 }

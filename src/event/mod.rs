@@ -71,6 +71,20 @@ pub enum AttachmentMode {
     Metadata,
     /// `attachments: []`.
     Omit,
+    /// Every attachment larger than `store_larger_than` goes to the object store and is
+    /// listed with `url`, `storage_key` and `sha256`; smaller ones are inline.
+    Store,
+}
+
+/// Where `attachments: store` and `raw: store` put things; `None` when rendering
+/// without a store (the attachments are then listed without content).
+#[derive(Debug, Clone, Copy)]
+pub struct Stash<'a> {
+    pub storage: &'a crate::storage::Storage,
+    /// Attachments of at most this many octets stay inline.
+    pub larger_than: u64,
+    /// `raw: store`: `raw_url` points at the whole message in the store.
+    pub raw: bool,
 }
 
 /// The webhook payload: `{"type": "email.received", "timestamp": …, "data": {…}}`.
@@ -143,6 +157,9 @@ pub struct EventData {
     pub attachments: Vec<Attachment>,
     /// Standard base64 of the message as retrieved, when asked for or when parsing failed.
     pub raw: Option<String>,
+    /// `raw: store`: a presigned GET URL of the message in the store, else null.
+    #[serde(default)]
+    pub raw_url: Option<String>,
     pub parse_error: Option<String>,
     pub truncated: bool,
 }
@@ -175,8 +192,18 @@ pub struct Attachment {
     /// Null when `content_omitted`.
     pub content_base64: Option<String>,
     /// The content was left out by the attachment mode or size limit, not missing from
-    /// the message.
+    /// the message (with `attachments: store`, it is at `url`).
     pub content_omitted: bool,
+    /// `attachments: store`: a presigned GET URL of the content, valid for
+    /// `storage.url_expiry`. Null unless the attachment is in the store.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The object's key in the bucket. Null unless the attachment is in the store.
+    #[serde(default)]
+    pub storage_key: Option<String>,
+    /// Lower-case hex SHA-256 of the content. Null unless the attachment is in the store.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,18 +275,48 @@ fn event_data(meta: &EventMeta<'_>, raw: &[u8]) -> EventData {
                 meta.attachments,
                 meta.max_inline_attachment_size,
                 spool,
+                None,
             )
         },
         None,
+        None,
     )
+    .0
 }
 
 /// The standard event for one message, serialised: (id, JSON body, parse error). Large
 /// base64 content goes straight into the body (see `spool`), so the peak is about the
 /// message plus the body rather than three copies.
 pub fn serialize_event(meta: &EventMeta<'_>, raw: &[u8]) -> (String, Vec<u8>, Option<String>) {
+    let serialized = serialize_event_stashed(meta, raw, None);
+    (serialized.id, serialized.body, serialized.parse_error)
+}
+
+/// A serialised standard event and the objects to put in the store before it is posted.
+#[derive(Debug)]
+pub struct Serialized {
+    pub id: String,
+    pub body: Vec<u8>,
+    pub parse_error: Option<String>,
+    /// Stored attachments (`raw: store` is the caller's: it holds the message's buffer).
+    pub uploads: Vec<crate::storage::Upload>,
+}
+
+/// [`serialize_event`] with a store: attachments over `stash.larger_than` are listed
+/// with their URL and returned as uploads, their decoded bytes moved out of the parse
+/// rather than copied; with `stash.raw`, `raw_url` is set.
+pub fn serialize_event_stashed(
+    meta: &EventMeta<'_>,
+    raw: &[u8],
+    stash: Option<&Stash<'_>>,
+) -> Serialized {
     let mut spool = Spool::new(raw);
-    let data = event_data_with(
+    let id = event_id(meta.mailbox, meta.uidl);
+    let stashing = stash.map(|stash| Stashing {
+        stash,
+        event_id: &id,
+    });
+    let (data, uploads) = event_data_with(
         meta,
         raw,
         |raw, spool| {
@@ -268,11 +325,13 @@ pub fn serialize_event(meta: &EventMeta<'_>, raw: &[u8]) -> (String, Vec<u8>, Op
                 meta.attachments,
                 meta.max_inline_attachment_size,
                 spool,
+                stashing.as_ref(),
             )
         },
         Some(&mut spool),
+        stash,
     );
-    let (id, parse_error) = (data.id.clone(), data.parse_error.clone());
+    let parse_error = data.parse_error.clone();
     let event = Event {
         kind: EVENT_TYPE.to_owned(),
         timestamp: rfc3339(OffsetDateTime::now_utc()),
@@ -280,7 +339,18 @@ pub fn serialize_event(meta: &EventMeta<'_>, raw: &[u8]) -> (String, Vec<u8>, Op
     };
     let json = serde_json::to_vec(&event).expect("an event always serialises");
     drop(event);
-    (id, spool.assemble(&json), parse_error)
+    Serialized {
+        body: spool.assemble(&json),
+        id,
+        parse_error,
+        uploads,
+    }
+}
+
+/// A store and the event whose attachments go there.
+pub(crate) struct Stashing<'a> {
+    pub(crate) stash: &'a Stash<'a>,
+    pub(crate) event_id: &'a str,
 }
 
 /// `extract` is a parameter only so a test can make it panic.
@@ -289,16 +359,22 @@ fn event_data_with<'r>(
     raw: &'r [u8],
     extract: impl FnOnce(&[u8], Option<&mut Spool<'r>>) -> Result<Parsed, ParseFailure>,
     mut spool: Option<&mut Spool<'r>>,
-) -> EventData {
+    stash: Option<&Stash<'_>>,
+) -> (EventData, Vec<crate::storage::Upload>) {
     // mail-parser is fuzzed but not proven; a panic inside it must cost one message its
     // structure, not the whole mailbox task. Nothing shared is mutated inside, so
     // observing state after an unwind is not a concern.
     let outcome = catch_unwind(AssertUnwindSafe(|| extract(raw, spool.as_deref_mut())))
         .unwrap_or(Err(ParseFailure::Panicked));
-    let (parsed, parse_error) = match outcome {
+    let (mut parsed, parse_error) = match outcome {
         Ok(parsed) => (parsed, None),
         Err(failure) => (Parsed::default(), Some(failure.message().to_owned())),
     };
+    let id = event_id(meta.mailbox, meta.uidl);
+    let raw_url = stash
+        .filter(|stash| stash.raw)
+        .map(|stash| stash.storage.presign_get(&stash.storage.raw_key(&id)));
+    let uploads = std::mem::take(&mut parsed.uploads);
     // When parsing failed the raw bytes are the only copy of the message the receiver
     // gets before we delete it, so they go out whatever `include_raw` says.
     let raw_base64 = (meta.include_raw || parse_error.is_some()).then(|| match spool {
@@ -306,8 +382,8 @@ fn event_data_with<'r>(
         None => BASE64.encode(raw),
     });
 
-    EventData {
-        id: event_id(meta.mailbox, meta.uidl),
+    let data = EventData {
+        id,
         mailbox: meta.mailbox.to_owned(),
         uidl: meta.uidl.to_owned(),
         size: raw.len() as u64,
@@ -338,9 +414,11 @@ fn event_data_with<'r>(
         html: parsed.html,
         attachments: parsed.attachments,
         raw: raw_base64,
+        raw_url,
         parse_error,
         truncated: meta.truncated,
-    }
+    };
+    (data, uploads)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,6 +471,8 @@ struct Parsed {
     stripped_text: Option<String>,
     html: Option<String>,
     attachments: Vec<Attachment>,
+    /// Stored attachments' bytes, for the store.
+    uploads: Vec<crate::storage::Upload>,
 }
 
 fn extract(
@@ -400,9 +480,10 @@ fn extract(
     mode: AttachmentMode,
     max_inline: Option<u64>,
     spool: Option<&mut Spool<'_>>,
+    stashing: Option<&Stashing<'_>>,
 ) -> Result<Parsed, ParseFailure> {
     let parser = MessageParser::default();
-    let message = parser.parse(raw).ok_or(ParseFailure::Unparseable)?;
+    let mut message = parser.parse(raw).ok_or(ParseFailure::Unparseable)?;
     // A part whose headers run straight into its body makes mail-parser read the body,
     // and the boundaries after it, as headers; reading a copy with the blank line put
     // back keeps every part. The event's `raw` and `size` stay the original's.
@@ -411,11 +492,34 @@ fn extract(
         .flatten();
     match repaired {
         Some(fixed) => {
-            let message = parser.parse(&fixed).ok_or(ParseFailure::Unparseable)?;
-            read(&fixed, &message, mode, max_inline, spool)
+            let mut message = parser.parse(&fixed).ok_or(ParseFailure::Unparseable)?;
+            let (mut parsed, pending) = read(&fixed, &message, mode, max_inline, spool, stashing)?;
+            parsed.uploads = take_uploads(&fixed, &mut message, pending);
+            Ok(parsed)
         }
-        None => read(raw, &message, mode, max_inline, spool),
+        None => {
+            let (mut parsed, pending) = read(raw, &message, mode, max_inline, spool, stashing)?;
+            parsed.uploads = take_uploads(raw, &mut message, pending);
+            Ok(parsed)
+        }
     }
+}
+
+/// The stored attachments' bytes, moved out of the parsed message (decoded base64 is
+/// not copied again; see [`attachments::take_content`]).
+fn take_uploads(
+    raw: &[u8],
+    message: &mut Message<'_>,
+    pending: Vec<attachments::Pending>,
+) -> Vec<crate::storage::Upload> {
+    pending
+        .into_iter()
+        .map(|p| crate::storage::Upload {
+            body: attachments::take_content(raw, message, p.part),
+            key: p.key,
+            content_type: p.content_type,
+        })
+        .collect()
 }
 
 /// Everything the event says about the message, from the parse and from the bytes it
@@ -426,7 +530,8 @@ fn read(
     mode: AttachmentMode,
     max_inline: Option<u64>,
     mut spool: Option<&mut Spool<'_>>,
-) -> Result<Parsed, ParseFailure> {
+    stashing: Option<&Stashing<'_>>,
+) -> Result<(Parsed, Vec<attachments::Pending>), ParseFailure> {
     let root = message.parts.first().ok_or(ParseFailure::Unparseable)?;
     if root.headers.is_empty() {
         return Err(ParseFailure::NoHeaders);
@@ -442,8 +547,8 @@ fn read(
     };
     let bodies = body::bodies(raw, message);
     let stripped_text = bodies.text.as_deref().and_then(reply::stripped_text);
-
-    Ok(Parsed {
+    let mut pending = Vec::new();
+    let parsed = Parsed {
         message_id: first(HeaderName::MessageId).and_then(|h| ids(&h.value).into_iter().next()),
         in_reply_to: all(HeaderName::InReplyTo)
             .flat_map(|h| ids(&h.value))
@@ -482,14 +587,25 @@ fn read(
         // Omit skips the attachments entirely: no decoding for content nobody gets.
         attachments: match mode {
             AttachmentMode::Omit => Vec::new(),
-            AttachmentMode::Inline | AttachmentMode::Metadata => bodies
+            AttachmentMode::Inline | AttachmentMode::Metadata | AttachmentMode::Store => bodies
                 .attachments
                 .iter()
-                .filter_map(|&id| message.parts.get(id))
-                .filter_map(|part| attachment(raw, part, mode, max_inline, spool.as_deref_mut()))
+                .enumerate()
+                .filter_map(|(index, &id)| Some((index, id, message.parts.get(id)?)))
+                .filter_map(|(index, id, part)| {
+                    let store = stashing.map(|s| attachments::Target {
+                        stashing: s,
+                        index,
+                        part: id,
+                        pending: &mut pending,
+                    });
+                    attachment(raw, part, mode, max_inline, spool.as_deref_mut(), store)
+                })
                 .collect(),
         },
-    })
+        uploads: Vec::new(),
+    };
+    Ok((parsed, pending))
 }
 
 /// Whether the message is a delivery status notification: a part (the root included) of

@@ -64,7 +64,7 @@ fn raw_is_sent_only_when_asked_for_or_when_parsing_failed() {
 #[test]
 fn a_panic_while_parsing_becomes_a_parse_error_with_raw() {
     let raw = b"Subject: hi\r\n\r\nbody\r\n";
-    let data = event_data_with(&meta("1"), raw, |_, _| panic!("parser bug"), None);
+    let (data, _) = event_data_with(&meta("1"), raw, |_, _| panic!("parser bug"), None, None);
     assert!(data.parse_error.unwrap().contains("panicked"));
     assert_eq!(BASE64.decode(data.raw.unwrap()).unwrap(), raw);
     assert_eq!(data.id, event_id("support", "1"));

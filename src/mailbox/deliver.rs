@@ -11,7 +11,7 @@ use super::plan;
 use super::session::Context;
 use crate::delivery::formats::{self, Payload};
 use crate::delivery::{DeliveryError, WebhookConfig};
-use crate::event::EventMeta;
+use crate::event::{self, EventMeta};
 
 /// What a POST task hands back.
 pub(super) struct Posted {
@@ -44,7 +44,12 @@ pub(super) async fn deliver(
         let (webhook, mailbox, key) = (webhook.clone(), mailbox.clone(), key.clone());
         let truncated = fetch.headers_only;
         tokio::task::spawn_blocking(move || {
-            formats::render(
+            let stash = webhook.storage.as_deref().map(|storage| event::Stash {
+                storage,
+                larger_than: webhook.store_larger_than,
+                raw: webhook.raw_store,
+            });
+            formats::render_stashed(
                 webhook.format,
                 &EventMeta {
                     mailbox: &mailbox,
@@ -56,6 +61,7 @@ pub(super) async fn deliver(
                     max_inline_attachment_size: webhook.max_inline_attachment_size,
                 },
                 &raw,
+                stash.as_ref(),
             )
         })
     };
@@ -81,7 +87,12 @@ pub(super) async fn deliver(
     }
     let id = rendered.id;
     let body = rendered.payload;
-    let outcome = post_within_grace(&ctx, &webhook, &id, body).await;
+    // Every object the event links to is in the store before the event goes out, or
+    // the event does not go out: a failed upload is a failed delivery.
+    let outcome = match upload_within_grace(&ctx, &webhook, rendered.uploads).await {
+        Some(Ok(())) => post_within_grace(&ctx, &webhook, &id, body).await,
+        other => other,
+    };
     drop(reservation);
     Posted {
         fetch,
@@ -111,6 +122,34 @@ async fn post_within_grace(
     ctx.sink
         .delivered(started.elapsed(), result.as_ref().map(|_| ()));
     Some(result)
+}
+
+/// Puts the event's objects in the store, one after the other, each buffer released as
+/// soon as it is sent; like the POST, abandoned (`None`) once shutdown's grace ran out.
+async fn upload_within_grace(
+    ctx: &Context,
+    webhook: &WebhookConfig,
+    uploads: Vec<crate::storage::Upload>,
+) -> Option<Result<(), DeliveryError>> {
+    let Some(storage) = webhook.storage.as_deref().filter(|_| !uploads.is_empty()) else {
+        return Some(Ok(()));
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
+    let all = async {
+        storage
+            .confirm_bucket()
+            .await
+            .map_err(DeliveryError::Storage)?;
+        for upload in uploads {
+            storage.put(&upload).await.map_err(DeliveryError::Storage)?;
+        }
+        Ok(())
+    };
+    tokio::select! {
+        result = all => Some(result),
+        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
+    }
 }
 
 /// Parses in progress across the process, one per core.

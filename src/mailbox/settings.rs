@@ -37,6 +37,9 @@ impl Mailbox {
         if let Some(tokens) = &self.server.oauth2 {
             hash.update(tokens.fingerprint());
         }
+        if let Some(storage) = &self.webhook.storage {
+            hash.update(storage.fingerprint().as_bytes());
+        }
         hash.finalize().into()
     }
 }

@@ -25,4 +25,7 @@ pub struct Config {
     pub shard: Option<Shard>,
     /// Mailboxes in the configuration that other shards poll: (name, owning index).
     pub other_shards: Vec<(String, u32)>,
+    /// The object store (`storage`), when configured; the webhooks that store
+    /// attachments or messages hold it too.
+    pub storage: Option<std::sync::Arc<crate::storage::Storage>>,
 }

@@ -50,6 +50,8 @@ pub struct Rendered {
     pub payload: Payload,
     /// Set when the message could not be parsed; it is still delivered whole.
     pub parse_error: Option<String>,
+    /// Objects to put in the store before the POST (`attachments: store`, `raw: store`).
+    pub uploads: Vec<crate::storage::Upload>,
 }
 
 /// The body of the POST.
@@ -81,7 +83,7 @@ impl From<Vec<u8>> for Payload {
 pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
     let id = crate::ledger::event_id(meta.mailbox, meta.uidl);
     match format {
-        Format::Standard => standard(meta, raw),
+        Format::Standard => standard(meta, raw, None),
         Format::Raw => Rendered {
             id,
             payload: Payload::Body {
@@ -89,6 +91,7 @@ pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
                 bytes: Bytes::from(message_bytes(raw, meta.truncated).into_owned()),
             },
             parse_error: None,
+            uploads: Vec::new(),
         },
         Format::Postmark => {
             let message = message_bytes(raw, meta.truncated);
@@ -97,22 +100,48 @@ pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
                 id,
                 payload: body.into(),
                 parse_error,
+                uploads: Vec::new(),
             }
         }
         Format::Mailgun => Rendered {
             id,
             payload: Payload::Mailgun(mailgun::fields(&message_bytes(raw, meta.truncated))),
             parse_error: None,
+            uploads: Vec::new(),
         },
     }
 }
 
-fn standard(meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
-    let (id, body, parse_error) = event::serialize_event(meta, raw);
+/// [`render`] with the object store: the standard event (configuration refuses `store`
+/// with the other formats) with its uploads, the message itself among them with
+/// `stash.raw`. `raw` is shared with that upload, not copied.
+pub fn render_stashed(
+    format: Format,
+    meta: &EventMeta<'_>,
+    raw: &Bytes,
+    stash: Option<&event::Stash<'_>>,
+) -> Rendered {
+    let Some(stash) = stash.filter(|_| format == Format::Standard) else {
+        return render(format, meta, raw);
+    };
+    let mut rendered = standard(meta, raw, Some(stash));
+    if stash.raw {
+        rendered.uploads.push(crate::storage::Upload {
+            key: stash.storage.raw_key(&rendered.id),
+            content_type: "message/rfc822".to_owned(),
+            body: raw.clone(),
+        });
+    }
+    rendered
+}
+
+fn standard(meta: &EventMeta<'_>, raw: &[u8], stash: Option<&event::Stash<'_>>) -> Rendered {
+    let serialized = event::serialize_event_stashed(meta, raw, stash);
     Rendered {
-        id,
-        payload: body.into(),
-        parse_error,
+        id: serialized.id,
+        payload: serialized.body.into(),
+        parse_error: serialized.parse_error,
+        uploads: serialized.uploads,
     }
 }
 

@@ -1,13 +1,29 @@
-//! Every secret is an inline value, a file (`_file`) or an environment variable
-//! (`_env`): resolved here, once, so nothing later reads the environment.
+//! What every component's settings are checked with, wherever they are validated:
+//! one error type that names the key and what to do, and one way to read a secret
+//! (an inline value, a file with `_file`, an environment variable with `_env`),
+//! resolved once at load so nothing later reads the environment.
 
 use std::path::PathBuf;
 
-use super::{invalid, ConfigError};
 use crate::secret::Secret;
 
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration: {0}")]
+    Load(String),
+    #[error("invalid configuration at `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
 /// One secret from exactly one of: inline value, `<key>_file`, `<key>_env`.
-pub(super) fn resolve_secret(
+pub fn resolve_secret(
     key: &str,
     inline: Option<Secret>,
     file: Option<PathBuf>,
