@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 
-use crate::delivery::formats::{mailgun, recipient};
+use crate::delivery::formats::mailgun;
 use crate::delivery::signing::VerifyingKey;
+use crate::event::recipient;
 use crate::shutdown::Shutdown;
 
 /// How far a `webhook-timestamp` may be from now, as the Standard Webhooks libraries

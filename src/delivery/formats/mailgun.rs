@@ -13,7 +13,7 @@ use crate::secret::Secret;
 /// The form fields that stay the same on every attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fields {
-    /// The envelope recipient (see [`super::recipient`]); empty when unknown.
+    /// The envelope recipient (see [`crate::event::recipient`]); empty when unknown.
     pub recipient: String,
     /// The envelope sender: `Return-Path`, else the `From` address.
     pub sender: String,
@@ -38,7 +38,7 @@ pub fn fields(message: &[u8]) -> Fields {
         .and_then(|h| h.value.as_text())
         .filter(|path| path.contains('@'));
     Fields {
-        recipient: super::recipient::recipient(message, headers).unwrap_or_default(),
+        recipient: crate::event::recipient::recipient(message, headers).unwrap_or_default(),
         sender: return_path
             .map(str::to_owned)
             .or_else(|| from.as_ref().map(|(_, address)| address.clone()))

@@ -5,7 +5,6 @@
 
 pub mod mailgun;
 pub mod postmark;
-pub mod recipient;
 
 use std::borrow::Cow;
 

@@ -91,7 +91,7 @@ pub fn render(meta: &EventMeta<'_>, message: &[u8]) -> (Vec<u8>, Option<String>)
         mailbox_hash: a
             .address
             .as_deref()
-            .and_then(super::recipient::mailbox_hash)
+            .and_then(crate::event::recipient::mailbox_hash)
             .unwrap_or_default(),
     };
     let header = |name: &str| {
