@@ -138,7 +138,7 @@ pub(super) fn validate_mailbox(
     if commit_interval.is_zero() {
         return Err(invalid(key("commit_interval"), "must be longer than 0s"));
     }
-    let webhook = validate_webhook(
+    let (webhook, event) = validate_webhook(
         &key("webhook"),
         merge(default_webhook, raw.webhook),
         storage,
@@ -151,6 +151,7 @@ pub(super) fn validate_mailbox(
         commit_interval,
         commit_every: raw.commit_every,
         webhook,
+        event,
     })
 }
 

@@ -35,7 +35,7 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert_eq!(m.poll_interval, Duration::from_secs(60));
     assert!(m.delete);
     assert_eq!(m.webhook.timeout, Duration::from_secs(30));
-    assert!(!m.webhook.include_raw);
+    assert!(!m.event.include_raw);
     assert_eq!(config.state_dir, PathBuf::from("./pophook-state"));
     let starttls = load(&format!(
         "{WEBHOOK}mailboxes:\n{MAILBOX}    password: pw\n    tls: starttls\n"
@@ -55,7 +55,7 @@ fn attachment_mode_defaults_to_inline_and_a_mailbox_can_override_it() {
              mailboxes:\n{MAILBOX}    password: a\n{sales}"
     ))
     .unwrap();
-    let (first, second) = (&config.mailboxes[0].webhook, &config.mailboxes[1].webhook);
+    let (first, second) = (&config.mailboxes[0].event, &config.mailboxes[1].event);
     assert_eq!(first.attachments, AttachmentMode::Metadata);
     assert_eq!(first.max_inline_attachment_size, Some(1000));
     assert_eq!(second.attachments, AttachmentMode::Omit);
@@ -63,10 +63,10 @@ fn attachment_mode_defaults_to_inline_and_a_mailbox_can_override_it() {
 
     let config = load(&format!("{WEBHOOK}mailboxes:\n{MAILBOX}    password: a\n")).unwrap();
     assert_eq!(
-        config.mailboxes[0].webhook.attachments,
+        config.mailboxes[0].event.attachments,
         AttachmentMode::Inline
     );
-    assert_eq!(config.mailboxes[0].webhook.max_inline_attachment_size, None);
+    assert_eq!(config.mailboxes[0].event.max_inline_attachment_size, None);
     let e = error(&format!(
         "{WEBHOOK}  attachments: links\nmailboxes:\n{MAILBOX}    password: a\n"
     ));

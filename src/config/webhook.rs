@@ -13,7 +13,7 @@ use crate::delivery::formats::Format;
 use crate::delivery::retry::{Backoff, RetryPolicy};
 use crate::delivery::signing::SigningKey;
 use crate::delivery::{BasicAuth, WebhookConfig, WebhookUrl};
-use crate::event::AttachmentMode;
+use crate::event::{self, AttachmentMode};
 use crate::secret::Secret;
 use crate::settings::resolve_secret;
 use crate::settings::{invalid, ConfigError};
@@ -89,7 +89,7 @@ pub(super) fn validate_webhook(
     key: &str,
     raw: RawWebhook,
     storage: Option<&Arc<Storage>>,
-) -> Result<WebhookConfig, ConfigError> {
+) -> Result<(WebhookConfig, event::Options), ConfigError> {
     let url_key = format!("{key}.url");
     let url = raw.url.ok_or_else(|| {
         invalid(
@@ -193,7 +193,15 @@ pub(super) fn validate_webhook(
     let attachments = raw.attachments.unwrap_or_default();
     let (include_raw, raw_store, storage) =
         validate_storage(key, format, attachments, raw.include_raw, raw.raw, storage)?;
-    Ok(WebhookConfig {
+    let event = event::Options {
+        include_raw,
+        attachments,
+        max_inline_attachment_size: raw.max_inline_attachment_size,
+        storage,
+        store_larger_than: raw.store_larger_than.unwrap_or(0),
+        raw_store,
+    };
+    let webhook = WebhookConfig {
         url: WebhookUrl::new(url),
         basic_auth,
         format,
@@ -204,15 +212,10 @@ pub(super) fn validate_webhook(
         ca_pem,
         headers,
         signing_keys,
-        include_raw,
-        attachments,
-        max_inline_attachment_size: raw.max_inline_attachment_size,
-        storage,
-        store_larger_than: raw.store_larger_than.unwrap_or(0),
-        raw_store,
         max_in_flight,
         retry,
-    })
+    };
+    Ok((webhook, event))
 }
 
 /// Refuses a URL that is a well-known inbound endpoint when `format` is not what it

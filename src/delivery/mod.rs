@@ -12,7 +12,6 @@ use sha2::Sha256;
 
 use crate::delivery::formats::{mailgun, Format, Payload};
 use crate::delivery::retry::RetryPolicy;
-use crate::event::AttachmentMode;
 use crate::secret::redacted;
 use crate::secret::Secret;
 
@@ -48,17 +47,6 @@ pub struct WebhookConfig {
     /// Every key that signs each request (`webhook.secret`, one or a list); none: the
     /// requests are not signed.
     pub signing_keys: Vec<crate::delivery::signing::SigningKey>,
-    pub include_raw: bool,
-    /// How much of each attachment goes into the event.
-    pub attachments: AttachmentMode,
-    /// Attachments larger than this are sent as metadata (`content_omitted: true`).
-    pub max_inline_attachment_size: Option<u64>,
-    /// The object store, when `attachments: store` or `raw: store` uses it.
-    pub storage: Option<std::sync::Arc<crate::storage::Storage>>,
-    /// With `attachments: store`, attachments of at most this many octets stay inline.
-    pub store_larger_than: u64,
-    /// `raw: store`: the whole message goes to the store, its URL into `raw_url`.
-    pub raw_store: bool,
     /// POSTs in flight at once for one mailbox; 1 keeps strict mailbox order.
     pub max_in_flight: usize,
     pub retry: RetryPolicy,

@@ -78,6 +78,23 @@ pub enum AttachmentMode {
     Store,
 }
 
+/// How a mailbox's events are built: the `webhook` keys that shape the event rather
+/// than its delivery.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub include_raw: bool,
+    /// How much of each attachment goes into the event.
+    pub attachments: AttachmentMode,
+    /// Attachments larger than this are sent as metadata (`content_omitted: true`).
+    pub max_inline_attachment_size: Option<u64>,
+    /// The object store, when `attachments: store` or `raw: store` uses it.
+    pub storage: Option<std::sync::Arc<crate::storage::Storage>>,
+    /// With `attachments: store`, attachments of at most this many octets stay inline.
+    pub store_larger_than: u64,
+    /// `raw: store`: the whole message goes to the store, its URL into `raw_url`.
+    pub raw_store: bool,
+}
+
 /// Where `attachments: store` and `raw: store` put things; `None` when rendering
 /// without a store (the attachments are then listed without content).
 #[derive(Debug, Clone, Copy)]

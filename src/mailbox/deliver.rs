@@ -9,6 +9,7 @@ use tracing::warn;
 use super::budget::Reservation;
 use super::plan;
 use super::session::Context;
+use super::Mailbox;
 use crate::delivery::formats::{self, Payload};
 use crate::delivery::{DeliveryError, WebhookConfig};
 use crate::event::{self, EventMeta};
@@ -28,8 +29,7 @@ pub(super) struct Posted {
 /// not hold up the reactor that serves every socket and `/healthz`.
 pub(super) async fn deliver(
     ctx: Context,
-    webhook: Arc<WebhookConfig>,
-    mailbox: String,
+    target: Arc<Mailbox>,
     (fetch, key): (plan::Fetch, String),
     raw: Bytes,
     reservation: Reservation,
@@ -41,24 +41,25 @@ pub(super) async fn deliver(
         .await
         .expect("the render semaphore is never closed");
     let render = {
-        let (webhook, mailbox, key) = (webhook.clone(), mailbox.clone(), key.clone());
+        let (target, key) = (target.clone(), key.clone());
         let truncated = fetch.headers_only;
         tokio::task::spawn_blocking(move || {
-            let stash = webhook.storage.as_deref().map(|storage| event::Stash {
+            let options = &target.event;
+            let stash = options.storage.as_deref().map(|storage| event::Stash {
                 storage,
-                larger_than: webhook.store_larger_than,
-                raw: webhook.raw_store,
+                larger_than: options.store_larger_than,
+                raw: options.raw_store,
             });
             formats::render_stashed(
-                webhook.format,
+                target.webhook.format,
                 &EventMeta {
-                    mailbox: &mailbox,
+                    mailbox: &target.name,
                     uidl: &key,
                     received_at: time::OffsetDateTime::now_utc(),
-                    include_raw: webhook.include_raw,
+                    include_raw: options.include_raw,
                     truncated,
-                    attachments: webhook.attachments,
-                    max_inline_attachment_size: webhook.max_inline_attachment_size,
+                    attachments: options.attachments,
+                    max_inline_attachment_size: options.max_inline_attachment_size,
                 },
                 &raw,
                 stash.as_ref(),
@@ -67,13 +68,14 @@ pub(super) async fn deliver(
     };
     let rendered = render.await;
     drop(slot);
+    let mailbox = target.name.as_str();
     let rendered = match rendered {
         Ok(rendered) => rendered,
         Err(e) => {
             // Only when the runtime is shutting down (the builder contains panics):
             // nothing is recorded, so the message is fetched again later.
             warn!(mailbox, key, "building the event did not finish: {e}");
-            let id = crate::ledger::event_id(&mailbox, &key);
+            let id = crate::ledger::event_id(mailbox, &key);
             return Posted {
                 fetch,
                 key,
@@ -89,8 +91,8 @@ pub(super) async fn deliver(
     let body = rendered.payload;
     // Every object the event links to is in the store before the event goes out, or
     // the event does not go out: a failed upload is a failed delivery.
-    let outcome = match upload_within_grace(&ctx, &webhook, rendered.uploads).await {
-        Some(Ok(())) => post_within_grace(&ctx, &webhook, &id, body).await,
+    let outcome = match upload_within_grace(&ctx, &target.event, rendered.uploads).await {
+        Some(Ok(())) => post_within_grace(&ctx, &target.webhook, &id, body).await,
         other => other,
     };
     drop(reservation);
@@ -128,10 +130,10 @@ async fn post_within_grace(
 /// soon as it is sent; like the POST, abandoned (`None`) once shutdown's grace ran out.
 async fn upload_within_grace(
     ctx: &Context,
-    webhook: &WebhookConfig,
+    options: &event::Options,
     uploads: Vec<crate::storage::Upload>,
 ) -> Option<Result<(), DeliveryError>> {
-    let Some(storage) = webhook.storage.as_deref().filter(|_| !uploads.is_empty()) else {
+    let Some(storage) = options.storage.as_deref().filter(|_| !uploads.is_empty()) else {
         return Some(Ok(()));
     };
     let mut shutdown = ctx.shutdown.clone();

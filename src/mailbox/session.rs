@@ -231,7 +231,7 @@ impl Cycle<'_> {
         fetches: &mut HashMap<u32, plan::Fetch>,
     ) -> Option<Stop> {
         let name = self.mailbox.name.clone();
-        let webhook = Arc::new(self.mailbox.webhook.clone());
+        let mailbox = Arc::new(self.mailbox.clone());
         let mut in_flight = if self.probe {
             1
         } else {
@@ -308,8 +308,7 @@ impl Cycle<'_> {
                 }
                 posts.spawn(deliver(
                     self.ctx.clone(),
-                    webhook.clone(),
-                    name.clone(),
+                    mailbox.clone(),
                     (fetch, key),
                     raw,
                     reservation,

@@ -20,6 +20,8 @@ pub struct Mailbox {
     /// Deprecated extra cap: also QUIT after this many DELEs. Unset by default.
     pub commit_every: Option<usize>,
     pub webhook: WebhookConfig,
+    /// How its events are built (from the same `webhook` section).
+    pub event: crate::event::Options,
 }
 
 impl Mailbox {
@@ -37,7 +39,7 @@ impl Mailbox {
         if let Some(tokens) = &self.server.oauth2 {
             hash.update(tokens.fingerprint());
         }
-        if let Some(storage) = &self.webhook.storage {
+        if let Some(storage) = &self.event.storage {
             hash.update(storage.fingerprint().as_bytes());
         }
         hash.finalize().into()

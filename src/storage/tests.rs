@@ -133,7 +133,7 @@ fn store_modes_need_a_storage_section_and_the_standard_format() {
         STORE,
     )
     .unwrap();
-    let hook = &ok.mailboxes[0].webhook;
+    let hook = &ok.mailboxes[0].event;
     assert!(hook.storage.is_some() && hook.raw_store && !hook.include_raw);
     assert_eq!(hook.store_larger_than, 1000);
     assert!(ok.storage.is_some());
@@ -141,7 +141,7 @@ fn store_modes_need_a_storage_section_and_the_standard_format() {
 
     // A store that nothing uses is not handed to the webhook.
     let unused = config("", STORE).unwrap();
-    assert!(unused.mailboxes[0].webhook.storage.is_none());
+    assert!(unused.mailboxes[0].event.storage.is_none());
 
     let e = config("  attachments: store\n", "").unwrap_err();
     assert!(
@@ -161,7 +161,7 @@ fn store_modes_need_a_storage_section_and_the_standard_format() {
     let e = config("  raw: store\n  include_raw: true\n", STORE).unwrap_err();
     assert!(e.contains("choose one"), "{e}");
     let inline = config("  raw: inline\n", "").unwrap();
-    assert!(inline.mailboxes[0].webhook.include_raw);
+    assert!(inline.mailboxes[0].event.include_raw);
     let e = config("  raw: links\n", "").unwrap_err();
     assert!(e.contains("raw"), "{e}");
     let e = config("", "storage:\n  endpoint: http://127.0.0.1:9000\n  bucket: b\n  access_key: a\n  secret_key: s\n  url_expiry: 30d\n").unwrap_err();
