@@ -7,7 +7,10 @@
 //! - [`config`] (with the binary's command line, the top): YAML file + `POPHOOK_*`
 //!   environment → validated settings, secrets already resolved from inline values,
 //!   files or environment variables. One file per section; the settings types live
-//!   with the components that use them.
+//!   with the components that use them. It builds data only: the live objects (TLS
+//!   connectors, the token-endpoint and store clients) are made on first use by the
+//!   task that needs them and the webhook pools by the service, so a reload, which
+//!   loads afresh, rebuilds every one of them.
 //! - [`service`]: the running process: every mailbox's task (restarted one by one on a
 //!   reload), `once`, `check`, `replay`, shutdown; each cycle and each POST is logged,
 //!   counted and recorded in the cycle log by its bookkeeper.

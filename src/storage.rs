@@ -169,18 +169,6 @@ pub(crate) fn validate(raw: RawStorage) -> Result<Storage, ConfigError> {
     if timeout.is_zero() {
         return Err(invalid("storage.timeout", "must be more than 0s"));
     }
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        // A redirect would send the signed request elsewhere; S3 does not redirect
-        // signed requests that succeed.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| {
-            invalid(
-                "storage",
-                format!("cannot set up the HTTP client: {}", e.without_url()),
-            )
-        })?;
     Ok(Storage {
         endpoint_display: display(&endpoint),
         credentials: Credentials::new(access_key.expose(), secret_key.expose()),
@@ -192,7 +180,7 @@ pub(crate) fn validate(raw: RawStorage) -> Result<Storage, ConfigError> {
         prefix,
         url_expiry,
         timeout,
-        client,
+        client: std::sync::OnceLock::new(),
     })
 }
 
@@ -249,7 +237,9 @@ pub struct Storage {
     prefix: String,
     url_expiry: Duration,
     timeout: Duration,
-    client: reqwest::Client,
+    /// Made on the first request, by the task that sends it: the configuration holds
+    /// settings, not live clients.
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -319,7 +309,7 @@ impl Storage {
     pub async fn put(&self, upload: &Upload) -> Result<(), StorageError> {
         let url = PutObject::new(&self.bucket, Some(&self.credentials), &upload.key).sign(SIGN_FOR);
         let request = self
-            .client
+            .client(&upload.key)?
             .put(url)
             .header(reqwest::header::CONTENT_TYPE, &upload.content_type)
             .body(upload.body.clone());
@@ -332,7 +322,7 @@ impl Storage {
     /// without `s3:ListBucket`, say) is left for the PUT to explain.
     pub async fn confirm_bucket(&self) -> Result<(), StorageError> {
         let url = HeadBucket::new(&self.bucket, Some(&self.credentials)).sign(SIGN_FOR);
-        match self.send(self.client.head(url), "").await {
+        match self.send(self.client("")?.head(url), "").await {
             Err(error @ (StorageError::Unreachable { .. } | StorageError::Timeout { .. })) => {
                 Err(error)
             }
@@ -343,7 +333,7 @@ impl Storage {
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let url = DeleteObject::new(&self.bucket, Some(&self.credentials), key).sign(SIGN_FOR);
-        self.send(self.client.delete(url), key).await
+        self.send(self.client(key)?.delete(url), key).await
     }
 
     /// Puts and deletes a small object under the prefix: the credentials, the bucket
@@ -363,12 +353,32 @@ impl Storage {
         self.delete(&upload.key).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, key: &str) -> Result<(), StorageError> {
-        let at = || Place {
+    /// The HTTP client (no redirects: one would send the signed request elsewhere, and
+    /// S3 does not redirect signed requests that succeed).
+    fn client(&self, key: &str) -> Result<&reqwest::Client, StorageError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let built = crate::http::client_builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| StorageError::Unreachable {
+                at: self.place(key),
+                reason: format!("cannot set up the HTTP client: {}", describe_reqwest(&e)),
+            })?;
+        Ok(self.client.get_or_init(|| built))
+    }
+
+    fn place(&self, key: &str) -> Place {
+        Place {
             endpoint: self.endpoint_display.clone(),
             bucket: self.bucket_name.clone(),
             key: key.to_owned(),
-        };
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, key: &str) -> Result<(), StorageError> {
+        let at = || self.place(key);
         let exchange = async {
             let response = request
                 .send()

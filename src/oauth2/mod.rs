@@ -127,7 +127,9 @@ pub struct TokenSource {
     provider: Provider,
     /// Bound on a token request or command.
     timeout: Duration,
-    http: reqwest::Client,
+    /// Made on the first request to a token endpoint, by the task that needs it: the
+    /// configuration holds settings, not live clients.
+    http: std::sync::OnceLock<reqwest::Client>,
     /// Held across a fetch, so concurrent logins of one mailbox fetch once.
     cache: Mutex<Cache>,
     /// Set by a running service (not by `check`): where rotated refresh tokens are
@@ -172,17 +174,14 @@ impl fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
-    /// `timeout` bounds each token request and command run.
+    /// `timeout` bounds each token request and command run. Nothing is fetched or
+    /// connected until a session asks for a token.
     pub fn new(mailbox: &str, provider: Provider, timeout: Duration) -> Result<Self, String> {
-        let http = crate::http::client_builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client for the token endpoint: {e}"))?;
         Ok(TokenSource {
             mailbox: mailbox.to_string(),
             provider,
             timeout,
-            http,
+            http: std::sync::OnceLock::new(),
             cache: Mutex::new(Cache::default()),
             keeper: std::sync::Mutex::new(None),
         })
@@ -393,8 +392,17 @@ impl TokenSource {
             url: shown.clone(),
             reason: crate::text::error_chain(&e.without_url()),
         };
-        let mut response = self
-            .http
+        let http = match self.http.get() {
+            Some(http) => http,
+            None => {
+                let built = crate::http::client_builder()
+                    .timeout(self.timeout)
+                    .build()
+                    .map_err(unreachable)?;
+                self.http.get_or_init(|| built)
+            }
+        };
+        let mut response = http
             .post(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(form)
