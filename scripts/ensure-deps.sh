@@ -5,8 +5,9 @@
 # tests and the demo run against), python3 with venv (the tests install Django and
 # django-anymail from PyPI into a virtualenv; python3-cryptography verifies ed25519
 # signatures independently of pophook) and Ruby with Rails, sqlite3 and WEBrick
-# (Action Mailbox): the real receivers of the raw, postmark and mailgun formats; and
-# s3s-fs from crates.io, the S3-compatible server of the storage tests.
+# (Action Mailbox): the real receivers of the raw, postmark and mailgun formats; and,
+# for the tests only (pophook_ensure_test_deps), s3s-fs from crates.io, the
+# S3-compatible server of the storage tests.
 # Sourced by scripts/test.sh and scripts/demo.sh.
 set -euo pipefail
 
@@ -39,8 +40,12 @@ pophook_ensure_deps() {
     echo "Rust is not installed: install it from https://rustup.rs (curl --proto '=https' -sSf https://sh.rustup.rs | sh), then run this again." >&2
     exit 1
   fi
-  # s3s-fs: the S3-compatible server (it checks SigV4 signatures) that the storage tests
-  # start on 127.0.0.1. Pinned: later versions need a newer Rust than rust-version.
+}
+
+# s3s-fs: the S3-compatible server (it checks SigV4 signatures) that the storage tests
+# start on 127.0.0.1; only the tests need it, so the demo does not build it. Pinned:
+# later versions need a newer Rust than rust-version.
+pophook_ensure_test_deps() {
   if ! command -v s3s-fs >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
     echo "installing: s3s-fs (cargo install)" >&2
     cargo install s3s-fs --locked --version 0.14.1 --features binary
