@@ -91,10 +91,12 @@ pub(super) async fn deliver(
     let body = rendered.payload;
     // Every object the event links to is in the store before the event goes out, or
     // the event does not go out: a failed upload is a failed delivery.
-    let outcome = match upload_within_grace(&ctx, &target.event, rendered.uploads).await {
-        Some(Ok(())) => post_within_grace(&ctx, &target.webhook, &id, body).await,
-        other => other,
-    };
+    // One grace for both, so the message in hand never outlasts `shutdown_timeout`.
+    let outcome = within_grace(&ctx, async {
+        upload(&target.event, rendered.uploads).await?;
+        post(&ctx, &target.webhook, &id, body).await
+    })
+    .await;
     drop(reservation);
     Posted {
         fetch,
@@ -104,54 +106,49 @@ pub(super) async fn deliver(
     }
 }
 
-/// Posts, but gives up once shutdown was requested and most of `shutdown_timeout`
-/// passed, so SIGTERM ends the process in bounded time. `None`: abandoned, nothing
-/// recorded.
-async fn post_within_grace(
+/// Runs `work` (the uploads and the POST of one message), but gives up once shutdown
+/// was requested and two thirds of `shutdown_timeout` passed (the rest is for QUIT),
+/// so SIGTERM ends the process in bounded time. `None`: abandoned, nothing recorded.
+async fn within_grace<T>(ctx: &Context, work: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut shutdown = ctx.shutdown.clone();
+    let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
+    tokio::select! {
+        result = work => Some(result),
+        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
+    }
+}
+
+/// POSTs, and tells the sink how long it took and how it ended.
+async fn post(
     ctx: &Context,
     webhook: &WebhookConfig,
     id: &str,
     body: Payload,
-) -> Option<Result<(), DeliveryError>> {
-    let mut shutdown = ctx.shutdown.clone();
-    // Two thirds for the POST, the rest for QUIT.
-    let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
+) -> Result<(), DeliveryError> {
     let started = tokio::time::Instant::now();
-    let result = tokio::select! {
-        result = ctx.sender.post(webhook, id, body) => result,
-        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => return None,
-    };
+    let result = ctx.sender.post(webhook, id, body).await;
     ctx.sink
         .delivered(started.elapsed(), result.as_ref().map(|_| ()));
-    Some(result)
+    result
 }
 
 /// Puts the event's objects in the store, one after the other, each buffer released as
-/// soon as it is sent; like the POST, abandoned (`None`) once shutdown's grace ran out.
-async fn upload_within_grace(
-    ctx: &Context,
+/// soon as it is sent.
+async fn upload(
     options: &event::Options,
     uploads: Vec<crate::storage::Upload>,
-) -> Option<Result<(), DeliveryError>> {
+) -> Result<(), DeliveryError> {
     let Some(storage) = options.storage.as_deref().filter(|_| !uploads.is_empty()) else {
-        return Some(Ok(()));
+        return Ok(());
     };
-    let mut shutdown = ctx.shutdown.clone();
-    let grace = ctx.shutdown_timeout.mul_f64(2.0 / 3.0);
-    let all = async {
-        storage
-            .confirm_bucket()
-            .await
-            .map_err(DeliveryError::Storage)?;
-        for upload in uploads {
-            storage.put(&upload).await.map_err(DeliveryError::Storage)?;
-        }
-        Ok(())
-    };
-    tokio::select! {
-        result = all => Some(result),
-        _ = async { shutdown.requested().await; tokio::time::sleep(grace).await } => None,
+    storage
+        .confirm_bucket()
+        .await
+        .map_err(DeliveryError::Storage)?;
+    for upload in uploads {
+        storage.put(&upload).await.map_err(DeliveryError::Storage)?;
     }
+    Ok(())
 }
 
 /// Parses in progress across the process, one per core.
