@@ -314,10 +314,49 @@ impl Tracker {
     }
 }
 
+/// What a POST sends: bytes held whole, or a standard event made piece by piece as
+/// it is sent (its length known in advance, so it still goes with Content-Length).
+#[derive(Clone, Debug)]
+pub enum Body {
+    Whole(Bytes),
+    Spooled(Arc<crate::event::Spooled>),
+}
+
+impl Body {
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Whole(bytes) => bytes.len(),
+            Body::Spooled(spooled) => spooled.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The request body, handed out piece by piece with each piece's time recorded.
 struct TrackedBody {
-    rest: Bytes,
+    body: Body,
+    /// Where a spooled body has got to, and the bytes not yet handed out.
+    cursor: crate::event::Cursor,
+    remaining: usize,
     tracker: Arc<Tracker>,
+}
+
+impl TrackedBody {
+    fn next_piece(&mut self) -> Option<Bytes> {
+        match &mut self.body {
+            Body::Whole(rest) => {
+                if rest.is_empty() {
+                    return None;
+                }
+                let n = rest.len().min(PIECE);
+                Some(rest.split_to(n))
+            }
+            Body::Spooled(spooled) => spooled.next_piece(&mut self.cursor),
+        }
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -328,13 +367,12 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.rest.is_empty() {
+        let Some(piece) = self.next_piece() else {
             return Poll::Ready(None);
-        }
-        let n = self.rest.len().min(PIECE);
-        let piece = self.rest.split_to(n);
+        };
+        self.remaining = self.remaining.saturating_sub(piece.len());
         let now = Instant::now();
-        let done = self.rest.is_empty();
+        let done = self.remaining == 0;
         self.tracker.update(|p| {
             p.upload_started.get_or_insert(now);
             p.last_piece = Some(now);
@@ -349,12 +387,12 @@ impl http_body::Body for TrackedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
+        self.remaining == 0
     }
 
     fn size_hint(&self) -> SizeHint {
         // Exact, so hyper sends Content-Length rather than chunked encoding.
-        SizeHint::with_exact(self.rest.len() as u64)
+        SizeHint::with_exact(self.remaining as u64)
     }
 }
 
@@ -377,7 +415,7 @@ pub struct Answer {
 pub async fn exchange(
     pool: &Pool,
     request: reqwest::RequestBuilder,
-    body: Bytes,
+    body: Body,
     t: Timeouts,
 ) -> Result<Answer, Failure> {
     let tracker = Arc::new(Tracker {
@@ -405,11 +443,13 @@ async fn exchange_tracked(
     pool: &Pool,
     tracker: &Arc<Tracker>,
     request: reqwest::RequestBuilder,
-    body: Bytes,
+    body: Body,
     t: Timeouts,
 ) -> Result<Answer, Failure> {
     let body = reqwest::Body::wrap(TrackedBody {
-        rest: body,
+        remaining: body.len(),
+        body,
+        cursor: Default::default(),
         tracker: tracker.clone(),
     });
     let send = request.body(body).send();

@@ -183,13 +183,26 @@ async fn signatures(
     keys: &[crate::delivery::signing::SigningKey],
     id: &str,
     timestamp: u64,
-    body: &bytes::Bytes,
+    body: &client::Body,
 ) -> String {
-    if body.len() <= SIGN_IN_PLACE {
-        return crate::delivery::signing::signature_header(keys, id, timestamp, body);
+    use crate::delivery::signing::signature_header;
+    if let client::Body::Whole(bytes) = body {
+        if bytes.len() <= SIGN_IN_PLACE {
+            return signature_header(keys, id, timestamp, bytes);
+        }
     }
     let (keys, id, body) = (keys.to_vec(), id.to_string(), body.clone());
-    let work = move || crate::delivery::signing::signature_header(&keys, &id, timestamp, &body);
+    let work = move || match &body {
+        client::Body::Whole(bytes) => signature_header(&keys, &id, timestamp, bytes),
+        client::Body::Spooled(spooled) => {
+            let pieces = spooled.pieces();
+            match crate::delivery::signing::signature_header_pieces(&keys, &id, timestamp, pieces) {
+                Some(signatures) => signatures,
+                // An ed25519 signature needs the body whole.
+                None => signature_header(&keys, &id, timestamp, &spooled.to_vec()),
+            }
+        }
+    };
     match tokio::task::spawn_blocking(work.clone()).await {
         Ok(signatures) => signatures,
         // Only when the runtime is shutting down: sign here rather than send unsigned.
@@ -298,18 +311,19 @@ impl Sender {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let (content_type, body): (std::borrow::Cow<'static, str>, bytes::Bytes) = match payload {
+        let (content_type, body): (std::borrow::Cow<'static, str>, client::Body) = match payload {
             Payload::Body {
                 content_type,
                 bytes,
-            } => (content_type.into(), bytes),
+            } => (content_type.into(), client::Body::Whole(bytes)),
+            Payload::Spooled(body) => ("application/json".into(), client::Body::Spooled(body)),
             Payload::Mailgun(fields) => {
                 // Configuration refuses `format: mailgun` without a key.
                 let key = cfg.mailgun_signing_key.as_ref().ok_or_else(|| {
                     DeliveryError::Network("format mailgun needs `mailgun_signing_key`".into())
                 })?;
                 let (content_type, body) = mailgun::form(&fields, key, timestamp).await;
-                (content_type.into(), body.into())
+                (content_type.into(), client::Body::Whole(body.into()))
             }
         };
         let pool = self
@@ -439,6 +453,14 @@ pub fn signing_key(secret: &Secret) -> Result<Secret, &'static str> {
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, as the Standard Webhooks
 /// specification defines it. `key` is the base64 part of the `whsec_` secret.
 pub fn sign(key: &Secret, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = signing_mac(key, id, timestamp);
+    mac.update(body);
+    v1_signature(mac)
+}
+
+/// The HMAC of a Standard Webhooks signature with the id and timestamp fed in; the
+/// body follows, whole or piece by piece.
+pub(crate) fn signing_mac(key: &Secret, id: &str, timestamp: u64) -> Hmac<Sha256> {
     let engine = base64::engine::general_purpose::STANDARD;
     // The key was validated as base64 when the configuration was loaded.
     let key_bytes = engine.decode(key.expose()).unwrap_or_default();
@@ -447,7 +469,12 @@ pub fn sign(key: &Secret, id: &str, timestamp: u64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
-    mac.update(body);
+    mac
+}
+
+/// `v1,<base64 of the HMAC>`.
+pub(crate) fn v1_signature(mac: Hmac<Sha256>) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
     format!("v1,{}", engine.encode(mac.finalize().into_bytes()))
 }
 

@@ -70,6 +70,35 @@ impl SigningKey {
     }
 }
 
+/// [`signature_header`] over a body given piece by piece, in order. `None` when a key
+/// is ed25519, which needs the body whole.
+pub fn signature_header_pieces(
+    keys: &[SigningKey],
+    id: &str,
+    timestamp: u64,
+    pieces: impl Iterator<Item = bytes::Bytes>,
+) -> Option<String> {
+    let mut macs = keys
+        .iter()
+        .map(|key| match key {
+            SigningKey::Hmac(key) => Some(crate::delivery::signing_mac(key, id, timestamp)),
+            SigningKey::Ed25519(_) => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    use hmac::Mac as _;
+    for piece in pieces {
+        for mac in &mut macs {
+            mac.update(&piece);
+        }
+    }
+    Some(
+        macs.into_iter()
+            .map(crate::delivery::v1_signature)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// The header value for `keys`: every signature, space-separated, in the order the keys
 /// are configured.
 pub fn signature_header(keys: &[SigningKey], id: &str, timestamp: u64, body: &[u8]) -> String {

@@ -35,6 +35,7 @@ use headers::{
 #[cfg(test)]
 use html::html_to_text;
 use spool::Spool;
+pub use spool::{Cursor, Spooled};
 
 /// The Standard Webhooks `type` of every event pophook sends.
 pub const EVENT_TYPE: &str = "email.received";
@@ -153,10 +154,11 @@ pub fn serialize_event(meta: &EventMeta<'_>, raw: &[u8]) -> (String, Vec<u8>, Op
 }
 
 /// A serialised standard event and the objects to put in the store before it is posted.
+/// `B`: the body whole, or [`Spooled`], made as it is sent.
 #[derive(Debug)]
-pub struct Serialized {
+pub struct Serialized<B = Vec<u8>> {
     pub id: String,
-    pub body: Vec<u8>,
+    pub body: B,
     pub parse_error: Option<String>,
     /// Stored attachments (`raw: store` is the caller's: it holds the message's buffer).
     pub uploads: Vec<crate::storage::Upload>,
@@ -170,6 +172,28 @@ pub fn serialize_event_stashed(
     raw: &[u8],
     stash: Option<&Stash<'_>>,
 ) -> Serialized {
+    serialize_with(meta, raw, stash, |spool, json| spool.assemble(&json))
+}
+
+/// [`serialize_event_stashed`] with the body in pieces: the base64 that comes from the
+/// message is made from `raw` as the body is sent, so the message is in memory once,
+/// not once more as base64 in the body.
+pub fn serialize_event_spooled(
+    meta: &EventMeta<'_>,
+    raw: &bytes::Bytes,
+    stash: Option<&Stash<'_>>,
+) -> Serialized<Spooled> {
+    serialize_with(meta, raw, stash, |spool, json| {
+        spool.into_spooled(json, raw)
+    })
+}
+
+fn serialize_with<'r, B>(
+    meta: &EventMeta<'_>,
+    raw: &'r [u8],
+    stash: Option<&Stash<'_>>,
+    finish: impl FnOnce(Spool<'r>, Vec<u8>) -> B,
+) -> Serialized<B> {
     let mut spool = Spool::new(raw);
     let id = event_id(meta.mailbox, meta.uidl);
     let stashing = stash.map(|stash| Stashing {
@@ -200,7 +224,7 @@ pub fn serialize_event_stashed(
     let json = serde_json::to_vec(&event).expect("an event always serialises");
     drop(event);
     Serialized {
-        body: spool.assemble(&json),
+        body: finish(spool, json),
         id,
         parse_error,
         uploads,

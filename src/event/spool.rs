@@ -6,12 +6,18 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use bytes::Bytes;
 
 /// Where a deferred value comes from.
 #[derive(Debug, PartialEq, Eq)]
 enum Source {
-    /// Canonical base64 text in the message, with line breaks: copied without them.
-    Base64Text { start: usize, end: usize },
+    /// Canonical base64 text in the message, with line breaks: copied without them
+    /// (`len` of them).
+    Base64Text {
+        start: usize,
+        end: usize,
+        len: usize,
+    },
     /// Bytes of the message, to encode.
     Encode { start: usize, end: usize },
     /// Decoded bytes that are not in the message as such, to encode.
@@ -57,7 +63,8 @@ impl<'r> Spool<'r> {
             .filter(|text| canonical_base64_len(text) == Some(content.len()))
             .and_then(|text| self.within_raw(text))
         {
-            return self.marker(Source::Base64Text { start, end });
+            let len = content.len().div_ceil(3) * 4;
+            return self.marker(Source::Base64Text { start, end, len });
         }
         self.marker(Source::Owned(content.to_vec()))
     }
@@ -75,57 +82,207 @@ impl<'r> Spool<'r> {
             .then(|| (at - base, at - base + slice.len()))
     }
 
-    /// The JSON body: `json` with every marker string replaced by its base64.
-    pub(crate) fn assemble(&self, json: &[u8]) -> Vec<u8> {
+    /// `json` cut at every marker: literal JSON (each marker's quotes included) and,
+    /// between, the index of the value that replaces the marker.
+    fn split(&self, json: &Bytes) -> Vec<Part> {
         let prefix = format!("\"\\u0000pophook-spool:{:016x}:", self.nonce).into_bytes();
-        let extra: usize = self.items.iter().map(|s| self.encoded_len(s)).sum();
-        let mut body = Vec::with_capacity(json.len() + extra);
-        let mut rest = json;
-        while let Some(at) = find(rest, &prefix) {
-            body.extend_from_slice(&rest[..at]);
-            let after = &rest[at + prefix.len()..];
-            let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
-            let closing = b"\\u0000\"";
-            let index = std::str::from_utf8(&after[..digits])
+        let closing = b"\\u0000\"";
+        let mut parts = Vec::with_capacity(2 * self.items.len() + 1);
+        let (mut from, mut at) = (0, 0);
+        while let Some(found) = find(&json[at..], &prefix) {
+            let marker = at + found;
+            let after = marker + prefix.len();
+            let digits = json[after..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let index = std::str::from_utf8(&json[after..after + digits])
                 .ok()
                 .and_then(|d| d.parse::<usize>().ok());
             match index {
-                Some(index) if after[digits..].starts_with(closing) && index < self.items.len() => {
-                    body.push(b'"');
-                    self.write(&self.items[index], &mut body);
-                    body.push(b'"');
-                    rest = &after[digits + closing.len()..];
+                Some(index)
+                    if json[after + digits..].starts_with(closing) && index < self.items.len() =>
+                {
+                    // The opening quote stays with the JSON before, the closing one
+                    // with the JSON after.
+                    parts.push(Part::Json(json.slice(from..marker + 1)));
+                    parts.push(Part::Value(index));
+                    from = after + digits + closing.len() - 1;
+                    at = from + 1;
                 }
                 // Not one of ours after all: keep it as it is.
-                _ => {
-                    body.extend_from_slice(&rest[at..at + prefix.len()]);
-                    rest = after;
-                }
+                _ => at = after,
             }
         }
-        body.extend_from_slice(rest);
+        parts.push(Part::Json(json.slice(from..)));
+        parts
+    }
+
+    /// The JSON body: `json` with every marker string replaced by its base64.
+    pub(crate) fn assemble(&self, json: &[u8]) -> Vec<u8> {
+        let json = Bytes::copy_from_slice(json);
+        let parts = self.split(&json);
+        let extra: usize = self.items.iter().map(encoded_len).sum();
+        let mut body = Vec::with_capacity(json.len() + extra);
+        for part in &parts {
+            match part {
+                Part::Json(text) => body.extend_from_slice(text),
+                Part::Value(index) => write(self.raw, &self.items[*index], &mut body),
+            }
+        }
         body
     }
 
-    fn encoded_len(&self, source: &Source) -> usize {
-        match source {
-            Source::Base64Text { start, end } => end - start,
-            Source::Encode { start, end } => (end - start).div_ceil(3) * 4,
-            Source::Owned(bytes) => bytes.len().div_ceil(3) * 4,
+    /// The body in pieces, made as it is sent: the base64 of `raw` (the buffer this
+    /// spool reads) is never held whole, so a large message costs its own size once,
+    /// not twice.
+    pub(crate) fn into_spooled(self, json: Vec<u8>, raw: &Bytes) -> Spooled {
+        debug_assert_eq!(raw.as_ptr(), self.raw.as_ptr());
+        let json = Bytes::from(json);
+        let parts = self.split(&json);
+        let values: usize = parts
+            .iter()
+            .map(|part| match part {
+                Part::Json(text) => text.len(),
+                Part::Value(index) => encoded_len(&self.items[*index]),
+            })
+            .sum();
+        Spooled {
+            raw: raw.clone(),
+            items: self.items,
+            parts,
+            len: values,
+        }
+    }
+}
+
+/// A piece of a spooled body.
+#[derive(Debug)]
+enum Part {
+    Json(Bytes),
+    /// The base64 of the spool's item at this index.
+    Value(usize),
+}
+
+/// A standard event's body in pieces: literal JSON, and the base64 of parts of the
+/// message (or of decoded content) made piece by piece as the body is sent.
+#[derive(Debug)]
+pub struct Spooled {
+    raw: Bytes,
+    items: Vec<Source>,
+    parts: Vec<Part>,
+    len: usize,
+}
+
+/// Where sending a [`Spooled`] body has got to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cursor {
+    part: usize,
+    /// Within the part: bytes of JSON, or bytes of the source read so far.
+    offset: usize,
+}
+
+/// Source bytes encoded per piece: a multiple of 3, so the pieces' base64 joins up
+/// without padding in between (64 KiB of base64).
+const ENCODE_PIECE: usize = 48 * 1024;
+/// Base64 text read per piece (its line breaks are dropped).
+const COPY_PIECE: usize = 64 * 1024;
+
+impl Spooled {
+    /// The body's length in bytes, known before any of it is made.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The next piece, at most about 64 KiB; `None` at the end.
+    pub fn next_piece(&self, cursor: &mut Cursor) -> Option<Bytes> {
+        loop {
+            let part = self.parts.get(cursor.part)?;
+            let (piece, done) = match part {
+                Part::Json(text) => {
+                    let end = text.len().min(cursor.offset + COPY_PIECE);
+                    (text.slice(cursor.offset..end), end == text.len())
+                }
+                Part::Value(index) => {
+                    let (source, start, end) = match &self.items[*index] {
+                        Source::Base64Text { start, end, .. } => (&self.raw[..], *start, *end),
+                        Source::Encode { start, end } => (&self.raw[..], *start, *end),
+                        Source::Owned(bytes) => (&bytes[..], 0, bytes.len()),
+                    };
+                    let from = start + cursor.offset;
+                    let mut piece = Vec::new();
+                    let to = match &self.items[*index] {
+                        Source::Base64Text { .. } => {
+                            let to = end.min(from + COPY_PIECE);
+                            piece.extend(
+                                source[from..to]
+                                    .iter()
+                                    .copied()
+                                    .filter(|b| !b.is_ascii_whitespace()),
+                            );
+                            to
+                        }
+                        _ => {
+                            let to = end.min(from + ENCODE_PIECE);
+                            encode_into(&source[from..to], &mut piece);
+                            to
+                        }
+                    };
+                    cursor.offset += to - from;
+                    (Bytes::from(piece), to == end)
+                }
+            };
+            if let Part::Json(_) = part {
+                cursor.offset += piece.len();
+            }
+            if done {
+                cursor.part += 1;
+                cursor.offset = 0;
+            }
+            if !piece.is_empty() {
+                return Some(piece);
+            }
         }
     }
 
-    fn write(&self, source: &Source, body: &mut Vec<u8>) {
-        match source {
-            Source::Base64Text { start, end } => body.extend(
-                self.raw[*start..*end]
-                    .iter()
-                    .copied()
-                    .filter(|b| !b.is_ascii_whitespace()),
-            ),
-            Source::Encode { start, end } => encode_into(&self.raw[*start..*end], body),
-            Source::Owned(bytes) => encode_into(bytes, body),
+    /// Every piece in order.
+    pub fn pieces(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let mut cursor = Cursor::default();
+        std::iter::from_fn(move || self.next_piece(&mut cursor))
+    }
+
+    /// The whole body in one buffer (for what needs it whole: an ed25519 signature).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.len);
+        for piece in self.pieces() {
+            body.extend_from_slice(&piece);
         }
+        body
+    }
+}
+
+fn encoded_len(source: &Source) -> usize {
+    match source {
+        Source::Base64Text { len, .. } => *len,
+        Source::Encode { start, end } => (end - start).div_ceil(3) * 4,
+        Source::Owned(bytes) => bytes.len().div_ceil(3) * 4,
+    }
+}
+
+fn write(raw: &[u8], source: &Source, body: &mut Vec<u8>) {
+    match source {
+        Source::Base64Text { start, end, .. } => body.extend(
+            raw[*start..*end]
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace()),
+        ),
+        Source::Encode { start, end } => encode_into(&raw[*start..*end], body),
+        Source::Owned(bytes) => encode_into(bytes, body),
     }
 }
 
@@ -211,7 +368,8 @@ mod tests {
             spool.items[0],
             Source::Base64Text {
                 start: 14,
-                end: raw.len()
+                end: raw.len(),
+                len: 16
             }
         );
         let fake = format!("\0pophook-spool:{:016x}:99\0", spool.nonce);
@@ -230,5 +388,39 @@ mod tests {
             "an unknown index stays text"
         );
         assert_eq!(value["t"], "\u{0}pophook-spool:0:0\u{0}");
+    }
+
+    #[test]
+    fn a_spooled_body_sends_exactly_the_assembled_bytes_piece_by_piece() {
+        // Large enough that every kind of value spans several pieces.
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let encoded = BASE64.encode(&content);
+        let mut message = b"Subject: x\r\n\r\n".to_vec();
+        let start = message.len();
+        for line in encoded.as_bytes().chunks(76) {
+            message.extend_from_slice(line);
+            message.extend_from_slice(b"\r\n");
+        }
+        let raw = Bytes::from(message);
+        let mut spool = Spool::new(&raw);
+        let copied = spool.base64_of(&content, Some(&raw[start..]));
+        assert!(matches!(spool.items[0], Source::Base64Text { .. }));
+        let whole = spool.raw_message();
+        let owned = spool.base64_of(&content[..100_001], None);
+        let json = serde_json::to_vec(&serde_json::json!({
+            "a": copied, "raw": whole, "b": owned, "text": "x".repeat(70_000)
+        }))
+        .unwrap();
+        let assembled = spool.assemble(&json);
+        let spooled = spool.into_spooled(json, &raw);
+        assert_eq!(spooled.len(), assembled.len());
+        let pieces: Vec<Bytes> = spooled.pieces().collect();
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= 64 * 1024));
+        assert_eq!(pieces.concat(), assembled);
+        assert_eq!(spooled.to_vec(), assembled);
+        let value: serde_json::Value = serde_json::from_slice(&assembled).unwrap();
+        assert_eq!(value["a"], encoded);
+        assert_eq!(value["b"], BASE64.encode(&content[..100_001]));
     }
 }

@@ -61,6 +61,9 @@ pub enum Payload {
         content_type: &'static str,
         bytes: Bytes,
     },
+    /// A standard event whose large base64 is made from the message as it is sent
+    /// (`application/json`).
+    Spooled(std::sync::Arc<event::Spooled>),
     /// Mailgun's form, whose `timestamp`, `token` and `signature` must be made fresh
     /// for each attempt (Action Mailbox refuses a timestamp older than two minutes).
     Mailgun(mailgun::Fields),
@@ -111,20 +114,27 @@ pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
     }
 }
 
-/// [`render`] with the object store: the standard event (configuration refuses `store`
-/// with the other formats) with its uploads, the message itself among them with
-/// `stash.raw`. `raw` is shared with that upload, not copied.
+/// [`render`] for delivery: the standard event spooled (its large base64 made from
+/// `raw` as it is sent, so the message is in memory once), with the object store's
+/// uploads (configuration refuses `store` with the other formats), the message itself
+/// among them with `stash.raw`. `raw` is shared with those, not copied.
 pub fn render_stashed(
     format: Format,
     meta: &EventMeta<'_>,
     raw: &Bytes,
     stash: Option<&event::Stash<'_>>,
 ) -> Rendered {
-    let Some(stash) = stash.filter(|_| format == Format::Standard) else {
+    if format != Format::Standard {
         return render(format, meta, raw);
+    }
+    let serialized = event::serialize_event_spooled(meta, raw, stash);
+    let mut rendered = Rendered {
+        id: serialized.id,
+        payload: Payload::Spooled(std::sync::Arc::new(serialized.body)),
+        parse_error: serialized.parse_error,
+        uploads: serialized.uploads,
     };
-    let mut rendered = standard(meta, raw, Some(stash));
-    if stash.raw {
+    if let Some(stash) = stash.filter(|stash| stash.raw) {
         rendered.uploads.push(crate::storage::Upload {
             key: stash.storage.raw_key(&rendered.id),
             content_type: "message/rfc822".to_owned(),
@@ -192,8 +202,25 @@ mod tests {
                 content_type,
                 bytes,
             } => (content_type, bytes),
-            Payload::Mailgun(_) => panic!("not a finished body"),
+            Payload::Mailgun(_) | Payload::Spooled(_) => panic!("not a finished body"),
         }
+    }
+
+    #[test]
+    fn delivery_spools_the_standard_event_and_sends_what_render_builds_whole() {
+        let raw = Bytes::from_static(MESSAGE);
+        let whole = render(Format::Standard, &meta(false), MESSAGE);
+        let spooled = render_stashed(Format::Standard, &meta(false), &raw, None);
+        let Payload::Spooled(spooled) = &spooled.payload else {
+            panic!("the standard event is spooled for delivery");
+        };
+        let data = |bytes: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["data"].clone()
+        };
+        assert_eq!(data(&spooled.to_vec()), data(body(&whole).1));
+        // The other formats are whole, as before.
+        let raw_format = render_stashed(Format::Raw, &meta(false), &raw, None);
+        assert_eq!(body(&raw_format), ("message/rfc822", MESSAGE));
     }
 
     const MESSAGE: &[u8] =
