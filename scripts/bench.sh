@@ -4,7 +4,7 @@
 # receiver, runs `target/release/pophook` on each scenario's corpus with pophook's
 # defaults, measures the floor with a bare pipelined POP3 client, prints a table and
 # appends it to BENCHMARKS.md. Installs what it needs (Dovecot, OpenSSL headers, GNU
-# time) when missing. A full run with `--repeat 3` takes about 10 minutes on 2 cores,
+# time, s3s-fs for scenario 9) when missing. A full run with `--repeat 3` takes about 10 minutes on 2 cores,
 # 2 of them scenario 5 (posting 100,000 messages, then a minute of `pophook run`) and
 # 4.5 scenario 8 (5 GiB through 50 mailboxes, three times; once whatever `--repeat` says).
 #
@@ -12,6 +12,7 @@
 #   scripts/bench.sh --only 1,4         # some scenarios
 #   scripts/bench.sh --only 4,7 --repeat 3   # issue 10: one 50 MiB message; https reuse
 #   scripts/bench.sh --only 8           # issue 10: 50 mailboxes under max_memory 128 MiB
+#   scripts/bench.sh --only 9 --repeat 3   # issue 13: a 40 MiB attachment in attachments: store (s3s-fs)
 #   scripts/bench.sh --quick            # small versions, to check the harness; no write
 #   scripts/bench.sh --max-in-flight    # scenario 2 with webhook.max_in_flight 1 vs 4 (the default)
 #   scripts/bench.sh --commit-every N   # set the deprecated commit_every cap (unset by default)

@@ -144,7 +144,23 @@ fn alternative(rng: &mut Rng, id: &str, size: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Scenario 9: one message with a binary attachment of exactly `attachment` bytes
+/// (base64 in the message), and the attachment itself, to check what was stored.
+pub fn with_file(tag: &str, attachment: usize, seed: u64) -> (Corpus, Vec<u8>) {
+    let mut rng = Rng::new(seed);
+    let id = message_id(tag, 0);
+    let (message, file) = with_attachment_file(&mut rng, &id, attachment);
+    let mut corpus = Corpus::new();
+    corpus.push(id, message);
+    (corpus, file)
+}
+
 fn with_attachment(rng: &mut Rng, id: &str, attachment: usize) -> Vec<u8> {
+    with_attachment_file(rng, id, attachment).0
+}
+
+/// The message and its attachment's bytes.
+fn with_attachment_file(rng: &mut Rng, id: &str, attachment: usize) -> (Vec<u8>, Vec<u8>) {
     let boundary = format!("mix-{:016x}", rng.next());
     let mut out = headers(
         rng,
@@ -170,7 +186,7 @@ fn with_attachment(rng: &mut Rng, id: &str, attachment: usize) -> Vec<u8> {
         bytes.extend_from_slice(b"\r\n");
     }
     bytes.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    bytes
+    (bytes, raw)
 }
 
 /// Lines of at most 72 characters until `size` bytes, in paragraphs.

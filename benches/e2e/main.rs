@@ -16,6 +16,9 @@
 //!   it answers 200 with a JSON body vs 204.
 //! - `memory`: scenario 8, 50 mailboxes of 2 MiB messages under `max_memory: 128MiB`
 //!   (and 256 MiB, and 4 GiB: no bound), and tiny ones for the fixed overhead.
+//! - `storage`: scenario 9, one message with a 40 MiB attachment in
+//!   `attachments: store` mode against a real S3-compatible server (`s3s-fs`): the
+//!   POST's size, pophook's peak RSS, and the object in the store.
 //! - `report`: the table, the targets and the BENCHMARKS.md section.
 //!
 //! pophook runs with its defaults (one session per cycle, committed by
@@ -41,6 +44,7 @@ mod many;
 mod memory;
 mod receiver;
 mod report;
+mod storage;
 
 // The tests' Dovecot fixture, reused as it is (it finds `certs` as `super::certs`).
 #[allow(dead_code)]
@@ -49,6 +53,10 @@ mod certs;
 #[allow(dead_code)]
 #[path = "../../tests/common/dovecot.rs"]
 mod dovecot;
+// The tests' s3s-fs fixture (scenario 9), reused as it is.
+#[allow(dead_code)]
+#[path = "../../tests/common/s3.rs"]
+mod s3;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -355,6 +363,9 @@ fn main() -> ExitCode {
     if options.wants(memory::SCENARIO) {
         rows.extend(memory::run(&bench, &options));
     }
+    if options.wants(storage::SCENARIO) {
+        rows.push(storage::run(&bench, &options));
+    }
 
     let table = report::table(&rows);
     let mut targets = report::targets(&rows);
@@ -419,6 +430,9 @@ struct GlobalConfig {
     max_memory: Option<u64>,
     /// `http.listen`, for a `pophook run` whose /metrics is scraped.
     http_listen: Option<SocketAddr>,
+    /// The top-level `storage` section (YAML, from `s3::S3::storage_yaml`); when set,
+    /// the webhook has `attachments: store` (scenario 9).
+    storage: Option<String>,
 }
 
 impl GlobalConfig {
@@ -634,12 +648,21 @@ impl Bench {
         if let Some(ca) = &global.tls_ca_file {
             webhook.push_str(&format!("  tls_ca_file: {}\n", ca.display()));
         }
+        if global.storage.is_some() {
+            webhook.push_str("  attachments: store\n");
+        }
         let mut yaml = format!("state_dir: {}\n", dir.join("state").display());
         if let Some(bytes) = global.max_memory {
             yaml.push_str(&format!("max_memory: {bytes}\n"));
         }
         if let Some(listen) = global.http_listen {
             yaml.push_str(&format!("http:\n  listen: {listen}\n"));
+        }
+        if let Some(storage) = &global.storage {
+            yaml.push_str(storage);
+            if !storage.ends_with('\n') {
+                yaml.push('\n');
+            }
         }
         yaml.push_str(&format!("webhook:\n{webhook}mailboxes:\n"));
         for m in mailboxes {

@@ -3,8 +3,9 @@
 //! or 200 with a small JSON body (scenario 7). Plain HTTP, or HTTPS (scenario 7) with
 //! HTTP/1.1 only or h2 offered by ALPN; it counts the TCP connections it accepts.
 //!
-//! Unlike the tests' recording receiver it keeps no bodies, so it neither grows with
-//! the corpus nor takes CPU from pophook on a small machine.
+//! Unlike the tests' recording receiver it keeps no bodies (only the last one, when it
+//! is small), so it neither grows with the corpus nor takes CPU from pophook on a small
+//! machine.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,7 +71,14 @@ pub struct Received {
     pub used_connections: u64,
     /// Requests that came over HTTP/2.
     pub http2_requests: usize,
+    /// The last request's body when it was at most [`KEPT_BODY`] bytes (scenario 9
+    /// reads its event); `None` after a larger one, so the receiver never holds a
+    /// large body.
+    pub last_body: Option<Bytes>,
 }
+
+/// The largest body [`Received::last_body`] keeps.
+pub const KEPT_BODY: usize = 1024 * 1024;
 
 impl Receiver {
     /// Listens on a new port on 127.0.0.1, served by `runtime`.
@@ -205,6 +213,7 @@ async fn handle(
         counts.requests += 1;
         counts.http2_requests += usize::from(http2);
         counts.body_bytes += body.len() as u64;
+        counts.last_body = (body.len() <= KEPT_BODY).then(|| body.clone());
         counts.message_ids.push(message_id(&body));
         counts.max_concurrent = counts.max_concurrent.max(now);
     }

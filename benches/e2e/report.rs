@@ -43,6 +43,37 @@ pub enum Detail {
     Trend(Trend),
     /// Scenario 7: how many connections carried the POSTs.
     Connections(Connections),
+    /// Scenario 9: the POST and the object an `attachments: store` run produced.
+    Stored(Stored),
+}
+
+/// What scenario 9's receiver and store got (both checked before this is made).
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The POST body, as the receiver read it.
+    pub body_bytes: u64,
+    /// The event's `text` and `html`, as strings (their JSON escapes aside).
+    pub text_bytes: u64,
+    pub html_bytes: u64,
+    /// The object in the bucket (its size and SHA-256 matched the attachment).
+    pub object_bytes: u64,
+}
+
+impl Stored {
+    /// What the POST body may be: the allowance plus the text and HTML bodies.
+    pub fn body_limit(&self) -> u64 {
+        crate::storage::BODY_ALLOWANCE + self.text_bytes + self.html_bytes
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "POST body {} B (text {} B, html {} B); object {:.1} MiB, size and sha256 match",
+            self.body_bytes,
+            self.text_bytes,
+            self.html_bytes,
+            self.object_bytes as f64 / MIB,
+        )
+    }
 }
 
 /// The webhook connections of one run, as the receiver and as pophook counted them.
@@ -194,6 +225,17 @@ impl Row {
         }
     }
 
+    fn stored(&self) -> Option<&Stored> {
+        match &self.result {
+            RunResult::Measured {
+                detail: Some(Detail::Stored(stored)),
+                problem: None,
+                ..
+            } => Some(stored),
+            _ => None,
+        }
+    }
+
     pub fn connections(&self) -> Option<&Connections> {
         match &self.result {
             RunResult::Measured {
@@ -275,6 +317,7 @@ pub fn table(rows: &[Row]) -> String {
                     (None, Some(Detail::Connections(c))) => {
                         format!("ok; {}", c.summary(row.messages))
                     }
+                    (None, Some(Detail::Stored(stored))) => format!("ok; {}", stored.summary()),
                     (None, None) => "ok".into(),
                 };
                 writeln!(
@@ -409,7 +452,58 @@ pub fn targets(rows: &[Row]) -> String {
     };
     https_targets(&mut out, rows);
     memory_targets(&mut out, rows);
+    storage_targets(&mut out, rows);
     out
+}
+
+/// Scenario 9 (issue 13): with the attachment in the store, the POST body stays under
+/// 64 KiB plus the text and HTML bodies, and pophook's peak RSS under 2× the attachment.
+fn storage_targets(out: &mut String, rows: &[Row]) {
+    let row = rows
+        .iter()
+        .find(|r| r.scenario == crate::storage::SCENARIO && r.run == STORE_RUN);
+    let _ = match row.and_then(|r| r.stored().map(|s| (r, s))) {
+        Some((_, stored)) => {
+            let limit = stored.body_limit();
+            writeln!(
+                out,
+                "- Scenario 9: POST body < 64 KiB + the text and HTML bodies ({} + {} B = {limit} B) with the attachment in the store — **{}**: {} B{}",
+                crate::storage::BODY_ALLOWANCE,
+                stored.text_bytes + stored.html_bytes,
+                verdict(stored.body_bytes < limit),
+                stored.body_bytes,
+                if stored.body_bytes < limit {
+                    String::new()
+                } else {
+                    format!("; {} B over", stored.body_bytes - limit)
+                },
+            )
+        }
+        None => writeln!(
+            out,
+            "- Scenario 9: POST body with the attachment in the store — n/a (not measured)"
+        ),
+    };
+    let _ = match row
+        .and_then(|r| r.stored().map(|s| (r, s)))
+        .and_then(|(r, s)| r.rss_mib().map(|m| (m, s)))
+    {
+        Some((mib, stored)) => {
+            let attachment = stored.object_bytes as f64 / MIB;
+            let ratio = mib / attachment;
+            writeln!(
+                out,
+                "- Scenario 9: peak RSS < 2× the {attachment:.0} MiB attachment ({:.0} MiB) — **{}**: {mib:.1} MiB = {ratio:.2}× the attachment{}",
+                2.0 * attachment,
+                verdict(ratio < 2.0),
+                over_mib(mib, 2.0 * attachment),
+            )
+        }
+        None => writeln!(
+            out,
+            "- Scenario 9: peak RSS < 2× the attachment — n/a (not measured)"
+        ),
+    };
 }
 
 /// Scenario 7: connections per 1,000 messages ≤ `max_in_flight` against an HTTPS
@@ -630,6 +724,8 @@ pub const MEMORY_LARGE_DEFAULT: &str =
 pub const MEMORY_LARGE_UNBOUND: &str =
     "pophook, 50 mailboxes, 2 MiB messages, max_memory 4 GiB (no bound)";
 
+pub const STORE_RUN: &str = "pophook, attachments: store (s3s-fs)";
+
 pub const MANY_POPHOOK: &str = "pophook, 50 mailboxes at once";
 pub const MANY_FLOOR: &str = "floor, 50 mailboxes one after another";
 
@@ -710,7 +806,11 @@ remembers them all, then idle cycles that find nothing new: `once`, and `run` at
 `pophook_webhook_connections_opened_total` in a `run`).\n\
 - **Scenario 8**: 50 mailboxes × 50 messages of 2 MiB in one `once` with\n  \
 `max_memory: 128MiB`, with the default (256 MiB) and with 4 GiB (no bound), and the\n  \
-same mailboxes with tiny messages at 128 MiB (the fixed overhead). Run once whatever `--repeat` says.\n\n\
+same mailboxes with tiny messages at 128 MiB (the fixed overhead). Run once whatever `--repeat` says.\n\
+- **Scenario 9**: one message with a 40 MiB binary attachment (base64 in the message,\n  \
+54 MiB) with `webhook.attachments: store`, to an S3-compatible server on 127.0.0.1\n  \
+(`s3s-fs`, which checks SigV4): the POST body's size, and the object in the bucket\n  \
+checked against the attachment (size and SHA-256).\n\n\
 Runs use pophook's defaults (one session per cycle, `commit_interval: 5m`) unless the\n\
 command says otherwise (`--commit-every N` sets the deprecated `commit_every` cap).\n\
 The *floor* is a bare pipelined POP3 client (in the bench) doing RETR+DELE of every\n\

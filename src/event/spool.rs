@@ -147,8 +147,14 @@ impl<'r> Spool<'r> {
                 Part::Value(index) => encoded_len(&self.items[*index]),
             })
             .sum();
+        // Held only while a value is made from it: with attachments in the store and
+        // no `raw`, the message can go as soon as the event is built.
+        let uses_raw = self
+            .items
+            .iter()
+            .any(|item| !matches!(item, Source::Owned(_)));
         Spooled {
-            raw: raw.clone(),
+            raw: if uses_raw { raw.clone() } else { Bytes::new() },
             items: self.items,
             parts,
             len: values,
