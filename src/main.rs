@@ -430,15 +430,12 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             let config = config::load(config.config.as_deref())?;
             let manager = Manager::open(&config.state_dir, config.http.as_ref())?;
             let running = manager.is_running();
-            let report = match manager {
-                Manager::Local(ledger) => {
-                    let report =
-                        service::replay(&config, ledger.clone(), mailbox.as_deref(), &ids).await?;
-                    ledger.close().await?;
-                    report
-                }
-                remote => remote.replay(mailbox.as_deref(), &ids).await?,
+            let offline = async |ledger| {
+                service::replay(&config, ledger, mailbox.as_deref(), &ids)
+                    .await
+                    .map_err(|e| e.to_string())
             };
+            let report = manager.replay(mailbox.as_deref(), &ids, offline).await?;
             if report.messages.is_empty() {
                 println!("no parked messages to replay");
                 return Ok(ExitCode::SUCCESS);

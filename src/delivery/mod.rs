@@ -195,6 +195,8 @@ async fn signatures(
     let work = move || match &body {
         client::Body::Whole(bytes) => signature_header(&keys, &id, timestamp, bytes),
         client::Body::Spooled(spooled) => {
+            // The pieces are made twice, here and when sent: encoding again costs far
+            // less than holding the whole body while it is sent.
             let pieces = spooled.pieces();
             match crate::delivery::signing::signature_header_pieces(&keys, &id, timestamp, pieces) {
                 Some(signatures) => signatures,

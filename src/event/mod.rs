@@ -149,14 +149,14 @@ fn event_data(meta: &EventMeta<'_>, raw: &[u8]) -> EventData {
 /// base64 content goes straight into the body (see `spool`), so the peak is about the
 /// message plus the body rather than three copies.
 pub fn serialize_event(meta: &EventMeta<'_>, raw: &[u8]) -> (String, Vec<u8>, Option<String>) {
-    let serialized = serialize_event_stashed(meta, raw, None);
+    let serialized = serialize_with(meta, raw, None, |spool, json| spool.assemble(&json));
     (serialized.id, serialized.body, serialized.parse_error)
 }
 
 /// A serialised standard event and the objects to put in the store before it is posted.
 /// `B`: the body whole, or [`Spooled`], made as it is sent.
 #[derive(Debug)]
-pub struct Serialized<B = Vec<u8>> {
+pub struct Serialized<B> {
     pub id: String,
     pub body: B,
     pub parse_error: Option<String>,
@@ -164,20 +164,11 @@ pub struct Serialized<B = Vec<u8>> {
     pub uploads: Vec<crate::storage::Upload>,
 }
 
-/// [`serialize_event`] with a store: attachments over `stash.larger_than` are listed
-/// with their URL and returned as uploads, their decoded bytes moved out of the parse
-/// rather than copied; with `stash.raw`, `raw_url` is set.
-pub fn serialize_event_stashed(
-    meta: &EventMeta<'_>,
-    raw: &[u8],
-    stash: Option<&Stash<'_>>,
-) -> Serialized {
-    serialize_with(meta, raw, stash, |spool, json| spool.assemble(&json))
-}
-
-/// [`serialize_event_stashed`] with the body in pieces: the base64 that comes from the
-/// message is made from `raw` as the body is sent, so the message is in memory once,
-/// not once more as base64 in the body.
+/// [`serialize_event`] for delivery. The body comes in pieces: the base64 that comes
+/// from the message is made from `raw` as the body is sent, so the message is in memory
+/// once, not once more as base64 in the body. With a store, attachments over
+/// `stash.larger_than` are listed with their URL and returned as uploads, their decoded
+/// bytes moved out of the parse rather than copied; with `stash.raw`, `raw_url` is set.
 pub fn serialize_event_spooled(
     meta: &EventMeta<'_>,
     raw: &bytes::Bytes,

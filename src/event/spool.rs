@@ -127,7 +127,10 @@ impl<'r> Spool<'r> {
         for part in &parts {
             match part {
                 Part::Json(text) => body.extend_from_slice(text),
-                Part::Value(index) => write(self.raw, &self.items[*index], &mut body),
+                Part::Value(index) => {
+                    let source = &self.items[*index];
+                    source.write(source.input(self.raw), &mut body);
+                }
             }
         }
         body
@@ -188,10 +191,9 @@ pub struct Cursor {
     offset: usize,
 }
 
-/// Source bytes encoded per piece: a multiple of 3, so the pieces' base64 joins up
-/// without padding in between (64 KiB of base64).
+/// Source bytes encoded per piece (64 KiB of base64).
 const ENCODE_PIECE: usize = 48 * 1024;
-/// Base64 text read per piece (its line breaks are dropped).
+/// Base64 text or JSON read per piece.
 const COPY_PIECE: usize = 64 * 1024;
 
 impl Spooled {
@@ -207,45 +209,22 @@ impl Spooled {
     /// The next piece, at most about 64 KiB; `None` at the end.
     pub fn next_piece(&self, cursor: &mut Cursor) -> Option<Bytes> {
         loop {
-            let part = self.parts.get(cursor.part)?;
-            let (piece, done) = match part {
+            let (piece, to, len) = match self.parts.get(cursor.part)? {
                 Part::Json(text) => {
-                    let end = text.len().min(cursor.offset + COPY_PIECE);
-                    (text.slice(cursor.offset..end), end == text.len())
+                    let to = text.len().min(cursor.offset + COPY_PIECE);
+                    (text.slice(cursor.offset..to), to, text.len())
                 }
                 Part::Value(index) => {
-                    let (source, start, end) = match &self.items[*index] {
-                        Source::Base64Text { start, end, .. } => (&self.raw[..], *start, *end),
-                        Source::Encode { start, end } => (&self.raw[..], *start, *end),
-                        Source::Owned(bytes) => (&bytes[..], 0, bytes.len()),
-                    };
-                    let from = start + cursor.offset;
+                    let source = &self.items[*index];
+                    let input = source.input(&self.raw);
+                    let to = input.len().min(cursor.offset + source.piece_len());
                     let mut piece = Vec::new();
-                    let to = match &self.items[*index] {
-                        Source::Base64Text { .. } => {
-                            let to = end.min(from + COPY_PIECE);
-                            piece.extend(
-                                source[from..to]
-                                    .iter()
-                                    .copied()
-                                    .filter(|b| !b.is_ascii_whitespace()),
-                            );
-                            to
-                        }
-                        _ => {
-                            let to = end.min(from + ENCODE_PIECE);
-                            encode_into(&source[from..to], &mut piece);
-                            to
-                        }
-                    };
-                    cursor.offset += to - from;
-                    (Bytes::from(piece), to == end)
+                    source.write(&input[cursor.offset..to], &mut piece);
+                    (Bytes::from(piece), to, input.len())
                 }
             };
-            if let Part::Json(_) = part {
-                cursor.offset += piece.len();
-            }
-            if done {
+            cursor.offset = to;
+            if to == len {
                 cursor.part += 1;
                 cursor.offset = 0;
             }
@@ -279,16 +258,34 @@ fn encoded_len(source: &Source) -> usize {
     }
 }
 
-fn write(raw: &[u8], source: &Source, body: &mut Vec<u8>) {
-    match source {
-        Source::Base64Text { start, end, .. } => body.extend(
-            raw[*start..*end]
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace()),
-        ),
-        Source::Encode { start, end } => encode_into(&raw[*start..*end], body),
-        Source::Owned(bytes) => encode_into(bytes, body),
+impl Source {
+    /// What the value is made from: base64 text to copy, or bytes to encode.
+    fn input<'a>(&'a self, raw: &'a [u8]) -> &'a [u8] {
+        match self {
+            Source::Base64Text { start, end, .. } | Source::Encode { start, end } => {
+                &raw[*start..*end]
+            }
+            Source::Owned(bytes) => bytes,
+        }
+    }
+
+    /// How much input one piece takes: 64 KiB of text, or 48 KiB to encode (a multiple
+    /// of 3, so the pieces' base64 joins up without padding in between).
+    fn piece_len(&self) -> usize {
+        match self {
+            Source::Base64Text { .. } => COPY_PIECE,
+            _ => ENCODE_PIECE,
+        }
+    }
+
+    /// Appends the base64 of `input`, a stretch of [`Source::input`].
+    fn write(&self, input: &[u8], body: &mut Vec<u8>) {
+        match self {
+            Source::Base64Text { .. } => {
+                body.extend(input.iter().copied().filter(|b| !b.is_ascii_whitespace()))
+            }
+            _ => encode_into(input, body),
+        }
     }
 }
 

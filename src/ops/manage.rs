@@ -30,6 +30,9 @@ pub enum ManageError {
     /// The running service refused or failed the request; its message.
     #[error("{0}")]
     Api(String),
+    /// Replaying with the service stopped failed; why.
+    #[error("{0}")]
+    Replay(String),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -109,18 +112,22 @@ impl Manager {
         }
     }
 
-    /// Replays parked messages through the running service, which cycles those
-    /// mailboxes at once. With the service stopped ([`Manager::Local`]) the caller
-    /// replays them itself (`service::replay`, a cycle of each mailbox concerned).
+    /// Replays parked messages: with the service stopped, by `offline` on the state
+    /// opened here (the service's replay, a cycle of each mailbox concerned, which this
+    /// plane does not run itself); else by the running service, which cycles those
+    /// mailboxes at once.
     pub async fn replay(
         self,
         mailbox: Option<&str>,
         ids: &[String],
+        offline: impl AsyncFnOnce(Ledger) -> Result<ReplayReport, String>,
     ) -> Result<ReplayReport, ManageError> {
         match self {
-            Manager::Local(_) => Err(ManageError::Api(
-                "a stopped service's parked messages are replayed by `service::replay`".into(),
-            )),
+            Manager::Local(ledger) => {
+                let report = offline(ledger.clone()).await.map_err(ManageError::Replay)?;
+                ledger.close().await?;
+                Ok(report)
+            }
             Manager::Empty => match ids.first() {
                 Some(id) => Err(SelectError::NotParked(id.clone()).into()),
                 None => Ok(ReplayReport::default()),

@@ -85,7 +85,15 @@ impl From<Vec<u8>> for Payload {
 pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
     let id = crate::ledger::event_id(meta.mailbox, meta.uidl);
     match format {
-        Format::Standard => standard(meta, raw, None),
+        Format::Standard => {
+            let (id, body, parse_error) = event::serialize_event(meta, raw);
+            Rendered {
+                id,
+                payload: body.into(),
+                parse_error,
+                uploads: Vec::new(),
+            }
+        }
         Format::Raw => Rendered {
             id,
             payload: Payload::Body {
@@ -142,16 +150,6 @@ pub fn render_stashed(
         });
     }
     rendered
-}
-
-fn standard(meta: &EventMeta<'_>, raw: &[u8], stash: Option<&event::Stash<'_>>) -> Rendered {
-    let serialized = event::serialize_event_stashed(meta, raw, stash);
-    Rendered {
-        id: serialized.id,
-        payload: serialized.body.into(),
-        parse_error: serialized.parse_error,
-        uploads: serialized.uploads,
-    }
 }
 
 /// The header field added to a message of which only the headers were fetched (it is
