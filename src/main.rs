@@ -134,6 +134,14 @@ struct ReceiveArgs {
 }
 
 fn main() -> ExitCode {
+    // Everything pophook writes is its state (sled's files, snapshots written later
+    // by flushes, the marker): private to its user from the moment it is created,
+    // whatever umask the supervisor passed on.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {

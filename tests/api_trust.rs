@@ -112,6 +112,35 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Raises this process's soft descriptor limit to at least `n` (within the hard limit)
+/// with util-linux's `prlimit`; fails naming the limit when it stays too low.
+fn raise_own_descriptor_limit(n: u32) {
+    let pid = std::process::id().to_string();
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile", "--raw", "--noheadings", "--output=SOFT,HARD"])
+        .output()
+        .expect("run `prlimit` (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace();
+    let parse = |f: Option<&str>| match f {
+        Some("unlimited") | None => u64::MAX,
+        Some(v) => v.parse().unwrap_or(0),
+    };
+    let (soft, hard) = (parse(fields.next()), parse(fields.next()));
+    if soft >= u64::from(n) {
+        return;
+    }
+    assert!(
+        hard >= u64::from(n),
+        "this test needs {n} descriptors; the hard limit is {hard}: raise it (ulimit -Hn)"
+    );
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={n}:")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit could not raise the soft limit to {n}");
+}
+
 /// Until the watch turns true (or its sender is gone).
 async fn until(released: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = released.wait_for(|r| *r).await.map(|_| ());
@@ -173,11 +202,12 @@ async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_re
     receiver.set_default(Reply::Status(204));
 
     let drop_body = format!("{{\"ids\": [\"{id}\"]}}");
-    let routes: [(&str, &str, &str); 5] = [
+    let routes: [(&str, &str, &str); 6] = [
         ("GET", "/api/status", ""),
         ("GET", "/api/parked", ""),
         ("POST", "/api/parked/replay", "{}"),
         ("POST", "/api/parked/drop", &drop_body),
+        ("POST", "/api/reload", ""),
         ("GET", "/api/unknown", ""),
     ];
     for authorization in ["", "Authorization: Bearer wrong-token-0123456789\r\n"] {
@@ -202,11 +232,26 @@ async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_re
     )
     .await;
     assert_eq!(status, Some(403), "{answer}");
+    // With the token and an allowed Host, but sent by a web page (a form post needs no
+    // preflight): refused, and nothing is reloaded.
+    for browser in [
+        "Origin: http://evil.example\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+    ] {
+        let (status, answer) = raw(
+            port,
+            &format!("POST /api/reload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n{browser}"),
+        )
+        .await;
+        assert_eq!(status, Some(403), "{browser}: {answer}");
+    }
     // The open endpoints stay open; the token opens the API.
     for path in ["/healthz", "/metrics"] {
         let (status, _) = raw(port, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n")).await;
         assert_eq!(status, Some(200), "{path}");
     }
+    let (status, answer) = raw(port, "GET /readyz HTTP/1.1\r\nHost: localhost\r\n").await;
+    assert!(matches!(status, Some(200 | 503)), "{answer}");
     let (status, answer) = raw(
         port,
         &format!("GET /api/status HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"),
@@ -237,6 +282,42 @@ async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_re
 
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(!log.contains(TOKEN), "the token is logged:\n{log}");
+    assert!(
+        !log.contains("configuration reloaded"),
+        "a refused request reloaded:\n{log}"
+    );
+    stop(child, &stderr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protect_metrics_puts_metrics_behind_the_token_and_leaves_health_open() {
+    let server = Scripted::start(Script::default()).await;
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let cfg = with_http(
+        config(
+            &hook(&receiver.url(), ""),
+            &scripted_mailbox("box", server.port(), ""),
+        ),
+        port,
+        &format!(", token: {TOKEN}, protect_metrics: true"),
+    );
+    let stderr = cfg.dir.path().join("stderr.log");
+    let child = spawn_run(&cfg, port, &stderr, None).await;
+    let (status, answer) = raw(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n").await;
+    assert_eq!(status, Some(401), "{answer}");
+    assert!(!answer.contains("pophook_"), "{answer}");
+    let (status, answer) = raw(
+        port,
+        &format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n"),
+    )
+    .await;
+    assert_eq!(status, Some(200), "{answer}");
+    assert!(answer.contains("pophook_"), "{answer}");
+    let (status, _) = raw(port, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await;
+    assert_eq!(status, Some(200));
+    let (status, answer) = raw(port, "GET /readyz HTTP/1.1\r\nHost: localhost\r\n").await;
+    assert!(matches!(status, Some(200 | 503)), "{answer}");
     stop(child, &stderr).await;
 }
 
@@ -259,6 +340,19 @@ async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descr
     );
     let stderr = cfg.dir.path().join("stderr.log");
     let child = spawn_run(&cfg, port, &stderr, Some(1024)).await;
+    let pid = child.id().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["1024", "1024"],
+        "pophook runs under a 1,024 descriptor limit: {open_files}"
+    );
+    // This test process holds the 1,100 client ends itself.
+    raise_own_descriptor_limit(4096);
     receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
 
     // 1,100 clients connect and then send nothing. Those beyond the connection cap wait
@@ -273,6 +367,8 @@ async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descr
         clients.spawn(async move {
             tokio::select! {
                 stream = TcpStream::connect(("127.0.0.1", port)) => {
+                    // A refused or failed connect is no idle client: the count below
+                    // must reach 1,000 without it.
                     if let Ok(stream) = stream {
                         connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         until(&mut released).await;
@@ -283,7 +379,14 @@ async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descr
             }
         });
     }
-    while connected.load(std::sync::atomic::Ordering::SeqCst) < 100 {
+    // Accepted by pophook (up to its cap) or waiting in the kernel's backlog.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connected.load(std::sync::atomic::Ordering::SeqCst) < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 1,100 clients connected",
+            connected.load(std::sync::atomic::Ordering::SeqCst)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -297,7 +400,6 @@ async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descr
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // pophook holds a bounded number of descriptors, whatever the clients do.
-    let pid = child.id().unwrap();
     let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
@@ -339,6 +441,13 @@ async fn a_half_sent_request_does_not_delay_sigterm() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
     stop(child, &stderr).await;
+    // Nothing else is in flight: the shutdown is quick, not cut at `shutdown_timeout`.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
     drop((half, body));
 }

@@ -188,6 +188,20 @@ async fn implicit_tls_and_starttls_verify_the_server_against_a_private_ca() {
     );
     let cfg = config(&webhook(&receiver), &mailboxes);
 
+    // `check` names each mode in the configuration's own words, and both connect.
+    let check = tokio::task::block_in_place(|| cfg.pophook(&["check"]));
+    let printed = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{printed}");
+    for (name, mode) in [("implicit", "implicit"), ("starttls", "starttls")] {
+        assert!(
+            printed
+                .lines()
+                .any(|l| l.contains(name) && l.contains(&format!("(tls: {mode})"))),
+            "{printed}"
+        );
+    }
+
     let outcomes = service::once(&cfg.config).await.unwrap();
 
     assert!(outcomes.iter().all(|o| o.is_success()), "{outcomes:?}");

@@ -154,6 +154,9 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
             .any(|fields| fields["changed"] == "[\"a\"]")
     })
     .await;
+    // Mail that arrives after the change is certainly fetched by a later cycle, so it
+    // goes out with the new webhook whether or not a's backlog was done.
+    a.push_message(message(61), "uid-a61");
     until(
         &log,
         "a posting with its new webhook",
@@ -162,7 +165,6 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
             receiver.accepted()[before_change..]
                 .iter()
                 .any(|r| r.header("x-config") == Some("two"))
-                || a.remaining().is_empty()
         },
     )
     .await;
@@ -177,6 +179,23 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
             .any(|fields| fields["removed"] == "[\"a\"]")
     })
     .await;
+    // Its session ends with a QUIT (committing what it deleted), and it never logs in
+    // again: mail arriving for it stays on the server while b goes on being polled.
+    until(&log, "a's last session to QUIT", Duration::from_secs(20), || {
+        a.commands().last().is_some_and(|c| c == "QUIT")
+    })
+    .await;
+    let a_sessions = a.sessions();
+    a.push_message(message(62), "uid-a62");
+    for n in [122, 123] {
+        b.push_message(message(n), &format!("uid-{n}"));
+        until(&log, "b polled", Duration::from_secs(20), || {
+            b.remaining().is_empty()
+        })
+        .await;
+    }
+    assert_eq!(a.sessions(), a_sessions, "a removed mailbox logged in again");
+    assert!(a.uids().contains(&"uid-a62".to_string()));
     assert_once(&receiver);
 
     // An invalid configuration is refused; the running one goes on.
@@ -221,7 +240,7 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
     assert_once(&receiver);
     assert_eq!(
         accepted_ids(&receiver).len(),
-        60 + 21,
+        62 + 23,
         "every message, once"
     );
     let pid = child.id().unwrap().to_string();

@@ -198,6 +198,16 @@ async fn guard(Extract(access): Extract<Arc<Access>>, request: Request, next: Ne
     let path = request.uri().path();
     let api = path == "/api" || path.starts_with("/api/");
     let needs_token = api || (path == "/metrics" && access.protect_metrics);
+    // Browsers send `Origin` (and `Sec-Fetch-Site`) with every cross-site POST, and a
+    // form post needs no preflight: without a token, a web page could otherwise make a
+    // loopback API reload. The API is for programs, which send neither.
+    if api && from_a_browser(request.headers()) {
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "requests from web pages (with `Origin` or `Sec-Fetch-Site`) are not served: call the API from a program".into(),
+        }
+        .into_response();
+    }
     if api && !access.host_allowed(request.headers()) {
         return ApiError {
             status: StatusCode::FORBIDDEN,
@@ -218,6 +228,11 @@ async fn guard(Extract(access): Extract<Arc<Access>>, request: Request, next: Ne
         return response;
     }
     next.run(request).await
+}
+
+/// A request a browser made on a web page's behalf.
+fn from_a_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site")
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal how
