@@ -11,8 +11,8 @@ use base64::Engine as _;
 use common::django::Django;
 use common::dovecot::Dovecot;
 use common::rails::{Ingress, Rails};
-use common::receiver::Receiver;
-use common::setup::{config, plain_mailbox};
+use common::receiver::{Receiver, Reply};
+use common::setup::{config, plain_mailbox, RETRY_AT_ONCE};
 use serde_json::Value;
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -312,8 +312,77 @@ async fn django_anymail_reads_the_mailgun_format() {
     }
     assert_ne!(
         records[0]["event_id"], records[1]["event_id"],
-        "a fresh token for every request"
+        "anymail's event_id is Mailgun's token: one per request"
     );
+}
+
+/// The value of the `multipart/form-data` field `name` in `body`.
+fn form_field(body: &[u8], name: &str) -> String {
+    let body = String::from_utf8_lossy(body);
+    let marker = format!("name=\"{name}\"");
+    let at = body.find(&marker).unwrap_or_else(|| panic!("no {name} field"));
+    let value = &body[at..];
+    let value = &value[value.find("\r\n\r\n").unwrap() + 4..];
+    value[..value.find("\r\n--").unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailgun_signs_every_attempt_afresh() {
+    use hmac::Mac as _;
+    let dovecot = Dovecot::start();
+    dovecot.add_user("support", "pw");
+    dovecot.deliver("support", &message(1));
+    let receiver = Receiver::start().await;
+    receiver.push_replies([Reply::Status(503)]);
+    let key = "mailgun-signing-key-6";
+    let cfg = config(
+        &format!(
+            "  url: {}/anymail/mailgun/inbound_mime/\n  format: mailgun\n  mailgun_signing_key: {key}\n{RETRY_AT_ONCE}",
+            receiver.url()
+        ),
+        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+    );
+    for _ in 0..3 {
+        if dovecot.message_count("support") == 0 {
+            break;
+        }
+        once(&cfg);
+    }
+    assert_eq!(dovecot.message_count("support"), 0);
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2, "a 503, then the retry's 2xx");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut signed = Vec::new();
+    for request in &requests {
+        let (timestamp, token, signature) = (
+            form_field(&request.body, "timestamp"),
+            form_field(&request.body, "token"),
+            form_field(&request.body, "signature"),
+        );
+        // Receivers refuse an old timestamp (Action Mailbox: 2 minutes).
+        let at: u64 = timestamp.parse().unwrap();
+        assert!(now.abs_diff(at) < 60, "timestamp {at}, now {now}");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}{token}").as_bytes());
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(signature, expected);
+        signed.push((token, signature));
+    }
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[1].header("webhook-id"),
+        "the same message twice"
+    );
+    assert_ne!(signed[0], signed[1], "each attempt has its own token and signature");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -352,4 +352,10 @@ mod tests {
         // CRLF text compares as text, not as a change.
         assert_eq!(stripped_text("Hello\r\nthere\r\n"), None);
     }
+
+    #[test]
+    fn text_that_is_all_quote_gives_an_empty_reply_not_null() {
+        let forward = "On Mon, 4 Mar 2024 at 10:00, Ann <ann@example.com> wrote:\n> the plan\n";
+        assert_eq!(stripped_text(forward).as_deref(), Some(""));
+    }
 }

@@ -154,7 +154,9 @@ pub fn render(meta: &EventMeta<'_>, message: &[u8]) -> (Vec<u8>, Option<String>)
         mailbox_hash: data.mailbox_hash.clone().unwrap_or_default(),
         message_id: data.id.clone(),
         message_stream: "inbound",
-        stripped_text_reply: stripped_reply(&text),
+        // The event's own reply stripping: null means nothing was quoted, and then the
+        // whole text is the reply.
+        stripped_text_reply: data.stripped_text.clone().unwrap_or_else(|| text.clone()),
         text_body: text,
         html_body: data.html.clone().unwrap_or_default(),
         tag: String::new(),
@@ -194,26 +196,6 @@ fn display_list(addresses: &[EmailAddress]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The new text of a reply, without the quoted message below it: everything before the
-/// first line that starts the quote (`On … wrote:`, a `>` line, Outlook's
-/// `-----Original Message-----` or `From:` block). A heuristic, like Postmark's own; the
-/// whole text is always in `TextBody`.
-fn stripped_reply(text: &str) -> String {
-    let mut kept = Vec::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        let quote_starts = trimmed.starts_with('>')
-            || (trimmed.starts_with("On ") && trimmed.ends_with("wrote:"))
-            || trimmed.starts_with("-----Original Message-----")
-            || (trimmed.starts_with("From:") && !kept.is_empty());
-        if quote_starts {
-            break;
-        }
-        kept.push(line);
-    }
-    kept.join("\n").trim_end().to_owned()
 }
 
 #[cfg(test)]
@@ -342,13 +324,12 @@ mod tests {
     }
 
     #[test]
-    fn the_stripped_reply_stops_at_the_quote() {
-        assert_eq!(stripped_reply("Yes.\n\n> question"), "Yes.");
-        assert_eq!(
-            stripped_reply("Yes.\n-----Original Message-----\nFrom: x"),
-            "Yes."
-        );
-        assert_eq!(stripped_reply("Only new text\n"), "Only new text");
-        assert_eq!(stripped_reply(""), "");
+    fn a_reply_without_a_quote_is_all_stripped_text_reply() {
+        let message = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nOnly new text\r\n";
+        let (body, error) = render(&meta(false), message);
+        assert!(error.is_none(), "{error:?}");
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["TextBody"].as_str().unwrap().trim_end(), "Only new text");
+        assert_eq!(json["StrippedTextReply"], json["TextBody"]);
     }
 }
