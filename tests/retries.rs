@@ -331,6 +331,28 @@ async fn deletions_are_committed_in_batches_of_commit_every() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn once_goes_on_for_as_many_sessions_as_the_backlog_needs() {
+    // 150 sessions of one DELE each: no cap on sessions silently leaves mail behind
+    // (an earlier engine stopped after 100 and exited 1 with 5,000 messages left).
+    let server = Scripted::start(Script {
+        messages: (1..=150).map(message).collect(),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(
+        &hook(&receiver, ""),
+        &mailbox(server.port(), "    commit_every: 1\n"),
+    );
+
+    let outcomes = service::once(&cfg.config).await.unwrap();
+    assert!(outcomes[0].is_success(), "{outcomes:?}");
+    assert!(server.remaining().is_empty());
+    assert_eq!(receiver.accepted().len(), 150);
+    assert_eq!(server.sessions(), 150);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_error_to_quit_deletes_nothing_and_reposts_nothing() {
     let server = Scripted::start(Script {
         messages: vec![message(1)],

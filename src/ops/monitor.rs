@@ -159,13 +159,13 @@ impl Monitor {
 
     /// The Prometheus text exposition of every instrument.
     pub fn render(&self) -> String {
-        let now = ledger::now();
+        let now = Instant::now();
         for m in self.mailboxes() {
             // An age grows between cycles; compute it when asked.
-            let oldest = m.live().oldest_undelivered_since;
+            let oldest = m.live().oldest_undelivered;
             m.instruments
                 .oldest_age
-                .set(oldest.map_or(0, |since| (now - since).max(0)) as f64);
+                .set(oldest.map_or(0.0, |o| o.age_at(now).as_secs_f64().floor()));
         }
         self.handle.render()
     }
@@ -235,9 +235,39 @@ struct Live {
     last_error: Option<String>,
     login_delay: Option<Duration>,
     endpoint_disabled: bool,
-    oldest_undelivered_since: Option<i64>,
+    oldest_undelivered: Option<Oldest>,
     /// POSTs since the last cycle was recorded.
     deliveries: Deliveries,
+}
+
+/// The oldest undelivered message's age, as seen at one moment and then carried on
+/// the monotonic clock: a wall clock stepped back later cannot make it shrink, and one
+/// found behind the state's own times is logged instead of shown as age 0 silently.
+#[derive(Clone, Copy, Debug)]
+struct Oldest {
+    age: Duration,
+    observed: Instant,
+}
+
+impl Oldest {
+    /// `since` and `wall_now` are the ledger's wall-clock seconds.
+    fn observed(mailbox: &str, since: i64, wall_now: i64, observed: Instant) -> Oldest {
+        if since > wall_now {
+            tracing::warn!(
+                mailbox,
+                behind_s = since - wall_now,
+                "the wall clock is behind a time in the state (was it stepped back?): ages count from now, and retries keep their scheduled waits"
+            );
+        }
+        Oldest {
+            age: Duration::from_secs(u64::try_from(wall_now - since).unwrap_or(0)),
+            observed,
+        }
+    }
+
+    fn age_at(&self, now: Instant) -> Duration {
+        self.age + now.saturating_duration_since(self.observed)
+    }
 }
 
 struct Instruments {
@@ -381,7 +411,10 @@ impl MailboxMonitor {
     pub fn set_pending(&self, pending: Pending) {
         self.instruments.retrying.set(pending.retrying as f64);
         self.instruments.parked.set(pending.parked as f64);
-        self.live().oldest_undelivered_since = pending.oldest_since;
+        let oldest = pending
+            .oldest_since
+            .map(|since| Oldest::observed(&self.name, since, ledger::now(), Instant::now()));
+        self.live().oldest_undelivered = oldest;
     }
 
     /// The error of the last cycle, if it failed.
@@ -582,3 +615,6 @@ fn describe(recorder: &PrometheusRecorder) {
         "How long a webhook POST took until its answer or failure.",
     );
 }
+
+#[cfg(test)]
+mod tests;

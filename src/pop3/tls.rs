@@ -9,7 +9,7 @@ use super::error::Pop3Error;
 
 /// The TLS settings of one mailbox, built into a connector once and shared by all its
 /// sessions: building one loads the system's CA store, tens of milliseconds of CPU,
-/// far more than a handshake, and `commit_every` opens a session per 50 deletions.
+/// far more than a handshake, and a mailbox opens a session every cycle.
 #[derive(Clone, Default)]
 pub struct TlsConnectorCache(Arc<OnceLock<Result<tokio_native_tls::TlsConnector, String>>>);
 
