@@ -117,7 +117,14 @@ fn text(bytes: &[u8]) -> String {
 fn raise_own_descriptor_limit(n: u32) {
     let pid = std::process::id().to_string();
     let out = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, "--nofile", "--raw", "--noheadings", "--output=SOFT,HARD"])
+        .args([
+            "--pid",
+            &pid,
+            "--nofile",
+            "--raw",
+            "--noheadings",
+            "--output=SOFT,HARD",
+        ])
         .output()
         .expect("run `prlimit` (util-linux)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -138,7 +145,10 @@ fn raise_own_descriptor_limit(n: u32) {
         .args(["--pid", &pid, &format!("--nofile={n}:")])
         .status()
         .unwrap();
-    assert!(status.success(), "prlimit could not raise the soft limit to {n}");
+    assert!(
+        status.success(),
+        "prlimit could not raise the soft limit to {n}"
+    );
 }
 
 /// Until the watch turns true (or its sender is gone).

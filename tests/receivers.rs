@@ -320,7 +320,9 @@ async fn django_anymail_reads_the_mailgun_format() {
 fn form_field(body: &[u8], name: &str) -> String {
     let body = String::from_utf8_lossy(body);
     let marker = format!("name=\"{name}\"");
-    let at = body.find(&marker).unwrap_or_else(|| panic!("no {name} field"));
+    let at = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field"));
     let value = &body[at..];
     let value = &value[value.find("\r\n\r\n").unwrap() + 4..];
     value[..value.find("\r\n--").unwrap()].to_string()
@@ -382,7 +384,10 @@ async fn mailgun_signs_every_attempt_afresh() {
         requests[1].header("webhook-id"),
         "the same message twice"
     );
-    assert_ne!(signed[0], signed[1], "each attempt has its own token and signature");
+    assert_ne!(
+        signed[0], signed[1],
+        "each attempt has its own token and signature"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -181,9 +181,12 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
     .await;
     // Its session ends with a QUIT (committing what it deleted), and it never logs in
     // again: mail arriving for it stays on the server while b goes on being polled.
-    until(&log, "a's last session to QUIT", Duration::from_secs(20), || {
-        a.commands().last().is_some_and(|c| c == "QUIT")
-    })
+    until(
+        &log,
+        "a's last session to QUIT",
+        Duration::from_secs(20),
+        || a.commands().last().is_some_and(|c| c == "QUIT"),
+    )
     .await;
     let a_sessions = a.sessions();
     a.push_message(message(62), "uid-a62");
@@ -194,7 +197,11 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         })
         .await;
     }
-    assert_eq!(a.sessions(), a_sessions, "a removed mailbox logged in again");
+    assert_eq!(
+        a.sessions(),
+        a_sessions,
+        "a removed mailbox logged in again"
+    );
     assert!(a.uids().contains(&"uid-a62".to_string()));
     assert_once(&receiver);
 

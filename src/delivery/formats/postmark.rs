@@ -325,11 +325,15 @@ mod tests {
 
     #[test]
     fn a_reply_without_a_quote_is_all_stripped_text_reply() {
-        let message = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nOnly new text\r\n";
+        let message =
+            b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nOnly new text\r\n";
         let (body, error) = render(&meta(false), message);
         assert!(error.is_none(), "{error:?}");
         let json: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["TextBody"].as_str().unwrap().trim_end(), "Only new text");
+        assert_eq!(
+            json["TextBody"].as_str().unwrap().trim_end(),
+            "Only new text"
+        );
         assert_eq!(json["StrippedTextReply"], json["TextBody"]);
     }
 }

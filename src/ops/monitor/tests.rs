@@ -49,5 +49,8 @@ fn a_wall_clock_behind_the_state_is_logged() {
     });
     let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     assert_eq!(log.lines().count(), 1, "{log}");
-    assert!(log.contains("stepped back") && log.contains("behind_s=3600"), "{log}");
+    assert!(
+        log.contains("stepped back") && log.contains("behind_s=3600"),
+        "{log}"
+    );
 }
