@@ -49,7 +49,7 @@ pub enum StateError {
     Db(#[from] sled::Error),
     #[error("a state record is unreadable ({0}); move the state directory aside to rebuild it")]
     Corrupt(String),
-    #[error("the state database in {dir} holds {found} records but held {expected} at its last clean flush: it was damaged, truncated or replaced. Starting on it would post every message still on the server again. Restore the directory from a backup; or, to start over deliberately, stop pophook and delete {marker} (messages still on the server are then delivered again, with the same webhook-id)", marker = marker.display())]
+    #[error("the state database in {dir} holds {found} message records, but {marker} says it held at least {expected}: it was damaged, truncated or replaced. Starting on it would post again every message whose record was lost. Restore the directory from a backup; or, to start over deliberately, stop pophook and delete {marker} (messages still on the server are then delivered again, with the same webhook-id)", marker = marker.display())]
     Damaged {
         dir: PathBuf,
         expected: u64,
@@ -214,10 +214,9 @@ impl Ledger {
             .collect();
         let (tx, rx) = mpsc::channel();
         let thread_watchdog = watchdog.clone();
-        let count = loaded.count;
         std::thread::Builder::new()
             .name("pophook-ledger".into())
-            .spawn(move || writer(store, rx, thread_watchdog, count))
+            .spawn(move || writer(store, rx, thread_watchdog))
             .map_err(|e| StateError::Io {
                 what: "starting the state writer thread".into(),
                 source: e,

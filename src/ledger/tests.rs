@@ -101,42 +101,119 @@ async fn endpoints_and_cycle_logs_round_trip() {
     assert!(ledger.records(None).is_empty(), "kept apart from messages");
 }
 
+/// Removes `n` message records behind pophook's back, as a truncated or partly zeroed
+/// file loses them.
+fn lose_records(dir: &Path, n: usize) {
+    let db = sled::open(dir).unwrap();
+    let tree = db.open_tree("messages").unwrap();
+    let keys: Vec<_> = tree.iter().keys().take(n).map(Result::unwrap).collect();
+    for key in keys {
+        tree.remove(key).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// The marker file's record count.
+fn marker_records(dir: &Path) -> u64 {
+    let bytes = std::fs::read(dir.join("pophook-ledger.json")).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["records"]
+        .as_u64()
+        .unwrap()
+}
+
 #[tokio::test]
-async fn a_database_with_fewer_records_than_its_marker_is_refused() {
+async fn after_a_clean_close_even_a_few_lost_records_are_refused() {
+    // Closed by `close` (the service's shutdown, the end of `once`) and by dropping the
+    // last handle (a CLI command): both record the exact count.
+    for by_drop in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ledger = open(dir.path());
+            // Grown in steps, so the cheap updates between flushes lag behind.
+            for n in 0..100 {
+                ledger.put_record("a", &n.to_string(), delivered());
+                if n % 10 == 9 {
+                    ledger.flush().await.unwrap();
+                }
+            }
+            if by_drop {
+                drop(ledger);
+            } else {
+                ledger.close().await.unwrap();
+            }
+        }
+        assert_eq!(marker_records(dir.path()), 100, "exact at a clean close");
+        lose_records(dir.path(), 5);
+        let error = Ledger::open(dir.path(), Watchdog::default()).err().unwrap();
+        let text = error.to_string();
+        assert!(
+            matches!(
+                error,
+                StateError::Damaged {
+                    expected: 100,
+                    found: 95,
+                    ..
+                }
+            ),
+            "closed by drop: {by_drop}: {text}"
+        );
+        assert!(
+            text.contains("pophook-ledger.json") && text.contains("Restore the directory"),
+            "names what to do: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn between_clean_closes_the_marker_lags_by_less_than_its_slack() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    for n in 0..1000u64 {
+        ledger.put_record("a", &n.to_string(), delivered());
+        ledger.flush().await.unwrap();
+        // What a crash right now would leave: this many records could go missing
+        // unnoticed, and no more.
+        let marker = marker_records(dir.path());
+        assert!(marker <= n + 1, "never above the database");
+        assert!(
+            n + 1 - marker < super::store::slack(marker),
+            "{} records, marker {marker}",
+            n + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn removals_reach_the_marker_before_sled_so_a_crash_after_them_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     {
         let ledger = open(dir.path());
-        for n in 0..20 {
+        for n in 0..200 {
             ledger.put_record("a", &n.to_string(), delivered());
         }
         ledger.close().await.unwrap();
     }
-    // Records lost behind pophook's back (a truncated or partly zeroed file).
+    assert_eq!(marker_records(dir.path()), 200);
+    // What the writer thread does with 150 removals (after a QUIT, or forgetting),
+    // then a crash before any flush of the ledger's own. sled writes its log buffer out
+    // whenever it fills, so the removals may be on disk anyway: dropping the store
+    // without closing it is that worst case (sled flushes on drop).
     {
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("messages").unwrap();
-        let keys: Vec<_> = tree.iter().keys().take(5).map(Result::unwrap).collect();
-        for key in keys {
-            tree.remove(key).unwrap();
+        let mut store = super::store::Store::open(dir.path()).unwrap();
+        store.load(|_, _, _| {}).unwrap();
+        for n in 0..150 {
+            store
+                .apply(Tree::Messages, &message_key("a", &n.to_string()), None)
+                .unwrap();
         }
-        db.flush().unwrap();
+        drop(store);
+        writer::wait_for_unlock(dir.path());
     }
-    let error = Ledger::open(dir.path(), Watchdog::default()).err().unwrap();
-    let text = error.to_string();
-    assert!(
-        matches!(
-            error,
-            StateError::Damaged {
-                expected: 20,
-                found: 15,
-                ..
-            }
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("pophook-ledger.json"),
-        "names what to do: {text}"
+    let ledger = open(dir.path());
+    assert_eq!(
+        ledger.records(None).len(),
+        50,
+        "accepted, nothing else lost"
     );
 }
 
@@ -162,6 +239,27 @@ async fn a_database_replaced_by_an_empty_one_is_refused() {
         Ledger::open(dir.path(), Watchdog::default()),
         Err(StateError::Damaged { found: 0, .. })
     ));
+}
+
+#[tokio::test]
+async fn a_database_sled_cannot_open_is_refused_naming_the_state_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path());
+        ledger.put_record("a", "1", delivered());
+        ledger.close().await.unwrap();
+    }
+    // sled's own settings file damaged: sled refuses it, before any marker check.
+    std::fs::write(dir.path().join("conf"), b"\0\0\0\0garbage").unwrap();
+    let error = Ledger::open(dir.path(), Watchdog::default()).err().unwrap();
+    let text = error.to_string();
+    assert!(matches!(error, StateError::Open { .. }), "{text}");
+    assert!(
+        text.contains(&dir.path().display().to_string())
+            && text.contains("Do not delete it")
+            && text.contains("move the directory aside"),
+        "names the state and what to do: {text}"
+    );
 }
 
 #[tokio::test]

@@ -66,13 +66,12 @@ impl Closed {
 /// time for every waiter that asked meanwhile (group commit). After a failed write or
 /// flush it reopens the database and writes again everything not yet flushed, so the
 /// state recovers by itself once the cause (a full disk) is gone.
-pub(super) fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, count: u64) {
+pub(super) fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog) {
     let mut w = Writer {
         dir: store.dir().to_path_buf(),
         store: Some(store),
         dirty: HashMap::new(),
         broken: None,
-        count,
         watchdog,
     };
     loop {
@@ -107,11 +106,7 @@ pub(super) fn writer(store: Store, rx: mpsc::Receiver<Op>, watchdog: Watchdog, c
             }
         }
         if let Some(tx) = closing {
-            if !w.dirty.is_empty() {
-                let _ = w.flush();
-            }
-            drop(w.store.take());
-            wait_for_unlock(&w.dir);
+            w.close();
             tx.done();
             return;
         }
@@ -143,17 +138,15 @@ struct Writer {
     /// Writes since the last successful flush, to write again after a reopen.
     dirty: HashMap<(Tree, Vec<u8>), Option<Vec<u8>>>,
     broken: Option<String>,
-    count: u64,
     watchdog: Watchdog,
 }
 
 impl Writer {
     fn write(&mut self, tree: Tree, key: Vec<u8>, value: Option<Vec<u8>>) {
         if self.broken.is_none() {
-            if let Some(store) = &self.store {
-                match store.apply(tree, &key, value.as_deref()) {
-                    Ok(delta) => self.count = self.count.saturating_add_signed(delta),
-                    Err(e) => self.broken = Some(e.to_string()),
+            if let Some(store) = &mut self.store {
+                if let Err(e) = store.apply(tree, &key, value.as_deref()) {
+                    self.broken = Some(e.to_string());
                 }
             }
         }
@@ -183,7 +176,7 @@ impl Writer {
             return Ok(());
         }
         let store = self.store.as_mut().expect("reopened");
-        match store.flush(self.count) {
+        match store.flush() {
             Ok(()) => {
                 self.dirty.clear();
                 Ok(())
@@ -194,6 +187,27 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// The clean close, whichever way it was asked for (the service's shutdown, the end
+    /// of `once`, the last handle dropped): what is left is flushed and the marker
+    /// records the exact count. Skipped, with a warning, when the state cannot be saved:
+    /// the marker then keeps its lower count, which is safe.
+    fn close(&mut self) {
+        let flushed = if self.dirty.is_empty() && self.broken.is_none() {
+            Ok(())
+        } else {
+            self.flush()
+        };
+        let closed = flushed.and_then(|()| match &mut self.store {
+            Some(store) => store.close(),
+            None => Ok(()),
+        });
+        if let Err(e) = closed {
+            warn!("the state was not closed cleanly: {e}; the next start checks it with the count of an earlier flush");
+        }
+        drop(self.store.take());
+        wait_for_unlock(&self.dir);
     }
 
     /// Closes the database and opens it again, then writes everything not flushed.
@@ -209,7 +223,6 @@ impl Writer {
         for ((tree, key), value) in &self.dirty {
             store.apply(*tree, key, value.as_deref())?;
         }
-        self.count = store.count();
         self.store = Some(store);
         self.broken = None;
         info!("the state database was reopened after an error");
