@@ -187,23 +187,38 @@ fn exit_after(after: Duration) {
         });
 }
 
+/// Starts `watchdog`'s thread, which ends the process (status 70) when the state
+/// stalls for good, so that a supervisor or the next cron run starts afresh instead
+/// of a silent freeze: `run`, `once`, and `status`/`parked` on a state opened here.
+fn watched(watchdog: Watchdog) -> Watchdog {
+    watchdog.spawn(|_reason| std::process::exit(pophook::watchdog::EXIT_CODE));
+    watchdog
+}
+
+/// Opens the state for `status` and `parked`, watched like the service's when it is
+/// opened here (a replay runs cycles on it; a drop flushes it).
+fn manager(config: &config::Config) -> Result<Manager, manage::ManageError> {
+    let manager = Manager::open(&config.state_dir, config.http.as_ref())?;
+    if let Manager::Local(ledger) = &manager {
+        watched(ledger.watchdog().clone());
+    }
+    Ok(manager)
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => {
             let config = config::load(args.config.as_deref())?;
             let grace = config.shutdown_timeout;
             let (trigger, shutdown) = shutdown::channel();
-            // The watchdog ends the process when the state stalls for good, so that a
-            // supervisor restarts it instead of a silent freeze.
-            let watchdog = Watchdog::default();
-            watchdog.spawn(|_reason| std::process::exit(pophook::watchdog::EXIT_CODE));
+            let watchdog = watched(Watchdog::default());
             let path = args.config.clone();
             let (reload, reloader) = service::reloader(move || config::load(path.as_deref()));
             tokio::spawn(reload_on_sighup(reload.clone()));
             let mut service = tokio::spawn(service::run_watched(
                 config,
                 shutdown,
-                watchdog,
+                watchdog.clone(),
                 Some((reload, reloader)),
             ));
             tokio::select! {
@@ -223,11 +238,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     "shutdown took longer than `shutdown_timeout` ({grace:?}); exiting without waiting further (nothing unacknowledged was deleted)"
                 ),
             }
+            let abandoned = watchdog.abandoned_work();
+            if !abandoned.is_empty() {
+                // Each was logged as it was cut; this line is why the status is 1.
+                tracing::error!(
+                    abandoned = ?abandoned,
+                    "shutdown abandoned {} unfinished POST(s) when `shutdown_timeout` ran out; those messages stay on the server and are posted again (same webhook-id) after restart; exiting with status 1",
+                    abandoned.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Once(args) => {
             let config = config::load(args.config.as_deref())?;
-            let outcomes = service::once(&config).await?;
+            let outcomes = service::once_watched(&config, watched(Watchdog::default())).await?;
             let ok = outcomes.iter().all(|o| o.is_success());
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -356,7 +381,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { config, json } => {
             let config = config::load(config.config.as_deref())?;
-            let manager = Manager::open(&config.state_dir, config.http.as_ref())?;
+            let manager = manager(&config)?;
             let report = manager.status(&config.mailboxes, config.shard).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -413,9 +438,7 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let config = config::load(config.config.as_deref())?;
-            let messages = Manager::open(&config.state_dir, config.http.as_ref())?
-                .parked(mailbox.as_deref())
-                .await?;
+            let messages = manager(&config)?.parked(mailbox.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&messages)?);
             } else if messages.is_empty() {
@@ -444,7 +467,7 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
             ids,
         } => {
             let config = config::load(config.config.as_deref())?;
-            let manager = Manager::open(&config.state_dir, config.http.as_ref())?;
+            let manager = manager(&config)?;
             let running = manager.is_running();
             let offline = async |ledger| {
                 service::replay(&config, ledger, mailbox.as_deref(), &ids)
@@ -475,9 +498,7 @@ async fn parked_command(command: ParkedCommand) -> anyhow::Result<ExitCode> {
         }
         ParkedCommand::Drop { config, ids } => {
             let config = config::load(config.config.as_deref())?;
-            let dropped = Manager::open(&config.state_dir, config.http.as_ref())?
-                .drop(&ids)
-                .await?;
+            let dropped = manager(&config)?.drop(&ids).await?;
             for m in &dropped {
                 println!(
                     "{} [{}]: dropped; it stays on the server and is never posted",

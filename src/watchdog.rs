@@ -1,6 +1,7 @@
 //! Notices work that stopped making progress (a sled flush that never returns, a
 //! ledger that stops answering) and says so: an error in the log, `/healthz` 503, and,
-//! if it does not recover, the end of the process so a supervisor restarts it.
+//! if it does not recover, the end of the process so a supervisor restarts it. It also
+//! keeps the work that shutdown's grace cut short, so the exit status can say so.
 //!
 //! It runs on its own OS thread and measures real time, so a frozen async runtime or a
 //! paused test clock can neither hide a hang nor fake one.
@@ -17,6 +18,8 @@ pub const STALL_AFTER: Duration = Duration::from_secs(30);
 pub const FATAL_AFTER: Duration = Duration::from_secs(120);
 /// The exit code when the watchdog ends the process (EX_SOFTWARE).
 pub const EXIT_CODE: i32 = 70;
+/// How often the watchdog's thread looks.
+const TICK: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Watchdog {
@@ -31,6 +34,9 @@ struct Inner {
     /// Set once: the process cannot go on (a stall past the fatal bound, a state
     /// directory that vanished). The service stops with an error when it sees this.
     fatal: Option<String>,
+    /// What shutdown's grace cut short (a POST that never got its answer): the process
+    /// then exits non-zero, though it stopped as asked.
+    abandoned: Vec<String>,
     stall_after: Duration,
     fatal_after: Duration,
 }
@@ -73,6 +79,7 @@ impl Watchdog {
                 running: HashMap::new(),
                 stalled: None,
                 fatal: None,
+                abandoned: Vec::new(),
                 stall_after,
                 fatal_after,
             })),
@@ -126,6 +133,16 @@ impl Watchdog {
         self.lock().fatal.clone()
     }
 
+    /// Shutdown's grace ran out before `what` finished; nothing was recorded for it.
+    pub fn abandoned(&self, what: String) {
+        self.lock().abandoned.push(what);
+    }
+
+    /// Everything shutdown abandoned so far, in order.
+    pub fn abandoned_work(&self) -> Vec<String> {
+        self.lock().abandoned.clone()
+    }
+
     /// One look at what is running: reports new stalls, and returns the reason when a
     /// stall went on past the fatal bound.
     pub fn check(&self, now: Instant) -> Option<String> {
@@ -165,26 +182,40 @@ impl Watchdog {
 
     /// Watches on a thread of its own, once a second, until the process ends;
     /// `on_fatal` is called (once) with the reason when the process must end.
-    pub fn spawn(&self, on_fatal: impl Fn(&str) + Send + 'static) {
+    pub fn spawn(&self, on_fatal: impl FnOnce(&str) + Send + 'static) {
         let watchdog = self.clone();
         let spawned = std::thread::Builder::new()
             .name("pophook-watchdog".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(1));
-                if let Some(reason) = watchdog.check(Instant::now()) {
-                    error!("{reason}");
-                    on_fatal(&reason);
-                    return;
-                }
-            });
+            .spawn(move || watchdog.watch(|| std::thread::sleep(TICK), Instant::now, on_fatal));
         if let Err(e) = spawned {
             error!("cannot start the watchdog thread: {e}; hangs will not be detected");
+        }
+    }
+
+    /// The watching loop: `tick` waits for the next look, `now` reads the clock; returns
+    /// once `on_fatal` was called. Both are given so that a test can run the loop on a
+    /// clock of its own instead of waiting two minutes.
+    fn watch(
+        &self,
+        mut tick: impl FnMut(),
+        now: impl Fn() -> Instant,
+        on_fatal: impl FnOnce(&str),
+    ) {
+        loop {
+            tick();
+            if let Some(reason) = self.check(now()) {
+                error!("{reason}");
+                on_fatal(&reason);
+                return;
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
 
     #[test]
@@ -217,5 +248,53 @@ mod tests {
             dog.check(Instant::now()).as_deref(),
             Some("state directory vanished")
         );
+    }
+
+    #[test]
+    fn a_flush_stuck_past_the_fatal_bound_ends_the_process_once() {
+        let dog = Watchdog::new(Duration::from_secs(30), Duration::from_secs(120));
+        let start = Instant::now();
+        let _stuck = dog.begin("the state flush");
+        // A clock of the test's own: each tick is one second later.
+        let clock = Cell::new(start);
+        let unhealthy_from = Cell::new(None);
+        let mut exits = Vec::new();
+        dog.watch(
+            || {
+                clock.set(clock.get() + TICK);
+                if dog.health().is_err() && unhealthy_from.get().is_none() {
+                    unhealthy_from.set(Some(clock.get() - start));
+                }
+            },
+            || clock.get(),
+            |reason| exits.push((clock.get() - start, reason.to_string())),
+        );
+        let [(at, reason)] = &exits[..] else {
+            panic!("one exit expected: {exits:?}");
+        };
+        assert!(
+            reason.contains("the state flush") && reason.contains("exiting"),
+            "{reason}"
+        );
+        // `begin` read the real clock a moment after `start`: one tick late at most.
+        assert!((120..=121).contains(&at.as_secs()), "exit after {at:?}");
+        let unhealthy = unhealthy_from.get().expect("/healthz turned 503 first");
+        assert!(
+            (31..=32).contains(&unhealthy.as_secs()),
+            "503 from {unhealthy:?}"
+        );
+    }
+
+    #[test]
+    fn abandoned_work_is_kept_in_order() {
+        let dog = Watchdog::default();
+        assert!(dog.abandoned_work().is_empty());
+        dog.abandoned("the POST of msg_a".into());
+        dog.abandoned("the POST of msg_b".into());
+        assert_eq!(
+            dog.abandoned_work(),
+            ["the POST of msg_a", "the POST of msg_b"]
+        );
+        assert!(dog.health().is_ok(), "stopping as asked is no stall");
     }
 }

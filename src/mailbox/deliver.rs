@@ -97,6 +97,11 @@ pub(super) async fn deliver(
         post(&ctx, &target.webhook, &id, body).await
     })
     .await;
+    if outcome.is_none() {
+        // Stopped as asked, but not cleanly: the process's exit status says so.
+        let what = format!("the POST of {id} (mailbox {mailbox}, UIDL {})", fetch.uidl);
+        ctx.ledger.watchdog().abandoned(what);
+    }
     drop(reservation);
     Posted {
         fetch,

@@ -90,7 +90,15 @@ impl MailboxOutcome {
 /// `commit_interval` goes on in new sessions until done. Cron jobs and tests read the
 /// outcomes.
 pub async fn once(config: &Config) -> Result<Vec<MailboxOutcome>, ServiceError> {
-    let watchdog = Watchdog::default();
+    once_watched(config, Watchdog::default()).await
+}
+
+/// [`once`], with the caller's watchdog (the binary's, which ends a `once` whose state
+/// stalls instead of leaving a cron job frozen).
+pub async fn once_watched(
+    config: &Config,
+    watchdog: Watchdog,
+) -> Result<Vec<MailboxOutcome>, ServiceError> {
     let monitor = Monitor::new(&config.mailboxes);
     let ctx = context(config, Shutdown::never(), &watchdog, &monitor)?;
     let mut tasks = JoinSet::new();
