@@ -1,8 +1,9 @@
 //! The delivery engine under the faults that used to stall, loop or lose mail (issue
 //! 9): a message the server refuses or that breaks the connection, oversized mail on
 //! a server without TOP, DELE refused, QUIT not committing, shared and reused UIDLs,
-//! forgetting too soon, and a 410 with retries pending. Scripted POP3 server (faults a
-//! real one won't make on demand) + recording receiver.
+//! forgetting too soon, LOGIN-DELAY and the breaker's probe after an outage. Scripted
+//! POP3 server (faults a real one won't make on demand) + recording receiver. How often
+//! the task cycles (breaker, 410, clock) is tested on paused time in `mailbox::task`.
 
 mod common;
 
@@ -462,31 +463,58 @@ async fn max_rejections_counts_refusals_not_outage_retries() {
     );
 }
 
+/// Waits until the receiver got `n` requests, however answered.
+async fn wait_for_requests(receiver: &Receiver, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while receiver.requests().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {n} webhook requests, got {}",
+            receiver.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn after_a_410_with_retries_pending_the_mailbox_polls_no_faster_than_its_interval() {
+async fn after_an_outage_the_first_post_goes_alone_and_then_up_to_max_in_flight() {
     let server = Scripted::start(Script {
-        messages: (1..=3).map(message).collect(),
+        messages: vec![message(1)],
         ..Script::default()
     })
     .await;
     let receiver = Receiver::start().await;
-    receiver.push_replies([Reply::Status(503), Reply::Status(410)]);
+    // Two POSTs fail; after that each takes a while, so POSTs sent together overlap.
+    receiver.push_replies([Reply::Status(503), Reply::Status(503)]);
+    receiver.set_default(Reply::Delay(Duration::from_millis(300), 204));
     let cfg = config(
         &hook(
             &receiver,
-            "  max_in_flight: 1\n  retry: {schedule: [0s, 0s, 0s]}",
+            "  max_in_flight: 3\n  retry: {schedule: [0s, 0s, 0s, 0s, 0s]}",
         ),
-        &mailbox(server.port(), "    poll_interval: 2s\n"),
+        &mailbox(server.port(), ""),
     );
     let (trigger, shutdown) = pophook::shutdown::channel();
     let run = tokio::spawn(service::run(cfg.config.clone(), shutdown));
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // The first cycle's only POST fails: the breaker holds the mailbox off for 1 s,
+    // and meanwhile more mail arrives than `max_in_flight`.
+    wait_for_requests(&receiver, 1).await;
+    for n in 2..=6 {
+        server.push_message(message(n), &format!("uid-{n}"));
+    }
+    // The next cycle probes with one message; it fails too, and nothing else is
+    // posted before the breaker's next (2 s) wait is over.
+    wait_for_requests(&receiver, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 2, "the probe is a single POST");
+    assert_eq!(receiver.max_concurrent(), 1);
+    // The probe after that is accepted: the rest go up to three at a time.
+    receiver.wait_for_accepted(6, Duration::from_secs(15)).await;
     trigger.trigger();
     run.await.unwrap().unwrap();
-    // 503 (breaker ~1 s), then 410: after that, nothing faster than every 2 s.
-    let sessions = server.sessions();
-    assert!(sessions <= 3, "{sessions} sessions in 4.5 s");
-    assert_eq!(receiver.requests().len(), 2, "nothing posted after the 410");
+    assert_eq!(receiver.max_concurrent(), 3);
+    assert_eq!(subjects(&receiver).len(), 6);
+    assert!(server.remaining().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

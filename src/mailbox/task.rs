@@ -3,6 +3,7 @@
 //! LOGIN-DELAY, session failures and the outage breaker, and sleeps on the monotonic
 //! clock until then (or until woken for a replay, or shutdown).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,6 +177,9 @@ fn backoff_after(mailbox: &Mailbox, error: &CycleError, failures: u32) -> Durati
     }
 }
 
+/// How a cycle ended, and what it did (also when it failed).
+type CycleOutcome = (Result<(), CycleError>, CycleReport);
+
 /// Polls one mailbox until shutdown (`ctx.shutdown`: a cycle in progress finishes the
 /// message in hand and QUITs first) or until `retire` (the cycle in progress finishes
 /// whole: a reload hands the mailbox to a task with its new configuration). The first
@@ -185,9 +189,32 @@ pub async fn poll_forever(
     mailbox: Mailbox,
     ctx: Context,
     wake: Arc<Notify>,
-    mut retire: Shutdown,
+    retire: Shutdown,
     not_before: Option<Instant>,
 ) -> Result<Option<Instant>, CycleError> {
+    let (m, c) = (&mailbox, &ctx);
+    let session = move |probe: bool| async move {
+        let mut report = CycleReport::default();
+        let result = run_cycle(m, c, probe, &mut report).await;
+        (result, report)
+    };
+    poll_with(m, c, wake, retire, not_before, session).await
+}
+
+/// The loop of [`poll_forever`] with the cycle passed in (`cycle(probe)` runs one), so
+/// tests drive the real timing with a fake cycle on paused time.
+async fn poll_with<C, F>(
+    mailbox: &Mailbox,
+    ctx: &Context,
+    wake: Arc<Notify>,
+    mut retire: Shutdown,
+    not_before: Option<Instant>,
+    mut cycle: C,
+) -> Result<Option<Instant>, CycleError>
+where
+    C: FnMut(bool) -> F,
+    F: Future<Output = CycleOutcome>,
+{
     let mut shutdown = ctx.shutdown.clone();
     let mut timing = Timing::default();
     if let Some(at) = not_before {
@@ -200,8 +227,7 @@ pub async fn poll_forever(
     while !shutdown.is_requested() && !retire.is_requested() {
         let started = Instant::now();
         ctx.sink.started();
-        let mut report = CycleReport::default();
-        let result = run_cycle(&mailbox, &ctx, timing.breaker.probing(), &mut report).await;
+        let (result, report) = cycle(timing.breaker.probing()).await;
         let now = Instant::now();
         ctx.sink.finished(now - started, &result, &report);
         if let Err(CycleError::State(e)) = &result {
@@ -212,7 +238,7 @@ pub async fn poll_forever(
         let earliest_due = ctx
             .ledger
             .with_book(&mailbox.name, |book| book.earliest_due());
-        let next = timing.after_cycle(&mailbox, started, now, &result, &report, earliest_due);
+        let next = timing.after_cycle(mailbox, started, now, &result, &report, earliest_due);
         if result.is_err() {
             warn!(mailbox = %mailbox.name, failures = timing.failures, next_try_in = ?(next - now), "backing off after a failed session");
         }
