@@ -558,3 +558,31 @@ async fn no_session_starts_sooner_than_login_delay_after_the_last() {
         "`run` waits LOGIN-DELAY (3 s) after its first login"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quit_whose_reply_never_comes_forgets_nothing_and_posts_nothing_twice() {
+    // QUIT's reply is garbage: whether the server removed anything is unknown.
+    let server = Scripted::start(Script {
+        messages: (1..=2).map(message).collect(),
+        raw_replies: vec![("QUIT".into(), b"\r\n".to_vec())],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
+    assert!(once(&cfg).await.is_err());
+    let kept = records(&cfg);
+    assert!(
+        kept.len() == 2
+            && kept
+                .iter()
+                .all(|(_, r)| matches!(r, Record::Delivered { size: Some(_), .. })),
+        "delivered records and their sizes are kept: {kept:?}"
+    );
+
+    // The next cycle finds them as leftovers of the same size: DELE, no second POST.
+    let _ = once(&cfg).await;
+    assert_eq!(receiver.requests().len(), 2, "nothing posted twice");
+    assert_eq!(records(&cfg), kept, "still not committed, still remembered");
+    assert_eq!(server.remaining().len(), 2);
+}

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 pub use records::{
     duplicate_key, event_id, now, now_ms, Absence, CycleLog, CycleResult, DisabledEndpoint, Entry,
-    Record, DROPS_FORGIVEN,
+    Record, Transition, DROPS_FORGIVEN,
 };
 use store::{message_key, Store, Tree};
 use writer::{writer, Closed, Op};
@@ -303,16 +303,55 @@ impl Ledger {
 
     /// Stores an entry (durable at the next [`Ledger::flush`]).
     pub fn put(&self, mailbox: &str, key: &str, entry: Entry) {
-        let value = serde_json::to_vec(&entry).expect("an entry always serialises");
+        let book = self.book(mailbox);
+        self.write(&mut lock(&book), mailbox, key, Some(entry));
+    }
+
+    /// The entry of one message, absence included: what a [`Transition`] starts from.
+    pub fn entry(&self, mailbox: &str, key: &str) -> Option<Entry> {
+        self.with_book(mailbox, |b| b.get(key).map(|s| s.entry.clone()))
+    }
+
+    /// Applies the planner's transitions, each only if its record is still the entry it
+    /// was decided on; compared and written under the book's lock, so nothing lands in
+    /// between. Returns those skipped because the record changed after the decision
+    /// (an operator's drop or replay while a cycle planned): the next decision starts
+    /// from what the record is now, instead of undoing the change.
+    pub fn apply(
+        &self,
+        mailbox: &str,
+        transitions: impl IntoIterator<Item = Transition>,
+    ) -> Vec<Transition> {
         let book = self.book(mailbox);
         let mut book = lock(&book);
-        book.insert(key.to_string(), entry);
-        // Sent while the book is locked, so the writer sees writes to one key in the
-        // order the book did.
+        let mut stale = Vec::new();
+        for transition in transitions {
+            if book.get(&transition.key).map(|s| &s.entry) != transition.from.as_ref() {
+                stale.push(transition);
+                continue;
+            }
+            self.write(&mut book, mailbox, &transition.key, transition.to);
+        }
+        stale
+    }
+
+    /// Stores (`Some`) or forgets (`None`) one entry in a locked book and sends the
+    /// write while the book is still locked, so the writer sees writes to one key in
+    /// the order the book did.
+    fn write(&self, book: &mut Book, mailbox: &str, key: &str, entry: Option<Entry>) {
+        let value = match entry {
+            Some(entry) => {
+                let value = serde_json::to_vec(&entry).expect("an entry always serialises");
+                book.insert(key.to_string(), entry);
+                Some(value)
+            }
+            None if book.remove(key) => None,
+            None => return,
+        };
         self.send(Op::Write {
             tree: Tree::Messages,
             key: message_key(mailbox, key),
-            value: Some(value),
+            value,
         });
     }
 
@@ -324,14 +363,7 @@ impl Ledger {
     /// Forgets one message.
     pub fn remove(&self, mailbox: &str, key: &str) {
         let book = self.book(mailbox);
-        let mut book = lock(&book);
-        if book.remove(key) {
-            self.send(Op::Write {
-                tree: Tree::Messages,
-                key: message_key(mailbox, key),
-                value: None,
-            });
-        }
+        self.write(&mut lock(&book), mailbox, key, None);
     }
 
     /// Makes every write so far durable; DELE must wait for this. Concurrent callers

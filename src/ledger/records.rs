@@ -108,6 +108,17 @@ impl Entry {
     }
 }
 
+/// One record's change as the planner decides it: from the entry the decision was made
+/// on (`None`: there was no record) to the next one (`None`: forget the record). The
+/// ledger applies it only if the record is still `from`, so a decision never overwrites
+/// a change that landed after it was read (an operator's drop while a cycle planned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub key: String,
+    pub from: Option<Entry>,
+    pub to: Option<Entry>,
+}
+
 /// A message missing from listings: since when (unix seconds) and in how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Absence {

@@ -1,7 +1,9 @@
 //! The planner: pure decisions, no I/O. It turns a listing, the mailbox's records and
 //! the time into what one session does (which leftovers to DELE, which messages to
-//! fetch, which records to age or forget), and an outcome into the next record.
-//! The session code only executes these decisions.
+//! fetch, which records to age or forget), and an outcome into the next record: a POST
+//! answered, a download failed, DELEs and QUIT answered, an operator's replay or drop.
+//! The session and the operator commands only execute these decisions; the ledger
+//! applies each [`Transition`] only if its record is still the one it was decided on.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,7 +12,8 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::delivery::retry::RetryPolicy;
-use crate::ledger::{duplicate_key, Absence, Book, Entry, Record, DROPS_FORGIVEN};
+use crate::ledger::{duplicate_key, Absence, Book, Entry, Record, Transition, DROPS_FORGIVEN};
+use crate::pop3::pipeline::Deleted;
 
 /// A record whose message is missing from listings is forgotten only after it was
 /// missing for this long and from at least [`FORGET_LISTINGS`] listings: one odd
@@ -69,10 +72,9 @@ pub struct Plan {
     /// Leftovers: delivered in an earlier session whose QUIT never came (number, key).
     pub deletes: Vec<(u32, String)>,
     pub fetches: Vec<Fetch>,
-    /// Records to rewrite because their message is absent, or listed again.
-    pub updates: Vec<(String, Entry)>,
-    /// Records absent for long enough to forget.
-    pub forget: Vec<String>,
+    /// Records whose message is absent (marked, or forgotten once absent for long
+    /// enough), or listed again (the mark cleared).
+    pub transitions: Vec<Transition>,
     /// Due messages that cannot be fetched at all: larger than `max_message_size` on a
     /// server without TOP. Each cycle counts an attempt against them.
     pub unfetchable: Vec<(String, u64)>,
@@ -138,11 +140,8 @@ pub fn plan(
             continue;
         }
         let slot = book.get(uidl);
-        if let Some(slot) = slot {
-            if slot.entry.absent.is_some() {
-                plan.updates
-                    .push((uidl.clone(), Entry::new(slot.entry.record.clone())));
-            }
+        if let Some(slot) = slot.filter(|s| s.entry.absent.is_some()) {
+            plan.transitions.push(listed_again(uidl, &slot.entry));
         }
         let oversized_record = match slot.map(|s| (&s.entry.record, s.due)) {
             Some((
@@ -200,44 +199,55 @@ pub fn plan(
         let uidl = key.split(' ').next().unwrap_or(key);
         if count.contains_key(uidl) {
             if slot.entry.absent.is_some() && key.as_str() != uidl {
-                plan.updates
-                    .push((key.clone(), Entry::new(slot.entry.record.clone())));
+                plan.transitions.push(listed_again(key, &slot.entry));
             }
             continue;
         }
-        match slot.entry.absent {
-            None => plan.updates.push((
-                key.clone(),
-                Entry {
-                    record: slot.entry.record.clone(),
-                    absent: Some(Absence {
-                        since: now.unix(),
-                        listings: 1,
-                    }),
-                },
-            )),
+        let absence = match slot.entry.absent {
+            None => Absence {
+                since: now.unix(),
+                listings: 1,
+            },
             Some(absence) => {
                 let long_enough = now.unix() - absence.since >= FORGET_AFTER.as_secs() as i64;
                 if long_enough && absence.listings + 1 >= FORGET_LISTINGS {
-                    plan.forget.push(key.clone());
-                } else if absence.listings < FORGET_LISTINGS {
+                    plan.transitions.push(Transition {
+                        key: key.clone(),
+                        from: Some(slot.entry.clone()),
+                        to: None,
+                    });
+                    continue;
+                }
+                if absence.listings >= FORGET_LISTINGS {
                     // Counted up to the threshold only: an absent record is rewritten at
                     // most a few times, not once per poll for a day.
-                    plan.updates.push((
-                        key.clone(),
-                        Entry {
-                            record: slot.entry.record.clone(),
-                            absent: Some(Absence {
-                                since: absence.since,
-                                listings: absence.listings + 1,
-                            }),
-                        },
-                    ));
+                    continue;
+                }
+                Absence {
+                    since: absence.since,
+                    listings: absence.listings + 1,
                 }
             }
-        }
+        };
+        plan.transitions.push(Transition {
+            key: key.clone(),
+            from: Some(slot.entry.clone()),
+            to: Some(Entry {
+                record: slot.entry.record.clone(),
+                absent: Some(absence),
+            }),
+        });
     }
     plan
+}
+
+/// A record whose message is listed again: its absence is over.
+fn listed_again(key: &str, entry: &Entry) -> Transition {
+    Transition {
+        key: key.to_string(),
+        from: Some(entry.clone()),
+        to: Some(Entry::new(entry.record.clone())),
+    }
 }
 
 /// The key of a message with a shared UIDL whose content is not known (its download
@@ -388,6 +398,81 @@ pub fn grew_too_large(previous: Option<&Record>, limit: u64, now: Now) -> Record
         oversized: true,
         since,
     }
+}
+
+/// How a session ended, as far as its DELEs are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// QUIT answered `+OK`: the server removed every message whose DELE it accepted.
+    QuitAccepted,
+    /// QUIT answered `-ERR`: RFC 1939 removes nothing then.
+    QuitRefused,
+    /// The connection broke before QUIT's reply (or before QUIT was sent): nothing is
+    /// known to be removed.
+    Broken,
+}
+
+/// The transitions once a session ended, from what the server answered to its DELEs
+/// (each under the record key it was sent for). QUIT's `+OK` removed the messages whose
+/// DELE was accepted: their `Delivered` records are forgotten, so that a new message
+/// that reuses a UIDL (RFC 1939 allows it once the old one is gone) is a new message.
+/// A refused DELE, and every DELE of a session that ended without QUIT's `+OK`, leave
+/// the `Delivered` record with its LIST size: the next cycle finds the leftover, checks
+/// that size and DELEs it again (a different size is another message reusing the UIDL,
+/// posted instead).
+pub fn committed(deleted: &[Deleted], ending: Ending, book: &Book) -> Vec<Transition> {
+    if ending != Ending::QuitAccepted {
+        return Vec::new();
+    }
+    deleted
+        .iter()
+        .filter(|d| d.result.is_ok())
+        .filter_map(|d| {
+            let slot = book.get(&d.uidl)?;
+            matches!(slot.entry.record, Record::Delivered { .. }).then(|| Transition {
+                key: d.uidl.clone(),
+                from: Some(slot.entry.clone()),
+                to: None,
+            })
+        })
+        .collect()
+}
+
+/// An operator's replay: a parked message gets a fresh retry schedule, due at once.
+/// `None` when it is not parked (any more): delivered, dropped or replayed since it was
+/// listed, and a replay must not undo that. Its absence from listings, if any, stays:
+/// a replay says nothing about the server.
+pub fn replayed(current: &Entry, now: Now) -> Option<Entry> {
+    let Record::Parked {
+        last_error,
+        oversized,
+        ..
+    } = &current.record
+    else {
+        return None;
+    };
+    Some(Entry {
+        record: Record::Retrying {
+            attempts: 0,
+            rejections: 0,
+            drops: 0,
+            next_attempt_ms: 0,
+            delay_ms: Some(0),
+            last_error: last_error.clone(),
+            oversized: *oversized,
+            since: now.unix(),
+        },
+        absent: current.absent,
+    })
+}
+
+/// An operator's drop: a parked message is never posted and stays on the server. `None`
+/// when it is not parked (any more), as for [`replayed`].
+pub fn dropped(current: &Entry, now: Now) -> Option<Entry> {
+    matches!(current.record, Record::Parked { .. }).then(|| Entry {
+        record: Record::Dropped { at: now.unix() },
+        absent: current.absent,
+    })
 }
 
 /// A listing where most remembered UIDLs vanished and most listed ones are new looks

@@ -15,12 +15,12 @@ use tracing::{debug, error, info, warn};
 
 use super::budget::Budget;
 use super::deliver::{deliver, Posted};
-use super::plan::{self, Failure, Identified, Now};
+use super::plan::{self, Ending, Failure, Identified, Now};
 use super::Mailbox;
 use super::{CycleError, CycleReport};
 use crate::delivery::Sender;
-use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record};
-use crate::pop3::pipeline::{self, FetchError, Pipeline};
+use crate::ledger::{DisabledEndpoint, Entry, Ledger, Record, Transition};
+use crate::pop3::pipeline::{self, Deleted, FetchError, Pipeline};
 use crate::pop3::{Pop3Error, Session};
 use crate::shutdown::Shutdown;
 
@@ -143,15 +143,13 @@ impl Cycle<'_> {
         if plan.shared_uidl > 0 {
             info!(mailbox = %name, messages = plan.shared_uidl, "several messages share a UIDL (a server that derives UIDLs from headers?); they are told apart by their content");
         }
-        for (key, entry) in plan.updates {
-            self.ledger().put(&name, &key, entry);
+        let forgotten = plan.transitions.iter().filter(|t| t.to.is_none()).count();
+        if forgotten > 0 {
+            debug!(mailbox = %name, forgotten, "forgot messages missing from the server for a day or more");
         }
-        if !plan.forget.is_empty() {
-            debug!(mailbox = %name, forgotten = plan.forget.len(), "forgot messages missing from the server for a day or more");
-        }
-        for key in &plan.forget {
-            self.ledger().remove(&name, key);
-        }
+        // Planned on a copy of the book; a record an operator changed since then keeps
+        // the change, and the next cycle plans from it.
+        self.apply(plan.transitions);
         for (key, size) in &plan.unfetchable {
             let failure = Failure {
                 reason: format!(
@@ -163,17 +161,15 @@ impl Cycle<'_> {
                 oversized: true,
                 dropped: false,
             };
-            self.record_failure(key, &failure, None);
+            self.record_failure(key, &failure);
             self.report.fetch_failed += 1;
         }
 
         let mut pipe = Pipeline::new(session);
         // Leftovers first: delivered and flushed in an earlier session whose QUIT never
         // came. Their records are durable already.
-        let mut dele_keys: HashMap<u32, String> = HashMap::new();
-        for (number, key) in &plan.deletes {
-            dele_keys.insert(*number, key.clone());
-            pipe.dele(*number, key.clone()).await?;
+        for (number, key) in plan.deletes {
+            pipe.dele(number, key).await?;
         }
         let mut fetches: HashMap<u32, plan::Fetch> = HashMap::new();
         for fetch in plan.fetches {
@@ -196,31 +192,39 @@ impl Cycle<'_> {
             self.report.more = true;
         }
         if let Some(Stop::Broken(error)) = stop {
-            // Dropped without QUIT: nothing marked in this session is deleted; the
-            // delivered records stay and are DELEd by the next session.
-            self.count_deleted(&mut pipe);
+            let deleted = self.count_deleted(&mut pipe);
+            self.commit(&deleted, Ending::Broken);
             return Err(error);
         }
         flushed?;
         pipe.drain().await?;
         let deleted = self.count_deleted(&mut pipe);
         // QUIT commits this session's DELEs.
-        pipe.into_session().quit().await?;
-        // The server removed them: forget their records now, so that a new message
-        // that reuses a UIDL (allowed once the old one is gone) is a new message.
-        for key in deleted {
-            let still_delivered = self
-                .ledger()
-                .with_book(&name, |b| {
-                    b.get(&key)
-                        .map(|s| matches!(s.entry.record, Record::Delivered { .. }))
-                })
-                .unwrap_or(false);
-            if still_delivered {
-                self.ledger().remove(&name, &key);
-            }
+        let quit = pipe.into_session().quit().await;
+        let ending = match &quit {
+            Ok(()) => Ending::QuitAccepted,
+            Err(Pop3Error::Server { .. }) => Ending::QuitRefused,
+            Err(_) => Ending::Broken,
+        };
+        self.commit(&deleted, ending);
+        Ok(quit?)
+    }
+
+    /// Records what the session's end did to its DELEs, as the planner decides.
+    fn commit(&self, deleted: &[Deleted], ending: Ending) {
+        let transitions = self
+            .ledger()
+            .with_book(self.name(), |book| plan::committed(deleted, ending, book));
+        self.apply(transitions);
+    }
+
+    /// Applies the planner's transitions; one whose record changed since it was read
+    /// (an operator's replay or drop) is skipped rather than undoing the change.
+    fn apply(&self, transitions: Vec<Transition>) {
+        let stale = self.ledger().apply(self.name(), transitions);
+        if !stale.is_empty() {
+            debug!(mailbox = %self.name(), records = stale.len(), "records changed while the session decided about them (an operator's replay or drop?); they keep the change");
         }
-        Ok(())
     }
 
     /// Downloads and posts until the queue is empty or something stops the session;
@@ -409,7 +413,6 @@ impl Cycle<'_> {
             .key
             .clone()
             .unwrap_or_else(|| plan::position_key(&fetch.uidl, fetch.number));
-        let previous = self.ledger().get(&name, &key);
         let verb = if fetch.headers_only { "TOP" } else { "RETR" };
         self.report.fetch_failed += 1;
         match &error {
@@ -422,13 +425,22 @@ impl Cycle<'_> {
                     oversized: false,
                     dropped: false,
                 };
-                self.record_failure(&key, &failure, previous.as_ref());
+                self.record_failure(&key, &failure);
                 None
             }
             Pop3Error::TooLarge { limit, .. } if !fetch.headers_only => {
                 warn!(mailbox = %name, uidl = %fetch.uidl, limit, "message grew past `max_message_size` while downloading; its headers will be posted as a truncated event");
-                let record = plan::grew_too_large(previous.as_ref(), *limit as u64, Now::current());
-                self.ledger().put(&name, &key, Entry::new(record));
+                let previous = self.ledger().entry(&name, &key);
+                let record = plan::grew_too_large(
+                    previous.as_ref().map(|e| &e.record),
+                    *limit as u64,
+                    Now::current(),
+                );
+                self.apply(vec![Transition {
+                    key,
+                    from: previous,
+                    to: Some(Entry::new(record)),
+                }]);
                 Some(Stop::Broken(error.into()))
             }
             _ => {
@@ -440,21 +452,18 @@ impl Cycle<'_> {
                     oversized: false,
                     dropped: true,
                 };
-                self.record_failure(&key, &failure, previous.as_ref());
+                self.record_failure(&key, &failure);
                 Some(Stop::Broken(error.into()))
             }
         }
     }
 
     /// Writes the next record after a failed attempt; counts and logs a parking.
-    fn record_failure(&mut self, key: &str, failure: &Failure, previous: Option<&Record>) {
+    fn record_failure(&mut self, key: &str, failure: &Failure) {
         let name = self.mailbox.name.clone();
-        let previous = match previous {
-            Some(p) => Some(p.clone()),
-            None => self.ledger().get(&name, key),
-        };
+        let previous = self.ledger().entry(&name, key);
         let record = plan::failed(
-            previous.as_ref(),
+            previous.as_ref().map(|e| &e.record),
             failure,
             Now::current(),
             &self.mailbox.webhook.retry,
@@ -474,7 +483,11 @@ impl Cycle<'_> {
             }
             _ => {}
         }
-        self.ledger().put(&name, key, Entry::new(record));
+        self.apply(vec![Transition {
+            key: key.to_string(),
+            from: previous,
+            to: Some(Entry::new(record)),
+        }]);
     }
 
     /// Writes the outcome of one POST: delivered, a retry, parked, or the endpoint
@@ -489,6 +502,8 @@ impl Cycle<'_> {
             Some(Ok(())) => {
                 let record =
                     plan::delivered(posted.fetch.headers_only, posted.fetch.size, Now::current());
+                // Not compared: the webhook took it, whatever the record says by now, and
+                // it must never be posted again.
                 self.ledger().put(&name, &posted.key, Entry::new(record));
                 self.report.delivered += 1;
                 debug!(mailbox = %name, key = %posted.key, id = %posted.id, "delivered");
@@ -527,7 +542,7 @@ impl Cycle<'_> {
                     oversized: posted.fetch.headers_only,
                     dropped: false,
                 };
-                self.record_failure(&posted.key, &reason, None);
+                self.record_failure(&posted.key, &reason);
                 stop
             }
             None => {
@@ -537,23 +552,20 @@ impl Cycle<'_> {
         }
     }
 
-    /// Counts the DELEs the server answered; returns the keys of the accepted ones.
-    fn count_deleted(&mut self, pipe: &mut Pipeline) -> Vec<String> {
-        let mut accepted = Vec::new();
-        let mut refused = Vec::new();
-        for deleted in pipe.take_deleted() {
-            match deleted.result {
-                Ok(()) => accepted.push(deleted.uidl),
-                Err(reply) => refused.push((deleted.uidl, reply)),
-            }
-        }
-        self.report.deleted += accepted.len();
-        self.report.dele_refused += refused.len();
-        if let Some((key, reply)) = refused.first() {
+    /// Counts the DELEs the server answered, and returns them.
+    fn count_deleted(&mut self, pipe: &mut Pipeline) -> Vec<Deleted> {
+        let deleted = pipe.take_deleted();
+        let mut refused = deleted
+            .iter()
+            .filter_map(|d| Some((&d.uidl, d.result.as_ref().err()?)));
+        let refused_count = refused.clone().count();
+        self.report.deleted += deleted.len() - refused_count;
+        self.report.dele_refused += refused_count;
+        if let Some((key, reply)) = refused.next() {
             // One line per cycle, however many: a read-only maildrop refuses them all.
-            warn!(mailbox = %self.name(), refused = refused.len(), example = %key, "the server refused DELE ({reply}); those messages were delivered and stay on the server; DELE is tried again next cycle");
+            warn!(mailbox = %self.name(), refused = refused_count, example = %key, "the server refused DELE ({reply}); those messages were delivered and stay on the server; DELE is tried again next cycle");
         }
-        accepted
+        deleted
     }
 }
 

@@ -3,9 +3,11 @@
 //! (never posted, left on the server).
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::ledger::event_id;
-use crate::ledger::{self, Ledger, Record, StateError};
+use crate::ledger::{Entry, Ledger, Record, StateError, Transition};
+use crate::mailbox::plan::{self, Now};
 use crate::mailbox::Mailbox;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -79,35 +81,46 @@ pub enum SelectError {
     State(#[from] StateError),
 }
 
-/// Gives each message a fresh retry schedule, due now. The next cycle of its mailbox
-/// fetches and posts it, and deletes it after a 2xx as usual.
+/// Gives each message a fresh retry schedule, due now ([`plan::replayed`]). The next
+/// cycle of its mailbox fetches and posts it, and deletes it after a 2xx as usual.
 pub async fn unpark(ledger: &Ledger, messages: &[ParkedMessage]) -> Result<(), StateError> {
-    for m in messages {
-        ledger.put_record(
-            &m.mailbox,
-            &m.uidl,
-            Record::Retrying {
-                attempts: 0,
-                rejections: 0,
-                drops: 0,
-                next_attempt_ms: 0,
-                delay_ms: Some(0),
-                last_error: m.last_error.clone(),
-                oversized: m.oversized,
-                since: ledger::now(),
-            },
-        );
-    }
+    decide(ledger, messages, plan::replayed, "replayed");
     ledger.flush().await
 }
 
-/// Forgets the messages as deliveries: never posted, left on the server. Pruned from
-/// the state once they are gone from the server.
+/// Forgets the messages as deliveries ([`plan::dropped`]): never posted, left on the
+/// server. Pruned from the state once they are gone from the server.
 pub async fn drop(ledger: &Ledger, messages: &[ParkedMessage]) -> Result<(), StateError> {
-    for m in messages {
-        ledger.put_record(&m.mailbox, &m.uidl, Record::Dropped { at: ledger::now() });
-    }
+    decide(ledger, messages, plan::dropped, "dropped");
     ledger.flush().await
+}
+
+/// Applies the planner's decision to each message's record as it is now. One that is
+/// no longer parked (a cycle delivered it, or another operator got there first since it
+/// was listed) is left as it is, and said so.
+fn decide(
+    ledger: &Ledger,
+    messages: &[ParkedMessage],
+    next: fn(&Entry, Now) -> Option<Entry>,
+    done: &str,
+) {
+    let now = Now::current();
+    for m in messages {
+        let from = ledger.entry(&m.mailbox, &m.uidl);
+        let Some(to) = from.as_ref().and_then(|entry| next(entry, now)) else {
+            let status = from.map_or("forgotten", |e| e.record.status());
+            warn!(mailbox = %m.mailbox, id = %m.id, status, "not {done}: the message is no longer parked");
+            continue;
+        };
+        let transition = Transition {
+            key: m.uidl.clone(),
+            from,
+            to: Some(to),
+        };
+        if !ledger.apply(&m.mailbox, [transition]).is_empty() {
+            warn!(mailbox = %m.mailbox, id = %m.id, "not {done}: its record changed meanwhile; see `pophook parked list`");
+        }
+    }
 }
 
 /// What became of one replayed message after its mailbox's cycle.
@@ -187,7 +200,10 @@ pub fn outcomes(ledger: &Ledger, replayed: &[ParkedMessage]) -> Vec<Replayed> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::ledger::Absence;
     use crate::watchdog::Watchdog;
 
     fn parked(ledger: &Ledger, mailbox: &str, uidl: &str, at: i64) {
@@ -249,5 +265,94 @@ mod tests {
             Some(Record::Dropped { .. })
         ));
         assert!(list(&ledger, None).is_empty());
+    }
+
+    /// A cycle's plan for a mailbox whose listing is empty: every record is absent.
+    fn plan_empty_listing(ledger: &Ledger, mailbox: &str) -> plan::Plan {
+        let settings = plan::Settings {
+            delete: true,
+            max_message_size: 1000,
+            top: true,
+        };
+        ledger.with_book(mailbox, |book| {
+            plan::plan(&[], &HashMap::new(), book, Now::current(), &settings)
+        })
+    }
+
+    /// The lost update of the audit: a cycle plans from the records, an operator's drop
+    /// lands, then the cycle writes its plan (an absence mark on the parked record).
+    #[tokio::test]
+    async fn a_drop_that_lands_while_a_cycle_plans_is_not_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Watchdog::default()).unwrap();
+        parked(&ledger, "a", "gone", 10);
+        let planned = plan_empty_listing(&ledger, "a");
+        assert_eq!(planned.transitions.len(), 1, "{planned:?}");
+
+        let selected = select(&ledger, None, &[event_id("a", "gone")]).unwrap();
+        drop(&ledger, &selected).await.unwrap();
+        let stale = ledger.apply("a", planned.transitions);
+
+        assert_eq!(stale.len(), 1, "the plan's decision is skipped");
+        assert!(
+            matches!(ledger.get("a", "gone"), Some(Record::Dropped { .. })),
+            "the operator's drop survives: {:?}",
+            ledger.get("a", "gone")
+        );
+        // The next plan starts from the drop: it marks the dropped record absent.
+        let next = plan_empty_listing(&ledger, "a");
+        assert!(ledger.apply("a", next.transitions).is_empty());
+        let entry = ledger.entry("a", "gone").unwrap();
+        assert!(matches!(entry.record, Record::Dropped { .. }));
+        assert_eq!(entry.absent.map(|a| a.listings), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_replay_that_lands_while_a_cycle_forgets_the_record_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Watchdog::default()).unwrap();
+        let record = Record::Parked {
+            attempts: 3,
+            last_error: "HTTP 422".into(),
+            at: 1,
+            oversized: false,
+            since: 1,
+        };
+        let absent = Some(Absence {
+            since: crate::ledger::now() - 2 * 86_400,
+            listings: 2,
+        });
+        ledger.put("a", "gone", Entry { record, absent });
+        let planned = plan_empty_listing(&ledger, "a");
+        assert!(planned.transitions[0].to.is_none(), "{planned:?}");
+
+        let selected = select(&ledger, None, &[]).unwrap();
+        unpark(&ledger, &selected).await.unwrap();
+        assert_eq!(ledger.apply("a", planned.transitions).len(), 1);
+        assert!(
+            matches!(
+                ledger.get("a", "gone"),
+                Some(Record::Retrying { attempts: 0, .. })
+            ),
+            "the replay survives: {:?}",
+            ledger.get("a", "gone")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drop_of_a_message_delivered_since_it_was_listed_leaves_it_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Watchdog::default()).unwrap();
+        parked(&ledger, "a", "u1", 10);
+        let selected = select(&ledger, None, &[]).unwrap();
+        // Replayed by someone else and delivered by a cycle in between.
+        let delivered = Record::Delivered {
+            at: 11,
+            size: Some(5),
+        };
+        ledger.put_record("a", "u1", delivered.clone());
+        drop(&ledger, &selected).await.unwrap();
+        unpark(&ledger, &selected).await.unwrap();
+        assert_eq!(ledger.get("a", "u1"), Some(delivered));
     }
 }

@@ -1,8 +1,6 @@
 //! The planner's decisions, one table row at a time: no server, no clock, no sled.
 
 use super::*;
-use crate::delivery::retry::RetryPolicy;
-use rand::SeedableRng;
 
 fn now() -> Now {
     Now {
@@ -58,6 +56,14 @@ fn book(records: &[(&str, Record, Option<Instant>)]) -> Book {
         book.insert_due(key.to_string(), Entry::new(record.clone()), *due);
     }
     book
+}
+
+/// The plan's record changes, as (key, next entry; `None` forgets).
+fn changes(plan: &Plan) -> Vec<(&str, Option<&Entry>)> {
+    plan.transitions
+        .iter()
+        .map(|t| (t.key.as_str(), t.to.as_ref()))
+        .collect()
 }
 
 fn fetched(plan: &Plan) -> Vec<(&str, bool)> {
@@ -218,9 +224,15 @@ fn a_record_is_forgotten_only_after_a_day_and_three_listings_without_it() {
 
     // First listing without it: marked absent, kept.
     let plan = super::plan(&entries, &sizes, &book, start, &settings());
-    assert!(plan.forget.is_empty());
-    let (key, entry) = &plan.updates[0];
+    let [(key, Some(entry))] = changes(&plan)[..] else {
+        panic!("{:?}", plan.transitions)
+    };
     assert_eq!(key, "gone");
+    assert_eq!(
+        plan.transitions[0].from,
+        Some(Entry::new(parked())),
+        "decided on the record as it was read"
+    );
     assert_eq!(
         entry.absent,
         Some(Absence {
@@ -233,7 +245,7 @@ fn a_record_is_forgotten_only_after_a_day_and_three_listings_without_it() {
         parked(),
         "a parked record survives an absence"
     );
-    book.insert_due(key.clone(), entry.clone(), None);
+    book.insert_due(key.to_string(), entry.clone(), None);
 
     // Many listings but within the day: kept.
     let soon = Now {
@@ -242,14 +254,15 @@ fn a_record_is_forgotten_only_after_a_day_and_three_listings_without_it() {
     };
     for listings in 2..=3 {
         let plan = super::plan(&entries, &sizes, &book, soon, &settings());
-        assert!(plan.forget.is_empty());
-        let (key, entry) = plan.updates[0].clone();
+        let [(key, Some(entry))] = changes(&plan)[..] else {
+            panic!("{:?}", plan.transitions)
+        };
         assert_eq!(entry.absent.unwrap().listings, listings);
-        book.insert_due(key, entry, None);
+        book.insert_due(key.to_string(), entry.clone(), None);
     }
     let plan = super::plan(&entries, &sizes, &book, soon, &settings());
     assert!(
-        plan.updates.is_empty() && plan.forget.is_empty(),
+        plan.transitions.is_empty(),
         "counted up to the threshold only, not rewritten every poll"
     );
 
@@ -259,7 +272,11 @@ fn a_record_is_forgotten_only_after_a_day_and_three_listings_without_it() {
         ..start
     };
     let plan = super::plan(&entries, &sizes, &book, day_later, &settings());
-    assert_eq!(plan.forget, ["gone"]);
+    assert_eq!(changes(&plan), [("gone", None)]);
+    assert_eq!(
+        plan.transitions[0].from,
+        book.get("gone").map(|s| s.entry.clone())
+    );
 }
 
 #[test]
@@ -283,8 +300,10 @@ fn a_day_with_a_single_listing_forgets_nothing() {
         ..start
     };
     let plan = super::plan(&entries, &sizes, &book, day_later, &settings());
-    assert!(plan.forget.is_empty(), "only the second listing without it");
-    assert_eq!(plan.updates[0].1.absent.unwrap().listings, 2);
+    let [(_, Some(entry))] = changes(&plan)[..] else {
+        panic!("only the second listing without it: {:?}", plan.transitions)
+    };
+    assert_eq!(entry.absent.unwrap().listings, 2);
 }
 
 #[test]
@@ -304,153 +323,10 @@ fn a_message_listed_again_loses_its_absence() {
     );
     let plan = super::plan(&entries, &sizes, &book, now(), &settings());
     assert_eq!(
-        plan.updates,
-        [("back".to_string(), Entry::new(Record::Dropped { at: 1 }))]
+        changes(&plan),
+        [("back", Some(&Entry::new(Record::Dropped { at: 1 })))]
     );
     assert!(plan.fetches.is_empty(), "still dropped");
-}
-
-#[test]
-fn failures_follow_the_schedule_and_only_refusals_count_towards_max_rejections() {
-    let policy = RetryPolicy::default();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let now = now();
-    let outage = Failure {
-        reason: "HTTP 503".into(),
-        rejected: false,
-        retry_after: None,
-        oversized: false,
-        dropped: false,
-    };
-    let refusal = Failure {
-        reason: "HTTP 422".into(),
-        rejected: true,
-        ..outage.clone()
-    };
-    // Five outage attempts.
-    let mut record = failed(None, &outage, now, &policy, &mut rng);
-    for _ in 0..4 {
-        record = failed(Some(&record), &outage, now, &policy, &mut rng);
-    }
-    let Record::Retrying {
-        attempts: 5,
-        rejections: 0,
-        drops: 0,
-        delay_ms: Some(delay),
-        next_attempt_ms,
-        ..
-    } = record
-    else {
-        panic!("{record:?}")
-    };
-    assert_eq!(next_attempt_ms, now.unix_ms + delay as i64);
-    // Then refusals: parked at the third refusal, not at the first.
-    record = failed(Some(&record), &refusal, now, &policy, &mut rng);
-    assert!(
-        matches!(record, Record::Retrying { rejections: 1, .. }),
-        "{record:?}"
-    );
-    record = failed(Some(&record), &refusal, now, &policy, &mut rng);
-    record = failed(Some(&record), &refusal, now, &policy, &mut rng);
-    assert!(
-        matches!(record, Record::Parked { attempts: 8, .. }),
-        "{record:?}"
-    );
-}
-
-#[test]
-fn a_broken_download_is_forgiven_twice_then_counts_and_goes_last() {
-    let policy = RetryPolicy::default();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let now = now();
-    let drop = Failure {
-        reason: "downloading failed: closed".into(),
-        rejected: false,
-        retry_after: None,
-        oversized: false,
-        dropped: true,
-    };
-    let first = failed(None, &drop, now, &policy, &mut rng);
-    assert!(
-        matches!(
-            first,
-            Record::Retrying {
-                attempts: 0,
-                drops: 1,
-                delay_ms: Some(0),
-                ..
-            }
-        ),
-        "{first:?}"
-    );
-    let second = failed(Some(&first), &drop, now, &policy, &mut rng);
-    assert!(
-        matches!(
-            second,
-            Record::Retrying {
-                attempts: 0,
-                drops: 2,
-                ..
-            }
-        ),
-        "{second:?}"
-    );
-    let third = failed(Some(&second), &drop, now, &policy, &mut rng);
-    assert!(
-        matches!(third, Record::Retrying { attempts: 1, drops: 3, delay_ms: Some(d), .. } if d > 0),
-        "{third:?}"
-    );
-    let other = Failure {
-        dropped: false,
-        ..drop.clone()
-    };
-    let reset = failed(Some(&third), &other, now, &policy, &mut rng);
-    assert!(
-        matches!(
-            reset,
-            Record::Retrying {
-                attempts: 2,
-                drops: 0,
-                ..
-            }
-        ),
-        "{reset:?}"
-    );
-
-    // A message that broke the connection is fetched after the others.
-    let (entries, sizes) = listing(&["a", "suspect", "c"]);
-    let book = book(&[("suspect", second.clone(), Some(now.instant))]);
-    let plan = super::plan(&entries, &sizes, &book, now, &settings());
-    assert_eq!(
-        fetched(&plan),
-        [("a", false), ("c", false), ("suspect", false)]
-    );
-}
-
-#[test]
-fn a_message_that_grew_too_large_is_due_at_once_as_headers_only() {
-    let now = now();
-    let record = grew_too_large(Some(&retrying(false)), 1000, now);
-    assert!(matches!(
-        record,
-        Record::Retrying {
-            attempts: 1,
-            oversized: true,
-            delay_ms: Some(0),
-            ..
-        }
-    ));
-    assert_eq!(
-        delivered(true, 5, now),
-        Record::Announced { at: now.unix() }
-    );
-    assert_eq!(
-        delivered(false, 5, now),
-        Record::Delivered {
-            at: now.unix(),
-            size: Some(5)
-        }
-    );
 }
 
 #[test]
@@ -468,3 +344,5 @@ fn renumbering_is_noticed_when_most_remembered_uidls_vanish_and_most_listed_are_
     let (entries, sizes) = listing(&old_refs);
     assert!(!super::plan(&entries, &sizes, &book, now(), &settings()).renumbered);
 }
+
+mod outcomes;
