@@ -188,7 +188,8 @@ async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_re
                 &receiver.url(),
                 "  retry: {schedule: [0s], max_rejections: 1}",
             ),
-            &scripted_mailbox("box", server.port(), "    poll_interval: 1h\n"),
+            &scripted_mailbox("box", server.port(), "")
+                .replace("poll_interval: 1s", "poll_interval: 1h"),
         ),
         port,
         &format!(", token: {TOKEN}"),

@@ -406,6 +406,38 @@ async fn the_age_of_the_oldest_undelivered_message_is_exported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn messages_left_alone_are_a_metric() {
+    // A UIDL with spaces is invalid: the message is listed but never fetched.
+    let server = Scripted::start(Script {
+        messages: (1..=2).map(message).collect(),
+        uids: Some(vec!["good".into(), "bad uid with spaces".into()]),
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&hook(&receiver, ""), &mailbox("box", server.port(), ""));
+    let running = start(&cfg).await;
+    let url = format!("{}/metrics", running.base);
+    let metrics = eventually("a cycle in /metrics", Duration::from_secs(10), || async {
+        let text = get(&url).await.1;
+        (sample(
+            &text,
+            "pophook_cycles_total",
+            &[("mailbox", "box"), ("result", "ok")],
+        )? >= 1.0)
+            .then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics, "pophook_messages_left_alone", &[("mailbox", "box")]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(server.remaining().len(), 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
     let server = Scripted::start(Script {
         messages: vec![message(1), message(2)],

@@ -630,26 +630,39 @@ async fn action_mailbox_mailgun_ingress_takes_the_mailgun_format() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn action_mailbox_refusing_the_password_keeps_the_mail() {
-    let rails = tokio::task::block_in_place(|| Rails::start(Ingress::Relay, "am-pass", "k"));
-    let dovecot = Dovecot::start();
-    dovecot.add_user("support", "pw");
-    dovecot.deliver("support", &message(1));
-    let cfg = config(
-        &format!(
-            "  url: {}\n  format: raw",
-            rails
-                .app
-                .url("actionmailbox:not-am-pass-6", Ingress::Relay.path())
+async fn action_mailbox_refusing_the_password_or_the_signature_keeps_the_mail() {
+    // Each ingress with a credential of its own that is wrong: the relay's and the
+    // Postmark ingress's password, the Mailgun ingress's signing key.
+    let cases = [
+        (Ingress::Relay, "actionmailbox:not-am-pass-6", "  format: raw", "not-am-pass-6"),
+        (Ingress::Postmark, "actionmailbox:not-am-pass-7", "  format: postmark", "not-am-pass-7"),
+        (
+            Ingress::Mailgun,
+            "",
+            "  format: mailgun\n  mailgun_signing_key: not-am-key-8",
+            "not-am-key-8",
         ),
-        &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
-    );
+    ];
+    for (ingress, userinfo, webhook, wrong) in cases {
+        let rails = tokio::task::block_in_place(|| Rails::start(ingress, "am-pass", "am-key"));
+        let dovecot = Dovecot::start();
+        dovecot.add_user("support", "pw");
+        dovecot.deliver("support", &message(1));
+        let cfg = config(
+            &format!("  url: {}\n{webhook}", rails.app.url(userinfo, ingress.path())),
+            &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
+        );
 
-    let (ok, output) = once(&cfg);
+        let (ok, output) = once(&cfg);
 
-    assert!(!ok, "{output}");
-    assert!(output.contains("HTTP 401"), "{output}\n{}", rails.log());
-    assert!(rails.received().is_empty());
-    assert_eq!(dovecot.messages("support"), [message(1)]);
-    assert!(!output.contains("not-am-pass-6"), "{output}");
+        assert!(!ok, "{ingress:?}: {output}");
+        assert!(
+            output.contains("HTTP 401"),
+            "{ingress:?}: {output}\n{}",
+            rails.log()
+        );
+        assert!(rails.received().is_empty(), "{ingress:?}");
+        assert_eq!(dovecot.messages("support"), [message(1)], "{ingress:?}");
+        assert!(!output.contains(wrong), "{ingress:?}: {output}");
+    }
 }

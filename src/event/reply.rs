@@ -60,17 +60,22 @@ fn history_starts(lines: &[&str], i: usize) -> bool {
             break;
         }
     }
-    let lower = line.to_lowercase();
-    // `-----Original Message-----` and its translations; Outlook's `____` rule.
-    if lower.starts_with("---") && ORIGINAL_MESSAGE.iter().any(|m| lower.contains(m)) {
-        return true;
+    // Every separator below starts with `-` or holds a `:`: most lines are spared
+    // lowercasing.
+    if line.starts_with('-') || line.contains(':') {
+        let lower = line.to_lowercase();
+        // `-----Original Message-----` and its translations.
+        if lower.starts_with("---") && ORIGINAL_MESSAGE.iter().any(|m| lower.contains(m)) {
+            return true;
+        }
+        if FORWARDED
+            .iter()
+            .any(|m| lower.starts_with(m) || lower.trim_matches('-').trim().starts_with(m))
+        {
+            return true;
+        }
     }
-    if FORWARDED
-        .iter()
-        .any(|m| lower.starts_with(m) || lower.trim_matches('-').trim().starts_with(m))
-    {
-        return true;
-    }
+    // Outlook's `____` rule.
     if line.len() >= 20 && line.bytes().all(|b| b == b'_') {
         return true;
     }
@@ -90,6 +95,10 @@ fn history_starts(lines: &[&str], i: usize) -> bool {
 }
 
 fn is_attribution(text: &str) -> bool {
+    // Cheap tests first: this runs for every line of every text.
+    if !text.trim_end().ends_with(':') {
+        return false;
+    }
     let lower = text.to_lowercase();
     let lower = lower.trim_end();
     if lower.len() > 400 {
@@ -114,6 +123,9 @@ fn is_attribution(text: &str) -> bool {
 }
 
 fn has_field(line: &str, names: &[&str]) -> bool {
+    if !line.contains(':') {
+        return false;
+    }
     let lower = line.to_lowercase();
     names.iter().any(|name| {
         lower

@@ -306,20 +306,39 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// that many bytes with the standard alphabet and padding produces: then it can be
 /// copied into the JSON instead of decoded and encoded again.
 fn canonical_base64_len(text: &[u8]) -> Option<usize> {
+    // One table lookup per byte: this runs over every base64 attachment's text, and a
+    // chain of range comparisons per byte was 13% of pophook's CPU in scenario 1.
+    const SKIP: u8 = 1;
+    const PAD: u8 = 2;
+    const DIGIT: u8 = 3;
+    const CLASS: [u8; 256] = {
+        let mut class = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            class[b] = match b as u8 {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' => DIGIT,
+                b'=' => PAD,
+                b'\r' | b'\n' | b' ' | b'\t' => SKIP,
+                _ => 0,
+            };
+            b += 1;
+        }
+        class
+    };
     let mut count = 0usize;
     let mut pads = 0usize;
     let mut last = 0u8;
     for &b in text {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' if pads == 0 => {
+        match CLASS[usize::from(b)] {
+            DIGIT if pads == 0 => {
                 count += 1;
                 last = b;
             }
-            b'=' if pads < 2 => {
+            PAD if pads < 2 => {
                 count += 1;
                 pads += 1;
             }
-            b'\r' | b'\n' | b' ' | b'\t' => {}
+            SKIP => {}
             _ => return None,
         }
     }

@@ -122,6 +122,9 @@ pub fn render(format: Format, meta: &EventMeta<'_>, raw: &[u8]) -> Rendered {
     }
 }
 
+/// Standard events up to this size are sent whole (see [`render_stashed`]).
+pub const WHOLE_UP_TO: usize = 256 * 1024;
+
 /// [`render`] for delivery: the standard event spooled (its large base64 made from
 /// `raw` as it is sent, so the message is in memory once), with the object store's
 /// uploads (configuration refuses `store` with the other formats), the message itself
@@ -136,9 +139,20 @@ pub fn render_stashed(
         return render(format, meta, raw);
     }
     let serialized = event::serialize_event_spooled(meta, raw, stash);
+    // A small body is made whole here, once, on the render's thread: sending it piece
+    // by piece saves nothing, and a spooled body is encoded a second time to sign it,
+    // on another trip to the blocking pool (twice pophook's CPU per small message).
+    let payload = if serialized.body.len() <= WHOLE_UP_TO {
+        Payload::Body {
+            content_type: "application/json",
+            bytes: Bytes::from(serialized.body.to_vec()),
+        }
+    } else {
+        Payload::Spooled(std::sync::Arc::new(serialized.body))
+    };
     let mut rendered = Rendered {
         id: serialized.id,
-        payload: Payload::Spooled(std::sync::Arc::new(serialized.body)),
+        payload,
         parse_error: serialized.parse_error,
         uploads: serialized.uploads,
     };
@@ -205,17 +219,30 @@ mod tests {
     }
 
     #[test]
-    fn delivery_spools_the_standard_event_and_sends_what_render_builds_whole() {
-        let raw = Bytes::from_static(MESSAGE);
-        let whole = render(Format::Standard, &meta(false), MESSAGE);
-        let spooled = render_stashed(Format::Standard, &meta(false), &raw, None);
-        let Payload::Spooled(spooled) = &spooled.payload else {
-            panic!("the standard event is spooled for delivery");
-        };
+    fn delivery_sends_a_small_standard_event_whole_and_spools_a_large_one() {
         let data = |bytes: &[u8]| {
             serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["data"].clone()
         };
+        // Small: whole, and the same event `render` builds.
+        let raw = Bytes::from_static(MESSAGE);
+        let whole = render(Format::Standard, &meta(false), MESSAGE);
+        let small = render_stashed(Format::Standard, &meta(false), &raw, None);
+        let (content_type, bytes) = body(&small);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(data(bytes), data(body(&whole).1));
+
+        // Large: spooled, the same event again.
+        let mut large = b"From: a@example.com\r\nSubject: big\r\n\r\n".to_vec();
+        while large.len() <= WHOLE_UP_TO {
+            large.extend_from_slice(b"a line of text in a long message\r\n");
+        }
+        let whole = render(Format::Standard, &meta(false), &large);
+        let spooled = render_stashed(Format::Standard, &meta(false), &Bytes::from(large), None);
+        let Payload::Spooled(spooled) = &spooled.payload else {
+            panic!("a large standard event is spooled for delivery");
+        };
         assert_eq!(data(&spooled.to_vec()), data(body(&whole).1));
+
         // The other formats are whole, as before.
         let raw_format = render_stashed(Format::Raw, &meta(false), &raw, None);
         assert_eq!(body(&raw_format), ("message/rfc822", MESSAGE));
