@@ -142,13 +142,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    // glibc gives each thread that allocates its own arena, each keeping the memory it
-    // once held: with 100,000 remembered UIDLs that was 17 MiB of RSS over two arenas
-    // (BENCHMARKS.md, scenario 5). pophook waits on the network, not on malloc.
+    // glibc gives each thread that allocates an arena of its own, each keeping the
+    // memory it once held: with 100,000 remembered UIDLs the extra arenas held 17 MiB
+    // of an idle service's RSS (BENCHMARKS.md, scenario 5; two arenas kept it too).
+    // pophook's few threads wait on the network, not on malloc.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     let cli = Cli::parse();
     init_logging(cli.log_format);

@@ -429,7 +429,11 @@ async fn messages_left_alone_are_a_metric() {
     })
     .await;
     assert_eq!(
-        sample(&metrics, "pophook_messages_left_alone", &[("mailbox", "box")]),
+        sample(
+            &metrics,
+            "pophook_messages_left_alone",
+            &[("mailbox", "box")]
+        ),
         Some(1.0),
         "{metrics}"
     );

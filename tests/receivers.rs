@@ -634,8 +634,18 @@ async fn action_mailbox_refusing_the_password_or_the_signature_keeps_the_mail() 
     // Each ingress with a credential of its own that is wrong: the relay's and the
     // Postmark ingress's password, the Mailgun ingress's signing key.
     let cases = [
-        (Ingress::Relay, "actionmailbox:not-am-pass-6", "  format: raw", "not-am-pass-6"),
-        (Ingress::Postmark, "actionmailbox:not-am-pass-7", "  format: postmark", "not-am-pass-7"),
+        (
+            Ingress::Relay,
+            "actionmailbox:not-am-pass-6",
+            "  format: raw",
+            "not-am-pass-6",
+        ),
+        (
+            Ingress::Postmark,
+            "actionmailbox:not-am-pass-7",
+            "  format: postmark",
+            "not-am-pass-7",
+        ),
         (
             Ingress::Mailgun,
             "",
@@ -649,7 +659,10 @@ async fn action_mailbox_refusing_the_password_or_the_signature_keeps_the_mail() 
         dovecot.add_user("support", "pw");
         dovecot.deliver("support", &message(1));
         let cfg = config(
-            &format!("  url: {}\n{webhook}", rails.app.url(userinfo, ingress.path())),
+            &format!(
+                "  url: {}\n{webhook}",
+                rails.app.url(userinfo, ingress.path())
+            ),
             &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
         );
 
