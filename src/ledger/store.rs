@@ -246,8 +246,8 @@ impl Store {
     }
 
     /// Makes every write durable, then raises the marker if it lags by [`slack`] or
-    /// more (or is 0), so a crash cannot lose that many records unnoticed. Not synced:
-    /// a raise lost to a power cut leaves the marker lower, which is safe.
+    /// more (or is 0), so a crash cannot lose that many records unnoticed. Its rename is
+    /// not synced: a raise lost to a power cut leaves the marker lower, which is safe.
     pub fn flush(&mut self) -> Result<(), StateError> {
         self.db.flush()?;
         let lag = self.count.saturating_sub(self.marker.records);
@@ -277,9 +277,11 @@ impl Store {
         let write = || -> std::io::Result<()> {
             let mut file = private_file(&tmp)?;
             std::io::Write::write_all(&mut file, &bytes)?;
-            if durable {
-                file.sync_all()?;
-            }
+            // Always on disk before the rename: on filesystems that may commit a rename
+            // before the renamed file's data, a power cut could otherwise leave an empty
+            // marker, and a healthy state would be refused as unreadable. Raises are
+            // rare (one per eighth of the records), so this costs little.
+            file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
             if durable {
                 // The rename itself survives a power cut only once the directory is.
