@@ -343,6 +343,21 @@ async fn metrics_count_deliveries_bytes_and_failures_by_reason() {
     running.stop().await;
 }
 
+/// `/metrics` once `mailbox` has completed a cycle.
+async fn metrics_after_a_cycle(running: &Running, mailbox: &str) -> String {
+    let url = format!("{}/metrics", running.base);
+    eventually("a cycle in /metrics", Duration::from_secs(10), || async {
+        let text = get(&url).await.1;
+        (sample(
+            &text,
+            "pophook_cycles_total",
+            &[("mailbox", mailbox), ("result", "ok")],
+        )? >= 1.0)
+            .then_some(text)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_age_of_the_oldest_undelivered_message_is_exported() {
     let server = Scripted::start(Script {
@@ -380,17 +395,7 @@ async fn the_age_of_the_oldest_undelivered_message_is_exported() {
         ledger.close().await.unwrap();
     }
     let running = start(&cfg).await;
-    let url = format!("{}/metrics", running.base);
-    let metrics = eventually("a cycle in /metrics", Duration::from_secs(10), || async {
-        let text = get(&url).await.1;
-        (sample(
-            &text,
-            "pophook_cycles_total",
-            &[("mailbox", "box"), ("result", "ok")],
-        )? >= 1.0)
-            .then_some(text)
-    })
-    .await;
+    let metrics = metrics_after_a_cycle(&running, "box").await;
     let age = sample(
         &metrics,
         "pophook_oldest_undelivered_message_age_seconds",
@@ -417,17 +422,7 @@ async fn messages_left_alone_are_a_metric() {
     let receiver = Receiver::start().await;
     let cfg = config(&hook(&receiver, ""), &mailbox("box", server.port(), ""));
     let running = start(&cfg).await;
-    let url = format!("{}/metrics", running.base);
-    let metrics = eventually("a cycle in /metrics", Duration::from_secs(10), || async {
-        let text = get(&url).await.1;
-        (sample(
-            &text,
-            "pophook_cycles_total",
-            &[("mailbox", "box"), ("result", "ok")],
-        )? >= 1.0)
-            .then_some(text)
-    })
-    .await;
+    let metrics = metrics_after_a_cycle(&running, "box").await;
     assert_eq!(
         sample(
             &metrics,
