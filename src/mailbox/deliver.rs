@@ -39,8 +39,11 @@ pub(super) async fn deliver(
     raw: Bytes,
     reservation: Reservation,
 ) -> Posted {
+    let in_place = raw.len() <= RENDER_IN_PLACE;
+    // `raw` moves into the render, so the message is let go of as soon as nothing made
+    // from it needs it, not held until the POST is answered.
     let render = {
-        let (target, key, raw) = (target.clone(), key.clone(), raw.clone());
+        let (target, key) = (target.clone(), key.clone());
         let truncated = fetch.headers_only;
         move || {
             let options = &target.event;
@@ -65,7 +68,7 @@ pub(super) async fn deliver(
             )
         }
     };
-    let rendered = if raw.len() <= RENDER_IN_PLACE {
+    let rendered = if in_place {
         // A small message takes less time to render than the two thread hand-offs of
         // the blocking pool (which were a fifth of pophook's CPU on a mailbox of
         // small messages).
