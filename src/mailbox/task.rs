@@ -1,7 +1,8 @@
 //! The mailbox's task: the one place that decides when this mailbox tries next. After
 //! each cycle it weighs the poll interval, the earliest due retry, the server's
 //! LOGIN-DELAY, session failures and the outage breaker, and sleeps on the monotonic
-//! clock until then (or until woken for a replay, or shutdown).
+//! clock until then (or until woken for a replay, or shutdown). For `once` it decides
+//! whether another session follows at once ([`drain`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -178,7 +179,7 @@ fn backoff_after(mailbox: &Mailbox, error: &CycleError, failures: u32) -> Durati
 }
 
 /// How a cycle ended, and what it did (also when it failed).
-type CycleOutcome = (Result<(), CycleError>, CycleReport);
+pub type CycleOutcome = (Result<(), CycleError>, CycleReport);
 
 /// Polls one mailbox until shutdown (`ctx.shutdown`: a cycle in progress finishes the
 /// message in hand and QUITs first) or until `retire` (the cycle in progress finishes
@@ -259,6 +260,49 @@ where
         }
     }
     Ok(timing.login_floor().filter(|at| *at > Instant::now()))
+}
+
+/// `once`'s sessions for one mailbox: another follows at once while the last QUIT at
+/// `commit_interval` (or `commit_every`) with messages left and moved something. One
+/// that moved nothing would only repeat itself, and the server's LOGIN-DELAY forbids
+/// an immediate login, so `once` always ends; what is left waits for the next run.
+/// Returns the first error, or the sessions' reports added up.
+pub async fn drain(mailbox: &Mailbox, ctx: &Context) -> CycleOutcome {
+    let session = |_| async move {
+        let mut report = CycleReport::default();
+        let result = run_cycle(mailbox, ctx, false, &mut report).await;
+        (result, report)
+    };
+    drain_with(mailbox, ctx, session).await
+}
+
+/// The loop of [`drain`] with the cycle passed in, as for [`poll_with`].
+async fn drain_with<C, F>(mailbox: &Mailbox, ctx: &Context, mut cycle: C) -> CycleOutcome
+where
+    C: FnMut(bool) -> F,
+    F: Future<Output = CycleOutcome>,
+{
+    let mut total = CycleReport::default();
+    loop {
+        let started = Instant::now();
+        ctx.sink.started();
+        let (result, report) = cycle(false).await;
+        ctx.sink.finished(started.elapsed(), &result, &report);
+        let progress = report.fetched + report.deleted > 0;
+        total.absorb(report);
+        if result.is_err() || !total.more {
+            return (result, total);
+        }
+        if total.login_delay.is_some() || !progress {
+            let why = if progress {
+                "the server's LOGIN-DELAY forbids another login now"
+            } else {
+                "the last session moved nothing"
+            };
+            warn!(mailbox = %mailbox.name, "`once` stops with messages left: {why}");
+            return (result, total);
+        }
+    }
 }
 
 #[cfg(test)]

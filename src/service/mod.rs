@@ -111,24 +111,7 @@ pub async fn once_watched(
     {
         let ctx = observed(&ctx, &mailbox, monitor);
         tasks.spawn(async move {
-            let mut report = CycleReport::default();
-            let mut result;
-            loop {
-                let mut session = CycleReport::default();
-                result = cycle(&mailbox, &ctx, false, &mut session).await;
-                // A session that QUIT at `commit_interval` (or `commit_every`) and moved
-                // something goes on in a new one; one that moved nothing would only
-                // repeat itself, so `once` always ends.
-                let progress = session.fetched + session.deleted > 0;
-                report.absorb(session);
-                if result.is_err() || !report.more {
-                    break;
-                }
-                if report.login_delay.is_some() || !progress {
-                    warn!(mailbox = %mailbox.name, "`once` stops with messages left: {}", if progress { "the server's LOGIN-DELAY forbids another login now" } else { "the last session moved nothing" });
-                    break;
-                }
-            }
+            let (result, report) = mailbox::task::drain(&mailbox, &ctx).await;
             let outcome = MailboxOutcome {
                 mailbox: mailbox.name.clone(),
                 result: result.map(|()| report).map_err(|e| e.to_string()),

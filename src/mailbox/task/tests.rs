@@ -527,3 +527,96 @@ async fn a_due_retry_is_waited_for_on_the_monotonic_clock_capped_at_its_schedule
         "each retry after its 10 s, then the poll interval"
     );
 }
+
+/// Runs `once`'s loop with `fake(session number)` deciding what each session reports;
+/// returns how many sessions ran and what `drain` returned.
+async fn drain_sessions(
+    rig: &Rig,
+    mut fake: impl FnMut(usize) -> CycleOutcome,
+) -> (usize, CycleOutcome) {
+    let mut sessions = 0;
+    let cycle = |_probe| {
+        sessions += 1;
+        let outcome = fake(sessions - 1);
+        async move { outcome }
+    };
+    let outcome = drain_with(&rig.mailbox, &rig.ctx, cycle).await;
+    (sessions, outcome)
+}
+
+/// A session that QUIT at a commit point having fetched `fetched`, with more left.
+fn committed_with_more(fetched: usize) -> CycleOutcome {
+    let report = CycleReport {
+        fetched,
+        delivered: fetched,
+        more: true,
+        ..CycleReport::default()
+    };
+    (Ok(()), report)
+}
+
+#[tokio::test]
+async fn once_goes_on_while_sessions_move_mail_and_leave_more_and_adds_them_up() {
+    let rig = rig("", Arc::new(Unobserved));
+    let (sessions, (result, total)) = drain_sessions(&rig, |n| {
+        if n < 4 {
+            committed_with_more(50)
+        } else {
+            let (result, mut last) = committed_with_more(7);
+            last.more = false;
+            (result, last)
+        }
+    })
+    .await;
+    assert_eq!(sessions, 5);
+    assert!(result.is_ok());
+    assert_eq!((total.fetched, total.delivered), (207, 207));
+    assert!(!total.more);
+}
+
+#[tokio::test]
+async fn once_stops_after_a_session_that_moved_nothing_even_with_more_left() {
+    let rig = rig("", Arc::new(Unobserved));
+    let (sessions, (result, total)) = drain_sessions(&rig, |_| committed_with_more(0)).await;
+    assert_eq!(
+        sessions, 1,
+        "a session that moved nothing would only repeat itself"
+    );
+    assert!(result.is_ok());
+    assert!(
+        total.more,
+        "what is left is reported, so `once` does not claim success"
+    );
+}
+
+#[tokio::test]
+async fn once_never_logs_in_again_against_the_servers_login_delay() {
+    let rig = rig("", Arc::new(Unobserved));
+    let (sessions, (_, total)) = drain_sessions(&rig, |_| {
+        let (result, mut report) = committed_with_more(50);
+        report.login_delay = Some(secs(300));
+        (result, report)
+    })
+    .await;
+    assert_eq!(sessions, 1);
+    assert_eq!(total.login_delay, Some(secs(300)));
+}
+
+#[tokio::test]
+async fn once_stops_at_a_failed_session_and_returns_its_error() {
+    let rig = rig("", Arc::new(Unobserved));
+    let (sessions, (result, total)) = drain_sessions(&rig, |n| match n {
+        0 => committed_with_more(50),
+        _ => (
+            Err(CycleError::State(StateError::Flush("disk full".into()))),
+            CycleReport::default(),
+        ),
+    })
+    .await;
+    assert_eq!(sessions, 2);
+    assert!(matches!(result, Err(CycleError::State(_))), "{result:?}");
+    assert_eq!(
+        total.fetched, 50,
+        "the first session's work is still reported"
+    );
+}
