@@ -214,6 +214,7 @@ pub(super) fn validate_webhook(
         signing_keys,
         max_in_flight,
         retry,
+        stored_fingerprint: Default::default(),
     };
     Ok((webhook, event))
 }

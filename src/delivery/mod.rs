@@ -50,6 +50,8 @@ pub struct WebhookConfig {
     /// POSTs in flight at once for one mailbox; 1 keeps strict mailbox order.
     pub max_in_flight: usize,
     pub retry: RetryPolicy,
+    /// [`WebhookConfig::fingerprint`], once computed.
+    pub stored_fingerprint: FingerprintCache,
 }
 
 impl WebhookConfig {
@@ -59,43 +61,83 @@ impl WebhookConfig {
         self.url.to_string()
     }
 
-    /// Identifies where and how events are sent (URL, headers, key), so an endpoint
-    /// disabled after a 410 is re-enabled when the configuration changes. A hash: the
-    /// state never holds the secrets themselves.
+    /// Identifies where and how events are sent (URL, credentials, headers, format,
+    /// keys), so an endpoint disabled after a 410 is re-enabled when the configuration
+    /// changes. It is stored in the state, and the secrets are in it, so it is slow to
+    /// compute on purpose: PBKDF2-HMAC-SHA256 ([`FINGERPRINT_ROUNDS`] rounds, salted
+    /// with the URL as printed), so a copy of the state cannot confirm guesses at a
+    /// webhook password at hash speed. Computed when first needed (a 410, or a
+    /// mailbox whose endpoint is disabled), then kept.
     pub fn fingerprint(&self) -> String {
-        use sha2::Digest as _;
-        let mut hash = Sha256::new();
-        hash.update(self.url.as_str());
-        // Hashed only when set, so the fingerprints of configurations from before these
-        // keys existed stay the same.
+        self.stored_fingerprint
+            .0
+            .get_or_init(|| {
+                let mut password = Vec::new();
+                self.identity(&mut |bytes: &[u8]| password.extend_from_slice(bytes));
+                let salt = format!("pophook webhook fingerprint v2 {}", self.display_url());
+                let mut out = [0u8; 16];
+                pbkdf2::pbkdf2_hmac::<Sha256>(
+                    &password,
+                    salt.as_bytes(),
+                    FINGERPRINT_ROUNDS,
+                    &mut out,
+                );
+                let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+                format!("v2:{hex}")
+            })
+            .clone()
+    }
+
+    /// Feeds everything that decides where and how events are sent, secrets included,
+    /// to `sink`: for [`WebhookConfig::fingerprint`] and for a reload's in-memory
+    /// comparison (which needs no slow hash: nothing of it is stored).
+    pub fn identity(&self, sink: &mut dyn FnMut(&[u8])) {
+        sink(self.url.as_str().as_bytes());
         if let Some(auth) = &self.basic_auth {
-            hash.update([2]);
-            hash.update(&auth.username);
-            hash.update([0]);
-            hash.update(auth.password.expose());
+            sink(&[2]);
+            sink(auth.username.as_bytes());
+            sink(&[0]);
+            sink(auth.password.expose().as_bytes());
         }
-        if self.format != Format::Standard {
-            hash.update([3]);
-            hash.update(self.format.name());
-        }
+        sink(&[3]);
+        sink(self.format.name().as_bytes());
         if let Some(key) = &self.mailgun_signing_key {
-            hash.update([4]);
-            hash.update(key.expose());
+            sink(&[4]);
+            sink(key.expose().as_bytes());
         }
         for (name, value) in &self.headers {
-            hash.update([0]);
-            hash.update(name);
-            hash.update([0]);
-            hash.update(value.expose());
+            sink(&[0]);
+            sink(name.as_bytes());
+            sink(&[0]);
+            sink(value.expose().as_bytes());
         }
-        // One HMAC secret hashes as it did before several keys were possible.
         for key in &self.signing_keys {
             let (tag, bytes) = key.fingerprint_part();
-            hash.update([tag]);
-            hash.update(bytes);
+            sink(&[tag]);
+            sink(&bytes);
         }
-        let digest = hash.finalize();
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// PBKDF2 rounds of the stored fingerprint: about 50 ms of CPU, spent once per process
+/// for a mailbox whose endpoint answered 410 (or is disabled), never on a healthy one.
+pub const FINGERPRINT_ROUNDS: u32 = 100_000;
+
+/// The cached [`WebhookConfig::fingerprint`]. Prints nothing, so a configuration's
+/// `Debug` (which a reload hashes) is the same before and after it is computed. A clone
+/// starts empty: a cloned configuration may be changed before it is used.
+#[derive(Default)]
+pub struct FingerprintCache(std::sync::OnceLock<String>);
+
+impl Clone for FingerprintCache {
+    fn clone(&self) -> Self {
+        FingerprintCache::default()
+    }
+}
+
+impl std::fmt::Debug for FingerprintCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
     }
 }
 

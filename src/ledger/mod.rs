@@ -398,10 +398,16 @@ impl Ledger {
 
     /// Whether the mailbox's endpoint is disabled; a record made for another webhook
     /// configuration (`fingerprint`) no longer counts and is removed.
-    pub fn disabled_endpoint(&self, mailbox: &str, fingerprint: &str) -> Option<DisabledEndpoint> {
+    /// `fingerprint` is asked for only when the mailbox has such a record: it is slow
+    /// on purpose (see `WebhookConfig::fingerprint`).
+    pub fn disabled_endpoint(
+        &self,
+        mailbox: &str,
+        fingerprint: impl FnOnce() -> String,
+    ) -> Option<DisabledEndpoint> {
         let mut endpoints = lock(&self.inner.endpoints);
         let endpoint = endpoints.get(mailbox)?.clone();
-        if endpoint.fingerprint == fingerprint {
+        if endpoint.fingerprint == fingerprint() {
             return Some(endpoint);
         }
         endpoints.remove(mailbox);

@@ -67,10 +67,9 @@ pub async fn run_cycle(
     probe: bool,
     report: &mut CycleReport,
 ) -> Result<(), CycleError> {
-    let fingerprint = mailbox.webhook.fingerprint();
     if ctx
         .ledger
-        .disabled_endpoint(&mailbox.name, &fingerprint)
+        .disabled_endpoint(&mailbox.name, || mailbox.webhook.fingerprint())
         .is_some()
     {
         report.endpoint_disabled = true;
@@ -79,7 +78,6 @@ pub async fn run_cycle(
     let mut cycle = Cycle {
         mailbox,
         ctx,
-        fingerprint,
         report,
         probe,
         started: Instant::now(),
@@ -91,7 +89,6 @@ pub async fn run_cycle(
 struct Cycle<'a> {
     mailbox: &'a Mailbox,
     ctx: &'a Context,
-    fingerprint: String,
     report: &'a mut CycleReport,
     probe: bool,
     started: Instant,
@@ -521,7 +518,7 @@ impl Cycle<'_> {
                     self.ledger().disable_endpoint(
                         &name,
                         DisabledEndpoint {
-                            fingerprint: self.fingerprint.clone(),
+                            fingerprint: self.mailbox.webhook.fingerprint(),
                             url,
                             at: crate::ledger::now(),
                         },

@@ -35,7 +35,7 @@ impl Mailbox {
         hash.update([0]);
         hash.update(self.server.password.expose().as_bytes());
         hash.update([0]);
-        hash.update(self.webhook.fingerprint().as_bytes());
+        self.webhook.identity(&mut |bytes| hash.update(bytes));
         if let Some(tokens) = &self.server.oauth2 {
             hash.update(tokens.fingerprint());
         }

@@ -106,7 +106,7 @@ pub fn collect(ledger: &Ledger, mailboxes: &[Mailbox]) -> Vec<MailboxStatus> {
             let log = ledger.cycle_log(name);
             let pending = ledger.pending(name);
             let disabled = ledger
-                .disabled_endpoint(name, &mailbox.webhook.fingerprint())
+                .disabled_endpoint(name, || mailbox.webhook.fingerprint())
                 .is_some();
             MailboxStatus {
                 mailbox: name.to_string(),

@@ -164,3 +164,57 @@ fn mailgun_needs_a_signing_key_from_any_source_and_never_prints_it() {
     ));
     assert!(e.contains("only one of"), "{e}");
 }
+
+/// The 410 record's fingerprint is stored, and the webhook's secrets are in it: a copy of
+/// the state must not confirm a guessed password at hash speed. It is PBKDF2 with the
+/// printed URL as salt; every secret changes it; computing it twice, or on a clone,
+/// gives the same.
+#[test]
+fn the_stored_fingerprint_is_a_slow_salted_hash_that_every_secret_changes() {
+    let with = |url: &str, extra: &str| {
+        load(&hook_yaml(url, extra))
+            .unwrap()
+            .mailboxes
+            .remove(0)
+            .webhook
+    };
+    let base = with("https://u:pw@app.example.com/in?token=t1", "");
+    let fingerprint = base.fingerprint();
+    assert_eq!(fingerprint, base.fingerprint());
+    assert_eq!(fingerprint, base.clone().fingerprint());
+    assert!(!fingerprint.contains("pw") && !fingerprint.contains("t1"));
+
+    // What an attacker with the state would have to do per guess: the whole PBKDF2.
+    let mut identity = Vec::new();
+    base.identity(&mut |bytes: &[u8]| identity.extend_from_slice(bytes));
+    let salt = "pophook webhook fingerprint v2 https://app.example.com/in?…";
+    let guess = |rounds: u32| {
+        let mut out = [0u8; 16];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(&identity, salt.as_bytes(), rounds, &mut out);
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        format!("v2:{hex}")
+    };
+    const { assert!(crate::delivery::FINGERPRINT_ROUNDS >= 100_000) };
+    assert_eq!(fingerprint, guess(crate::delivery::FINGERPRINT_ROUNDS));
+    assert_ne!(
+        fingerprint,
+        guess(1),
+        "one round would be a plain keyed hash"
+    );
+
+    for changed in [
+        with("https://u:pw2@app.example.com/in?token=t1", ""),
+        with("https://u2:pw@app.example.com/in?token=t1", ""),
+        with("https://u:pw@app.example.com/in?token=t2", ""),
+        with(
+            "https://u:pw@app.example.com/in?token=t1",
+            "  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+        ),
+        with(
+            "https://u:pw@app.example.com/in?token=t1",
+            "  headers:\n    x-key: k\n",
+        ),
+    ] {
+        assert_ne!(fingerprint, changed.fingerprint());
+    }
+}
