@@ -1,7 +1,9 @@
 //! Reloading the configuration of a running pophook (the binary, with SIGHUP and
 //! `POST /api/reload`) while mail is being delivered: an added mailbox starts, a
 //! removed one stops after the message in hand, an invalid configuration is refused
-//! with the old one still running, and every message arrives exactly once.
+//! with the old one still running, and every message arrives exactly once. A removed
+//! mailbox leaves /metrics, /readyz and /api/status; keys only a restart applies are
+//! named when a reload finds them changed.
 
 mod common;
 
@@ -119,14 +121,7 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
     };
     write(&[("a", a.port())], "");
     let log = dir.path().join("stderr.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     until(
@@ -212,13 +207,8 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         !logged(&log_text(), "reload refused").is_empty()
     })
     .await;
-    let refused = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/api/reload"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 400);
-    let reason: serde_json::Value = refused.json().await.unwrap();
+    let (code, reason) = post_reload(port).await;
+    assert_eq!(code, 400, "{reason}");
     assert!(
         reason["error"].as_str().unwrap().contains("mailboxes"),
         "{reason}"
@@ -231,13 +221,8 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
 
     // Back with both, through the API this time: a's remaining mail arrives.
     write(&[("a2", a.port()), ("b", b.port())], "");
-    let answer = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/api/reload"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    let summary: serde_json::Value = answer.json().await.unwrap();
+    let (code, summary) = post_reload(port).await;
+    assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["added"], serde_json::json!(["a"]), "{summary}");
     until(&log, "a emptied", Duration::from_secs(60), || {
         a.remaining().is_empty()
@@ -250,6 +235,23 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         62 + 23,
         "every message, once"
     );
+    stop(child, &log).await;
+}
+
+/// `pophook run --log-format json` on the configuration at `config`, its log in `log`;
+/// killed when dropped.
+fn spawn_run(config: &Path, log: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn stop(mut child: tokio::process::Child, log: &Path) {
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -259,5 +261,257 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         .await
         .expect("pophook exits after SIGTERM")
         .unwrap();
-    assert!(status.success(), "{}", log_text());
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// The status code and body of a GET, `None` while nothing answers.
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// What `probe` answers once it answers `Some`, polling; panics with `what` and
+/// pophook's log (at `log`) after 20s.
+async fn answered<T, F: std::future::Future<Output = Option<T>>>(
+    log: &Path,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; pophook's log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `POST /api/reload`: its status and JSON answer.
+async fn post_reload(port: u16) -> (u16, serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/reload"))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap())
+}
+
+/// The value of `name{mailbox="MAILBOX"}` in Prometheus text.
+fn series(metrics: &str, name: &str, mailbox: &str) -> Option<f64> {
+    let prefix = format!("{name}{{mailbox=\"{mailbox}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+}
+
+/// The lines of `metrics` that carry the label `mailbox="MAILBOX"`.
+fn labelled<'a>(metrics: &'a str, mailbox: &str) -> Vec<&'a str> {
+    let label = format!("mailbox=\"{mailbox}\"");
+    metrics.lines().filter(|l| l.contains(&label)).collect()
+}
+
+/// The mailbox "gone" in `metrics` (its retrying message, two hours old) and in the
+/// service's /readyz (not ready) and /api/status at `base`.
+async fn shows_gone(base: &str, metrics: &str) {
+    assert_eq!(
+        series(metrics, "pophook_messages_retrying", "gone"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let age = series(
+        metrics,
+        "pophook_oldest_undelivered_message_age_seconds",
+        "gone",
+    );
+    assert!(age.is_some_and(|age| age >= 7200.0), "{metrics}");
+    let (code, ready) = get(&format!("{base}/readyz")).await.unwrap();
+    assert!(code == 503 && ready.contains("\"gone\""), "{code} {ready}");
+    let (_, status) = get(&format!("{base}/api/status")).await.unwrap();
+    assert!(status.contains("\"gone\""), "{status}");
+}
+
+/// An alert on a removed mailbox's oldest undelivered message must clear: after the
+/// reload its series are gone from /metrics (not frozen at their last values), and
+/// /readyz and /api/status no longer name it. Added back under the same name, it shows
+/// again with what the state still holds for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_mailbox_leaves_metrics_readiness_and_status_and_shows_again_when_added_back() {
+    let keep = Scripted::start(Script::default()).await;
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    // Nothing listens there: "gone" never completes a cycle, so it is not ready.
+    let gone_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // And its state holds a message that first failed two hours ago.
+    {
+        use pophook::ledger::{self, Ledger, Record};
+        let ledger = Ledger::open(&state, pophook::watchdog::Watchdog::default()).unwrap();
+        ledger.put_record(
+            "gone",
+            "uid-1",
+            Record::Retrying {
+                attempts: 1,
+                rejections: 0,
+                drops: 0,
+                next_attempt_ms: ledger::now_ms() + 3_600_000,
+                delay_ms: Some(3_600_000),
+                last_error: "webhook answered HTTP 503".into(),
+                oversized: false,
+                since: ledger::now() - 7200,
+            },
+        );
+        ledger.close().await.unwrap();
+    }
+    let path = dir.path().join("config.yaml");
+    let write = |with_gone: bool| {
+        let mut entries = scripted_mailbox("keep", keep.port(), "");
+        if with_gone {
+            entries += &scripted_mailbox("gone", gone_port, "");
+        }
+        std::fs::write(
+            &path,
+            format!(
+                "state_dir: {}\nhttp: {{listen: '127.0.0.1:{port}'}}\nwebhook: {{url: {}}}\nmailboxes:\n{entries}",
+                state.display(),
+                receiver.url()
+            ),
+        )
+        .unwrap();
+    };
+    write(true);
+    let log = dir.path().join("stderr.log");
+    let child = spawn_run(&path, &log);
+    let base = format!("http://127.0.0.1:{port}");
+    let metrics_url = format!("{base}/metrics");
+
+    let metrics = answered(&log, "both mailboxes cycled", || async {
+        let metrics = get(&metrics_url).await?.1;
+        let cycled = |mailbox, result| {
+            labelled(&metrics, mailbox).iter().any(|line| {
+                line.starts_with("pophook_cycles_total{")
+                    && line.contains(&format!("result=\"{result}\""))
+            })
+        };
+        (cycled("keep", "ok") && cycled("gone", "error")).then_some(metrics)
+    })
+    .await;
+    shows_gone(&base, &metrics).await;
+
+    write(false);
+    let (code, summary) = post_reload(port).await;
+    assert_eq!(code, 200, "{summary}");
+    assert_eq!(summary["removed"], serde_json::json!(["gone"]), "{summary}");
+    let metrics = get(&metrics_url).await.unwrap().1;
+    assert_eq!(labelled(&metrics, "gone"), Vec::<&str>::new(), "{metrics}");
+    assert!(
+        series(&metrics, "pophook_messages_retrying", "keep").is_some(),
+        "{metrics}"
+    );
+    let (code, ready) = get(&format!("{base}/readyz")).await.unwrap();
+    assert!(code == 200 && !ready.contains("gone"), "{code} {ready}");
+    let (_, status) = get(&format!("{base}/api/status")).await.unwrap();
+    assert!(!status.contains("gone"), "{status}");
+
+    write(true);
+    let (code, summary) = post_reload(port).await;
+    assert_eq!(code, 200, "{summary}");
+    assert_eq!(summary["added"], serde_json::json!(["gone"]), "{summary}");
+    shows_gone(&base, &get(&metrics_url).await.unwrap().1).await;
+    stop(child, &log).await;
+}
+
+/// A reload cannot move the endpoint, the state, the shutdown grace or the memory
+/// bound of a running service. When the file changes them, the reload applies the rest
+/// (an added mailbox starts) and names those keys, never a secret's value, in a warning
+/// and in the API's answer; the endpoint stays where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_rest() {
+    const TOKEN: &str = "reload-token-8c1f0a7e5d3b";
+    let a = Scripted::start(Script::default()).await;
+    let b = Scripted::start(Script {
+        messages: vec![message(1)],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let (port, moved_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir: {}\nhttp: {{listen: '127.0.0.1:{port}'}}\nwebhook: {{url: {}}}\nmailboxes:\n{}",
+            dir.path().join("state").display(),
+            receiver.url(),
+            scripted_mailbox("a", a.port(), ""),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let child = spawn_run(&path, &log);
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    answered(&log, "/healthz", || get(&health)).await;
+
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir: {}\nshutdown_timeout: 7s\nmax_memory: 8388608\nhttp: {{listen: '127.0.0.1:{moved_port}', token: {TOKEN}}}\nwebhook: {{url: {}}}\nmailboxes:\n{}{}",
+            dir.path().join("state2").display(),
+            receiver.url(),
+            scripted_mailbox("a", a.port(), ""),
+            scripted_mailbox("b", b.port(), ""),
+        ),
+    )
+    .unwrap();
+    let restart = serde_json::json!([
+        "http.listen",
+        "http.token",
+        "max_memory",
+        "shutdown_timeout",
+        "state_dir"
+    ]);
+    // Through the running endpoint, which still asks for no token.
+    let (code, summary) = post_reload(port).await;
+    assert_eq!(code, 200, "{summary}");
+    assert_eq!(summary["added"], serde_json::json!(["b"]), "{summary}");
+    assert_eq!(summary["need_restart"], restart, "{summary}");
+    // The rest applied: b started and delivered.
+    receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
+    // The warning names the keys, and so does a SIGHUP's.
+    hangup(&child);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    until(&log, "two warnings", Duration::from_secs(10), || {
+        logged(&log_text(), "restart pophook to apply").len() == 2
+    })
+    .await;
+    for warning in logged(&log_text(), "restart pophook to apply") {
+        assert_eq!(
+            warning["settings"], "http.listen, http.token, max_memory, shutdown_timeout, state_dir",
+            "{warning}"
+        );
+    }
+    assert!(!log_text().contains(TOKEN), "the token was logged");
+    // The endpoint did not move.
+    assert!(get(&health).await.is_some());
+    assert!(get(&format!("http://127.0.0.1:{moved_port}/healthz"))
+        .await
+        .is_none());
+    stop(child, &log).await;
 }

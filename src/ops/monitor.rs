@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -21,8 +21,12 @@ use crate::mailbox::Mailbox;
 use crate::mailbox::{CycleError, CycleReport};
 use crate::ops::status::Deliveries;
 
+mod describe;
 mod oldest;
+mod retired;
+use describe::describe;
 use oldest::Oldest;
+use retired::Retired;
 
 /// A mailbox is not ready once its last completed cycle is older than this many poll
 /// intervals: one missed poll is normal (a slow cycle, a backoff), three are not.
@@ -66,6 +70,8 @@ pub struct Monitor {
     recorder: Arc<PrometheusRecorder>,
     /// Replaced on a configuration reload.
     mailboxes: RwLock<Vec<Arc<MailboxMonitor>>>,
+    /// Mailboxes a reload removed, whose series the exposition leaves out.
+    retired: Mutex<Retired>,
     connections: Arc<Connections>,
 }
 
@@ -95,6 +101,7 @@ impl Monitor {
                     .map(|m| Arc::new(MailboxMonitor::new(m, recorder.clone())))
                     .collect(),
             ),
+            retired: Mutex::default(),
             connections: Arc::new(Connections {
                 recorder: recorder.clone(),
             }),
@@ -131,8 +138,9 @@ impl Monitor {
 
     /// After a reload: the monitors of `mailboxes`, keeping those of `unchanged` names
     /// (their history and readiness go on) and making new ones for the rest. The
-    /// instruments are the recorder's, by name, so counters continue either way.
-    /// Returns the new monitors.
+    /// instruments are the recorder's, by name, so counters continue either way, also
+    /// for a mailbox removed and added back. The series of removed ones leave the
+    /// exposition. Returns the new monitors.
     pub fn replace(
         &self,
         mailboxes: &[Mailbox],
@@ -156,6 +164,11 @@ impl Monitor {
                 }
             })
             .collect();
+        let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reloaded(current.iter().map(|m| m.name.as_str()), &names);
         *current = next;
         made
     }
@@ -170,7 +183,11 @@ impl Monitor {
                 .oldest_age
                 .set(oldest.map_or(0.0, |o| o.age_at(now).as_secs_f64().floor()));
         }
-        self.handle.render()
+        let exposition = self.handle.render();
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .filter(exposition)
     }
 
     /// Folds recorded histogram samples into their buckets, so memory stays bounded
@@ -286,6 +303,11 @@ impl MailboxMonitor {
             endpoint_disabled: gauge(name::ENDPOINT_DISABLED),
             left_alone: gauge(name::LEFT_ALONE),
         };
+        // What a new monitor knows (its `Live`): a mailbox changed or added back starts
+        // with its endpoint enabled and nothing left alone, whatever an earlier
+        // configuration of that name last reported.
+        instruments.endpoint_disabled.set(0.0);
+        instruments.left_alone.set(0.0);
         MailboxMonitor {
             name: name.to_string(),
             poll_interval: mailbox.poll_interval,
@@ -499,94 +521,6 @@ fn register_counter(
     extra: &[(&'static str, &'static str)],
 ) -> Counter {
     recorder.register_counter(&Key::from_parts(metric, labels(mailbox, extra)), &METADATA)
-}
-
-fn describe(recorder: &PrometheusRecorder) {
-    let counter = |metric: &'static str, unit: Option<Unit>, help: &'static str| {
-        recorder.describe_counter(KeyName::from_const_str(metric), unit, help.into())
-    };
-    counter(
-        name::FETCHED,
-        None,
-        "Messages downloaded (whole, or headers only when oversized).",
-    );
-    counter(
-        name::FETCHED_BYTES,
-        Some(Unit::Bytes),
-        "Bytes of messages downloaded.",
-    );
-    counter(
-        name::DELIVERED,
-        None,
-        "Events the webhook accepted with a 2xx.",
-    );
-    counter(
-        name::PARKED_TOTAL,
-        None,
-        "Messages parked because their retries ran out.",
-    );
-    counter(
-        name::DELIVERY_FAILURES,
-        None,
-        "Failed webhook POSTs, by reason: network, timeout, redirect, gone, http_4xx, http_5xx.",
-    );
-    counter(
-        name::CONNECTIONS_OPENED,
-        None,
-        "Connections (TCP, and TLS for https) opened to a webhook endpoint (scheme://host:port); compare with delivered events to see reuse.",
-    );
-    counter(
-        name::CYCLES,
-        None,
-        "Mailbox cycles, by result: ok (server reached) or error.",
-    );
-    let gauge = |metric: &'static str, unit: Option<Unit>, help: &'static str| {
-        recorder.describe_gauge(KeyName::from_const_str(metric), unit, help.into())
-    };
-    gauge(
-        name::LAST_SUCCESS,
-        Some(Unit::Seconds),
-        "Unix time when a cycle last ended without error.",
-    );
-    gauge(name::RETRYING, None, "Messages waiting for a retry.");
-    gauge(
-        name::PARKED,
-        None,
-        "Parked messages waiting for an operator.",
-    );
-    gauge(
-        name::OLDEST_AGE,
-        Some(Unit::Seconds),
-        "Age of the oldest undelivered (retrying or parked) message, from its first failed attempt; 0 when none.",
-    );
-    gauge(
-        name::ENDPOINT_DISABLED,
-        None,
-        "1 when the webhook answered 410 Gone and nothing is posted.",
-    );
-    gauge(
-        name::LEFT_ALONE,
-        None,
-        "Listed messages the last cycle left on the server without fetching them (unusable UIDL).",
-    );
-    gauge(name::BUILD_INFO, None, "Always 1; the version is a label.");
-    gauge(
-        name::OAUTH2_EXPIRY,
-        Some(Unit::Seconds),
-        "Unix time when the mailbox's current OAuth2 access token expires (auth: xoauth2, from the token endpoint's expires_in).",
-    );
-    let histogram = |metric: &'static str, help: &'static str| {
-        recorder.describe_histogram(
-            KeyName::from_const_str(metric),
-            Some(Unit::Seconds),
-            help.into(),
-        )
-    };
-    histogram(name::CYCLE_DURATION, "How long a mailbox cycle took.");
-    histogram(
-        name::WEBHOOK_DURATION,
-        "How long a webhook POST took until its answer or failure.",
-    );
 }
 
 #[cfg(test)]

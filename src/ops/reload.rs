@@ -3,6 +3,8 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ops::http::HttpConfig;
+
 /// Asks a running service to read its configuration again (SIGHUP, `POST /api/reload`).
 #[derive(Clone)]
 pub struct ReloadHandle(mpsc::Sender<oneshot::Sender<Result<ReloadSummary, String>>>);
@@ -37,6 +39,53 @@ pub struct ReloadSummary {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
-    /// Settings that only a restart applies (state_dir, http, shutdown_timeout).
+    /// Changed keys that only a restart applies (`state_dir`, `http.listen`, …), by
+    /// name: the reload applied everything else.
     pub need_restart: Vec<String>,
 }
+
+/// The `http` keys that differ between the running endpoint and a new configuration's
+/// (`http` itself when one of them has none); the endpoint is bound and configured once,
+/// at start.
+pub fn http_changes(running: Option<&HttpConfig>, new: Option<&HttpConfig>) -> Vec<String> {
+    let (Some(running), Some(new)) = (running, new) else {
+        return if running.is_some() == new.is_some() {
+            Vec::new()
+        } else {
+            vec!["http".into()]
+        };
+    };
+    // Field by field, so a new `http` setting cannot compile without being compared.
+    let HttpConfig {
+        listen,
+        token,
+        protect_metrics,
+        allowed_hosts,
+        max_connections,
+    } = new;
+    [
+        ("http.listen", *listen != running.listen),
+        // `token_file` and `token_env` resolve to the token: a new secret in the file
+        // counts, the same one under another source does not.
+        ("http.token", *token != running.token),
+        (
+            "http.protect_metrics",
+            *protect_metrics != running.protect_metrics,
+        ),
+        (
+            "http.allowed_hosts",
+            *allowed_hosts != running.allowed_hosts,
+        ),
+        (
+            "http.max_connections",
+            *max_connections != running.max_connections,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests;

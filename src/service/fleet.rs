@@ -365,18 +365,8 @@ fn reload(
             return Err(e.to_string());
         }
     };
-    let mut need_restart = Vec::new();
-    if new.state_dir != current.state_dir {
-        need_restart.push("state_dir".to_string());
-    }
-    if new.http != current.http {
-        need_restart.push("http".to_string());
-    }
-    if new.shutdown_timeout != current.shutdown_timeout {
-        need_restart.push("shutdown_timeout".to_string());
-    }
     let mut summary = fleet.apply(&new.mailboxes);
-    summary.need_restart = need_restart;
+    summary.need_restart = need_restart(current, &new);
     *mailboxes.write().unwrap_or_else(|e| e.into_inner()) = new.mailboxes.clone();
     info!(
         added = ?summary.added,
@@ -385,10 +375,52 @@ fn reload(
         "configuration reloaded"
     );
     if !summary.need_restart.is_empty() {
-        warn!(settings = ?summary.need_restart, "these settings changed but apply only after a restart");
+        warn!(
+            settings = %summary.need_restart.join(", "),
+            "restart pophook to apply these changed settings; the reload applied everything else"
+        );
     }
     // What the service keeps running with; settings needing a restart stay as they are.
     current.mailboxes = new.mailboxes;
     current.other_shards = new.other_shards;
     Ok(summary)
+}
+
+/// The keys of `new` that differ from what the service runs with and that only a
+/// restart applies, by name (never by value: `http.token` is a secret), sorted. They are
+/// read once at start: the listener and its limits, the opened state, the grace and
+/// memory budget every task shares.
+fn need_restart(current: &Config, new: &Config) -> Vec<String> {
+    // Taken apart field by field, so a new setting cannot compile without a decision
+    // here: applied by a reload, or named as needing a restart.
+    let Config {
+        state_dir,
+        shutdown_timeout,
+        max_memory,
+        http,
+        // Applied: the mailboxes (shard and storage settings reach them through the
+        // configuration) and the names other shards poll.
+        mailboxes: _,
+        shard: _,
+        other_shards: _,
+        storage: _,
+    } = new;
+    let mut keys: Vec<String> = [
+        ("state_dir", *state_dir != current.state_dir),
+        (
+            "shutdown_timeout",
+            *shutdown_timeout != current.shutdown_timeout,
+        ),
+        ("max_memory", *max_memory != current.max_memory),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .chain(crate::ops::reload::http_changes(
+        current.http.as_ref(),
+        http.as_ref(),
+    ))
+    .collect();
+    keys.sort();
+    keys
 }

@@ -54,3 +54,40 @@ fn a_wall_clock_behind_the_state_is_logged() {
         "{log}"
     );
 }
+
+#[test]
+fn a_retired_mailbox_leaves_the_exposition_until_it_is_configured_again() {
+    let exposition = "\
+# HELP pophook_messages_retrying Messages waiting for a retry.
+# TYPE pophook_messages_retrying gauge
+pophook_messages_retrying{mailbox=\"gone\"} 1
+pophook_messages_retrying{mailbox=\"gone2\"} 2
+pophook_messages_retrying{mailbox=\"kept\"} 3
+
+pophook_cycles_total{mailbox=\"gone\",result=\"ok\"} 4
+pophook_cycle_duration_seconds_bucket{mailbox=\"gone\",le=\"0.05\"} 5
+pophook_cycle_duration_seconds_sum{mailbox=\"gone\"} 6
+pophook_webhook_connections_opened_total{endpoint=\"http://gone:80\"} 7
+pophook_x{other=\"a,mailbox=\\\"gone\\\"\"} 8
+pophook_x{other=\"a\",mailbox=\"gone\"} 9
+pophook_build_info{version=\"1\"} 1
+";
+    let mut retired = Retired::default();
+    assert_eq!(retired.filter(exposition.to_string()), exposition);
+    retired.reloaded(["kept", "gone", "gone2"], &["kept", "gone2"]);
+    // Every sample labelled mailbox="gone", wherever the label sits; not "gone2", not
+    // an endpoint or another label's value that merely contains the text.
+    let cut = [
+        "pophook_messages_retrying{mailbox=\"gone\"} 1",
+        "pophook_cycles_total{mailbox=\"gone\",result=\"ok\"} 4",
+        "pophook_cycle_duration_seconds_bucket{mailbox=\"gone\",le=\"0.05\"} 5",
+        "pophook_cycle_duration_seconds_sum{mailbox=\"gone\"} 6",
+        "pophook_x{other=\"a\",mailbox=\"gone\"} 9",
+    ];
+    let kept: Vec<&str> = exposition.lines().filter(|l| !cut.contains(l)).collect();
+    assert_eq!(kept.len(), exposition.lines().count() - cut.len());
+    let filtered = retired.filter(exposition.to_string());
+    assert_eq!(filtered.lines().collect::<Vec<_>>(), kept);
+    retired.reloaded(["kept", "gone2"], &["kept", "gone", "gone2"]);
+    assert_eq!(retired.filter(exposition.to_string()), exposition);
+}
