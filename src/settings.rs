@@ -1,7 +1,8 @@
 //! What every component's settings are checked with, wherever they are validated:
 //! one error type that names the key and what to do, and one way to read a secret
 //! (an inline value, a file with `_file`, an environment variable with `_env`),
-//! resolved once at load so nothing later reads the environment.
+//! resolved once at load so nothing later reads the environment; and one way to read
+//! a CA certificate to trust (`tls_ca_file`), checked at load too.
 
 use std::path::PathBuf;
 
@@ -66,6 +67,20 @@ pub fn resolve_secret(
         return Ok(Some(Secret::new(value)));
     }
     Ok(inline)
+}
+
+/// The PEM at `path`, checked to be a certificate; `key` names it in errors.
+pub fn read_ca_pem(key: &str, path: Option<PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(&path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    native_tls::Certificate::from_pem(&pem).map_err(|e| {
+        invalid(
+            key,
+            format!("{} is not a PEM certificate: {e}", path.display()),
+        )
+    })?;
+    Ok(Some(pem))
 }
 
 pub(super) fn last_segment(key: &str) -> &str {

@@ -16,7 +16,7 @@ use rusty_s3::{Bucket, Credentials, S3Action as _, UrlStyle};
 use serde::Deserialize;
 
 use crate::secret::Secret;
-use crate::settings::{invalid, resolve_secret, ConfigError};
+use crate::settings::{invalid, read_ca_pem, resolve_secret, ConfigError};
 
 /// SigV4 presigned URLs are valid for at most 7 days.
 pub const MAX_URL_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -49,6 +49,7 @@ pub(crate) struct RawStorage {
     url_expiry: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    tls_ca_file: Option<PathBuf>,
 }
 
 /// How the bucket appears in object URLs.
@@ -169,6 +170,7 @@ pub(crate) fn validate(raw: RawStorage) -> Result<Storage, ConfigError> {
     if timeout.is_zero() {
         return Err(invalid("storage.timeout", "must be more than 0s"));
     }
+    let ca_pem = read_ca_pem("storage.tls_ca_file", raw.tls_ca_file)?;
     Ok(Storage {
         endpoint_display: display(&endpoint),
         credentials: Credentials::new(access_key.expose(), secret_key.expose()),
@@ -180,6 +182,7 @@ pub(crate) fn validate(raw: RawStorage) -> Result<Storage, ConfigError> {
         prefix,
         url_expiry,
         timeout,
+        ca_pem,
         client: std::sync::OnceLock::new(),
     })
 }
@@ -237,6 +240,8 @@ pub struct Storage {
     prefix: String,
     url_expiry: Duration,
     timeout: Duration,
+    /// PEM of a CA trusted besides the system's (`tls_ca_file`), read at load.
+    ca_pem: Option<Vec<u8>>,
     /// Made on the first request, by the task that sends it: the configuration holds
     /// settings, not live clients.
     client: std::sync::OnceLock<reqwest::Client>,
@@ -254,6 +259,7 @@ impl std::fmt::Debug for Storage {
             .field("prefix", &self.prefix)
             .field("url_expiry", &self.url_expiry)
             .field("timeout", &self.timeout)
+            .field("tls_ca_file", &self.ca_pem.is_some())
             .finish()
     }
 }
@@ -283,6 +289,11 @@ impl Storage {
         hash.update(self.access_key.expose().as_bytes());
         hash.update([0]);
         hash.update(self.secret_key.expose().as_bytes());
+        // The certificate, not its path: a CA renewed in place is applied by a reload.
+        if let Some(pem) = &self.ca_pem {
+            hash.update([0]);
+            hash.update(pem);
+        }
         format!("{:x}", hash.finalize())
     }
 
@@ -323,9 +334,11 @@ impl Storage {
     pub async fn confirm_bucket(&self) -> Result<(), StorageError> {
         let url = HeadBucket::new(&self.bucket, Some(&self.credentials)).sign(SIGN_FOR);
         match self.send(self.client("")?.head(url), "").await {
-            Err(error @ (StorageError::Unreachable { .. } | StorageError::Timeout { .. })) => {
-                Err(error)
-            }
+            Err(
+                error @ (StorageError::Unreachable { .. }
+                | StorageError::Tls { .. }
+                | StorageError::Timeout { .. }),
+            ) => Err(error),
             Err(error @ StorageError::MissingBucket { .. }) => Err(error),
             Ok(()) | Err(_) => Ok(()),
         }
@@ -354,18 +367,22 @@ impl Storage {
     }
 
     /// The HTTP client (no redirects: one would send the signed request elsewhere, and
-    /// S3 does not redirect signed requests that succeed).
+    /// S3 does not redirect signed requests that succeed), trusting the system's CAs
+    /// and `tls_ca_file`'s.
     fn client(&self, key: &str) -> Result<&reqwest::Client, StorageError> {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let built = crate::http::client_builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| StorageError::Unreachable {
-                at: self.place(key),
-                reason: format!("cannot set up the HTTP client: {}", describe_reqwest(&e)),
-            })?;
+        let setup_failed = |e: reqwest::Error| StorageError::Unreachable {
+            at: self.place(key),
+            reason: format!("cannot set up the HTTP client: {}", describe_reqwest(&e)),
+        };
+        let mut builder = crate::http::client_builder().connect_timeout(CONNECT_TIMEOUT);
+        if let Some(pem) = &self.ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).map_err(setup_failed)?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let built = builder.build().map_err(setup_failed)?;
         Ok(self.client.get_or_init(|| built))
     }
 
@@ -380,13 +397,14 @@ impl Storage {
     async fn send(&self, request: reqwest::RequestBuilder, key: &str) -> Result<(), StorageError> {
         let at = || self.place(key);
         let exchange = async {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| StorageError::Unreachable {
-                    at: at(),
-                    reason: describe_reqwest(&e),
-                })?;
+            let response = request.send().await.map_err(|e| {
+                let reason = describe_reqwest(&e);
+                if is_tls(&e) {
+                    StorageError::Tls { at: at(), reason }
+                } else {
+                    StorageError::Unreachable { at: at(), reason }
+                }
+            })?;
             let status = response.status();
             if status.is_success() {
                 return Ok(());
@@ -462,6 +480,18 @@ fn describe_reqwest(error: &reqwest::Error) -> String {
     text
 }
 
+/// Whether the TLS handshake failed (the certificate, mostly), not the connection.
+fn is_tls(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<native_tls::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// An error answer, by S3's `<Code>` where there is one, else by status.
 fn classify(status: u16, body: &[u8], at: Place) -> StorageError {
     let code = s3_code(body);
@@ -526,6 +556,8 @@ impl std::fmt::Display for Place {
 pub enum StorageError {
     #[error("storage unreachable ({reason}) at {at}; check `storage.endpoint` and that the store is running")]
     Unreachable { at: Place, reason: String },
+    #[error("storage TLS handshake failed ({reason}) at {at}; if a private CA signed the store's certificate, set `storage.tls_ca_file` to that CA's PEM file, else check the certificate's host name and dates")]
+    Tls { at: Place, reason: String },
     #[error("storage did not answer within {after:?} at {at}; raise `storage.timeout` or check the store")]
     Timeout { at: Place, after: Duration },
     #[error("storage refused the credentials ({code}) at {at}; check `storage.access_key` and `storage.secret_key`")]

@@ -2,7 +2,8 @@
 //! which checks every SigV4 signature): large attachments go to the store and small
 //! ones inline, presigned URLs fetch the bytes, a store that refuses keeps the mail on
 //! the POP3 server for the retry schedule, a retry overwrites the same objects, and
-//! `check` names what is wrong without printing the secret.
+//! `check` names what is wrong without printing the secret; a store behind a private CA
+//! is reached through `storage.tls_ca_file`, and without it the error names that key.
 
 mod common;
 
@@ -10,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+use common::certs::TestCerts;
 use common::receiver::{Receiver, Reply};
 use common::s3::{S3, SECRET_KEY};
 use common::scripted::{Script, Scripted};
@@ -208,6 +210,13 @@ async fn a_refusing_store_keeps_the_mail_and_retries(
     if create_bucket {
         s3.create_bucket(BUCKET);
     }
+    the_mail_stays_and_is_retried(&s3.storage_yaml(BUCKET, secret, ""), secret, &[says]).await;
+}
+
+/// With a store that fails, over two cycles: nothing is posted, the mail stays on the
+/// POP3 server, its record counts the attempts and holds an error that says each of
+/// `says` and neither `secret` nor a signature.
+async fn the_mail_stays_and_is_retried(storage: &str, secret: &str, says: &[&str]) {
     let raw = message(&pseudo_random(200_000, 3), b"x");
     let server = Scripted::start(Script {
         messages: vec![raw],
@@ -215,12 +224,7 @@ async fn a_refusing_store_keeps_the_mail_and_retries(
     })
     .await;
     let receiver = Receiver::start().await;
-    let cfg = config(
-        &receiver,
-        server.port(),
-        RETRY_AT_ONCE,
-        &s3.storage_yaml(BUCKET, secret, ""),
-    );
+    let cfg = config(&receiver, server.port(), RETRY_AT_ONCE, storage);
 
     for attempt in 1..=2u32 {
         let report = once(&cfg).await;
@@ -238,7 +242,7 @@ async fn a_refusing_store_keeps_the_mail_and_retries(
                 ..
             }) => {
                 assert_eq!(attempts, attempt, "retried on the normal schedule");
-                assert!(last_error.contains(says), "{last_error}");
+                assert!(says.iter().all(|s| last_error.contains(s)), "{last_error}");
                 assert!(!last_error.contains(secret) && !last_error.contains("X-Amz-Signature"));
             }
             other => panic!("expected a retry record, got {other:?}"),
@@ -368,4 +372,210 @@ async fn check_names_a_wrong_secret_and_a_missing_bucket_without_printing_the_se
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
     assert!(text.contains("storage unreachable"), "{text}");
+}
+
+/// A TLS front for s3s-fs (which speaks plain http), with a certificate from a private
+/// CA: what an operator's MinIO or Garage behind their own CA looks like to pophook.
+struct TlsFront {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    async fn start(certs: &TestCerts, upstream: &str) -> TlsFront {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let acceptor = tokio_native_tls::TlsAcceptor::from(
+            native_tls::TlsAcceptor::new(certs.identity()).unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        TlsFront { port, task }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// s3s-fs behind a TLS front, its bucket created, and the `storage` section for it
+/// with `extra` keys.
+async fn store_behind_tls(certs: &TestCerts, extra: &str) -> (S3, TlsFront, String) {
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let front = TlsFront::start(certs, &s3.endpoint()).await;
+    let yaml = s3
+        .storage_yaml(BUCKET, SECRET_KEY, extra)
+        .replace(&s3.endpoint(), &front.endpoint());
+    (s3, front, yaml)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_behind_a_private_ca_is_trusted_through_tls_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(dir.path());
+    let ca = format!("  tls_ca_file: {}\n", certs.ca_cert.display());
+    let (s3, _front, storage) = store_behind_tls(&certs, &ca).await;
+    let large = pseudo_random(300_000, 11);
+    let server = Scripted::start(Script {
+        messages: vec![message(&large, b"x")],
+        ..Script::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let cfg = config(&receiver, server.port(), "", &storage);
+
+    let report = once(&cfg).await;
+    assert_eq!((report.delivered, report.failed), (1, 0), "{}", s3.log());
+    assert!(server.remaining().is_empty(), "delivered, so DELEd");
+    let requests = receiver.accepted();
+    assert_eq!(requests.len(), 1);
+    let stored = &requests[0].json()["data"]["attachments"][0];
+    assert_eq!(stored["sha256"], hex(&Sha256::digest(&large)));
+    let objects = s3.objects(BUCKET);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].0, stored["storage_key"].as_str().unwrap());
+    assert_eq!(hex(&Sha256::digest(&objects[0].1)), stored["sha256"]);
+    // The presigned URL names the https endpoint and fetches through it.
+    let url = stored["url"].as_str().unwrap();
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&certs.ca_cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let fetched = trusting
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(fetched == large);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_tls_ca_file_a_private_ca_is_a_clear_error_and_the_mail_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(dir.path());
+    let (s3, _front, storage) = store_behind_tls(&certs, "").await;
+    // The error names the fix.
+    the_mail_stays_and_is_retried(&storage, SECRET_KEY, &["TLS", "`storage.tls_ca_file`"]).await;
+    assert!(s3.objects(BUCKET).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reaches_a_store_behind_a_private_ca_only_with_tls_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(dir.path());
+    let ca = format!("  tls_ca_file: {}\n", certs.ca_cert.display());
+    let (s3, front, trusting) = store_behind_tls(&certs, &ca).await;
+    let server = Scripted::start(Script::default()).await;
+    let receiver = Receiver::start().await;
+    let check = |storage: &str| {
+        let output = config(&receiver, server.port(), "", storage).pophook(&["check"]);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), all)
+    };
+
+    let (ok, output) = check(&trusting);
+    assert!(ok && output.contains("storage: ok"), "{output}");
+    assert!(s3.objects(BUCKET).is_empty(), "the check object is deleted");
+
+    let untrusting = s3
+        .storage_yaml(BUCKET, SECRET_KEY, "")
+        .replace(&s3.endpoint(), &front.endpoint());
+    let (ok, output) = check(&untrusting);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("storage: FAILED") && output.contains("`storage.tls_ca_file`"),
+        "{output}"
+    );
+}
+
+#[test]
+fn an_unreadable_or_non_pem_tls_ca_file_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (file, says) in [
+        (&missing, "cannot read"),
+        (&not_pem, "is not a PEM certificate"),
+    ] {
+        let yaml = format!(
+            "webhook:\n  url: http://127.0.0.1:8080/\n  attachments: store\nmailboxes:\n{}\n\
+             storage:\n  endpoint: https://127.0.0.1:9000\n  bucket: {BUCKET}\n  access_key: a\n  secret_key: {SECRET_KEY}\n  tls_ca_file: {}\n",
+            scripted_mailbox("box", 110, ""),
+            file.display()
+        );
+        let e = pophook::config::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(
+            e.contains("`storage.tls_ca_file`")
+                && e.contains(says)
+                && e.contains(&file.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.contains(SECRET_KEY), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_ca_changes_the_fingerprints_so_a_reload_applies_it() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ca_a, ca_b) = (
+        TestCerts::generate(dir_a.path()).ca_cert,
+        TestCerts::generate(dir_b.path()).ca_cert,
+    );
+    let server = Scripted::start(Script::default()).await;
+    let receiver = Receiver::start().await;
+    let trusted = dir_a.path().join("trusted.pem");
+    let storage = |extra: &str| {
+        format!("storage:\n  endpoint: https://localhost:9000\n  bucket: {BUCKET}\n  access_key: a\n  secret_key: {SECRET_KEY}\n{extra}")
+    };
+    let fingerprints = |extra: &str| {
+        let cfg = config(&receiver, server.port(), "", &storage(extra));
+        (
+            cfg.config.storage.as_ref().unwrap().fingerprint(),
+            cfg.config.mailboxes[0].fingerprint(),
+        )
+    };
+    let with_ca = format!("  tls_ca_file: {}\n", trusted.display());
+    std::fs::copy(&ca_a, &trusted).unwrap();
+    let first = fingerprints(&with_ca);
+    assert_eq!(
+        fingerprints(&with_ca),
+        first,
+        "stable while nothing changes"
+    );
+    assert_ne!(fingerprints(""), first);
+    // The same path, another certificate: what renewing a CA in place looks like.
+    std::fs::copy(&ca_b, &trusted).unwrap();
+    let renewed = fingerprints(&with_ca);
+    assert_ne!(renewed.0, first.0);
+    assert_ne!(renewed.1, first.1, "the mailbox restarts with the new CA");
 }

@@ -1,6 +1,5 @@
 //! `mailboxes[]`: the server, the schedule and the merged webhook of each.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,7 @@ use crate::mailbox::Mailbox;
 use crate::pop3::codec::DEFAULT_MAX_LINE;
 use crate::pop3::{AuthMethod, ServerConfig, TlsMode};
 use crate::secret::Secret;
-use crate::settings::resolve_secret;
-use crate::settings::{invalid, ConfigError};
+use crate::settings::{invalid, read_ca_pem, resolve_secret, ConfigError};
 use crate::storage::Storage;
 
 pub(super) fn validate_mailbox(
@@ -153,21 +151,4 @@ pub(super) fn validate_mailbox(
         webhook,
         event,
     })
-}
-
-/// The PEM at `path`, checked to be a certificate; `key` names it in errors.
-pub(super) fn read_ca_pem(
-    key: &str,
-    path: Option<PathBuf>,
-) -> Result<Option<Vec<u8>>, ConfigError> {
-    let Some(path) = path else { return Ok(None) };
-    let pem = std::fs::read(&path)
-        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
-    native_tls::Certificate::from_pem(&pem).map_err(|e| {
-        invalid(
-            key,
-            format!("{} is not a PEM certificate: {e}", path.display()),
-        )
-    })?;
-    Ok(Some(pem))
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mailbox::read_ca_pem;
 use super::oauth2::is_loopback;
 use super::raw::{RawHeaderValue, RawRetry, RawWebhook, SecretList};
 use super::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_WEBHOOK_CONNECT_TIMEOUT, DEFAULT_WEBHOOK_TIMEOUT};
@@ -15,8 +14,7 @@ use crate::delivery::signing::SigningKey;
 use crate::delivery::{BasicAuth, WebhookConfig, WebhookUrl};
 use crate::event::{self, AttachmentMode};
 use crate::secret::Secret;
-use crate::settings::resolve_secret;
-use crate::settings::{invalid, ConfigError};
+use crate::settings::{invalid, read_ca_pem, resolve_secret, ConfigError};
 use crate::storage::{RawMode, Storage};
 
 /// A mailbox's `webhook` block over the top-level one. The signing secret is taken
