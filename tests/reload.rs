@@ -440,7 +440,7 @@ async fn a_removed_mailbox_leaves_metrics_readiness_and_status_and_shows_again_w
 /// A reload cannot move the endpoint, the state, the shutdown grace or the memory
 /// bound of a running service. When the file changes them, the reload applies the rest
 /// (an added mailbox starts) and names those keys, never a secret's value, in a warning
-/// and in the API's answer; the endpoint stays where it was.
+/// and in the API's answer; the endpoint stays where it was. A changed shard applies.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_rest() {
     const TOKEN: &str = "reload-token-8c1f0a7e5d3b";
@@ -472,7 +472,7 @@ async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_res
     std::fs::write(
         &path,
         format!(
-            "state_dir: {}\nshutdown_timeout: 7s\nmax_memory: 8388608\nhttp: {{listen: '127.0.0.1:{moved_port}', token: {TOKEN}}}\nwebhook: {{url: {}}}\nmailboxes:\n{}{}",
+            "state_dir: {}\nshutdown_timeout: 7s\nmax_memory: 8388608\nshard: {{index: 0, count: 1}}\nhttp: {{listen: '127.0.0.1:{moved_port}', token: {TOKEN}}}\nwebhook: {{url: {}}}\nmailboxes:\n{}{}",
             dir.path().join("state2").display(),
             receiver.url(),
             scripted_mailbox("a", a.port(), ""),
@@ -508,6 +508,12 @@ async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_res
         );
     }
     assert!(!log_text().contains(TOKEN), "the token was logged");
+    // The shard applied too, and the status says so.
+    let (_, status) = get(&format!("http://127.0.0.1:{port}/api/status"))
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["shard"], "0/1", "{status}");
     // The endpoint did not move.
     assert!(get(&health).await.is_some());
     assert!(get(&format!("http://127.0.0.1:{moved_port}/healthz"))

@@ -47,7 +47,8 @@ pub struct Api {
     pub monitor: Arc<Monitor>,
     /// The mailboxes this instance polls (replaced by a reload).
     pub mailboxes: Arc<std::sync::RwLock<Vec<Mailbox>>>,
-    pub shard: Option<Shard>,
+    /// This instance's shard (replaced by a reload, as the mailboxes are).
+    pub shard: Arc<std::sync::RwLock<Option<Shard>>>,
     pub shutdown: Shutdown,
     /// Who may use it, and how many connections it serves.
     pub http: HttpConfig,
@@ -274,7 +275,11 @@ async fn api_status(Extract(api): Extract<Arc<Api>>) -> Result<Json<StatusReport
     let report = blocking(api, |api| {
         Ok(StatusReport {
             running: true,
-            shard: api.shard.map(|s| s.to_string()),
+            shard: api
+                .shard
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|s| s.to_string()),
             mailboxes: status::collect(&api.ledger, &api.mailboxes()),
         })
     })

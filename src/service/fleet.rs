@@ -21,6 +21,7 @@ use crate::mailbox::{Context, CycleError};
 use crate::ops::api::{self, Api};
 use crate::ops::monitor::Monitor;
 use crate::ops::reload::{ReloadHandle, ReloadSummary};
+use crate::ops::shard::Shard;
 
 /// The mailbox tasks of a running service, by name, so a reload can stop, start and
 /// restart them one by one. A mailbox has at most one task at a time: a changed one's
@@ -256,12 +257,13 @@ pub(super) async fn serve(
     };
     let upkeep = tokio::spawn(upkeep(monitor.clone(), stop_signal.clone()));
     let mailboxes = Arc::new(std::sync::RwLock::new(config.mailboxes.clone()));
+    let shard = Arc::new(std::sync::RwLock::new(config.shard));
     let server = listener.map(|listener| {
         let api = Api {
             ledger: ctx.ledger.clone(),
             monitor: monitor.clone(),
             mailboxes: mailboxes.clone(),
-            shard: config.shard,
+            shard: shard.clone(),
             shutdown: stop_signal.clone(),
             // Tests serve on a listener of their own without `http`: loopback, open.
             http: config.http.clone().unwrap_or_else(|| {
@@ -297,7 +299,7 @@ pub(super) async fn serve(
             request = next_reload(&mut reloader) => {
                 match request {
                     Some((reply, load)) => {
-                        let outcome = reload(&mut current, load, &mut fleet, &mailboxes);
+                        let outcome = reload(&mut current, load, &mut fleet, &mailboxes, &shard);
                         let _ = reply.send(outcome);
                     }
                     // Every handle is gone: nobody can ask for a reload any more.
@@ -357,6 +359,7 @@ fn reload(
     load: &LoadFn,
     fleet: &mut Fleet,
     mailboxes: &std::sync::RwLock<Vec<Mailbox>>,
+    shard: &std::sync::RwLock<Option<Shard>>,
 ) -> Result<ReloadSummary, String> {
     let new = match load() {
         Ok(config) => config,
@@ -368,6 +371,7 @@ fn reload(
     let mut summary = fleet.apply(&new.mailboxes);
     summary.need_restart = need_restart(current, &new);
     *mailboxes.write().unwrap_or_else(|e| e.into_inner()) = new.mailboxes.clone();
+    *shard.write().unwrap_or_else(|e| e.into_inner()) = new.shard;
     info!(
         added = ?summary.added,
         removed = ?summary.removed,
@@ -383,6 +387,7 @@ fn reload(
     // What the service keeps running with; settings needing a restart stay as they are.
     current.mailboxes = new.mailboxes;
     current.other_shards = new.other_shards;
+    current.shard = new.shard;
     Ok(summary)
 }
 

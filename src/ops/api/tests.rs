@@ -89,7 +89,7 @@ async fn healthz_answers_503_naming_a_stalled_flush_and_200_once_it_returns() {
         ledger: ledger.clone(),
         monitor: Arc::new(Monitor::new(&[])),
         mailboxes: Default::default(),
-        shard: None,
+        shard: Default::default(),
         shutdown: Shutdown::never(),
         http: HttpConfig::open("127.0.0.1:9090".parse().unwrap()),
         reload: None,
