@@ -5,6 +5,7 @@
 //! unchanged, the body pophook posts (assembled with the base64 streamed in) must be
 //! that same event, and a message that could not be parsed (a MIME parser panic included)
 //! must still carry its original bytes in `raw`: they are deleted from the server next.
+//! The same bytes as Postmark's `RawEmail` text must not panic either.
 #![no_main]
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -113,5 +114,10 @@ fuzz_target!(|input: &[u8]| {
                 }
             }
         }
+    }
+    // Postmark's `RawEmail`: never a panic, and a UTF-8 message goes as it is.
+    let text = pophook::delivery::formats::eight_bit::raw_email_text(raw);
+    if let Ok(utf8) = std::str::from_utf8(raw) {
+        assert_eq!(text, utf8, "a UTF-8 message changed in RawEmail");
     }
 });

@@ -3,6 +3,7 @@
 //! Postmark's inbound JSON or Mailgun's forwarded MIME form. [`render`] is the one entry
 //! point: message bytes in, a body to POST out.
 
+pub mod eight_bit;
 pub mod mailgun;
 pub mod postmark;
 

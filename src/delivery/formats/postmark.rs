@@ -172,9 +172,9 @@ pub fn render(meta: &EventMeta<'_>, message: &[u8]) -> (Vec<u8>, Option<String>)
                 content_length: a.size,
             })
             .collect(),
-        // JSON carries text: a message that is not UTF-8 (8-bit Latin-1, say) has
-        // those bytes replaced here; the `raw` and `mailgun` formats carry bytes.
-        raw_email: String::from_utf8_lossy(message).into_owned(),
+        // JSON carries text: 8-bit bodies in another charset are transfer-encoded
+        // first, so they decode to the same bytes (see `eight_bit`).
+        raw_email: super::eight_bit::raw_email_text(message),
     };
     let body = serde_json::to_vec(&inbound).expect("the Postmark JSON always serialises");
     (body, data.parse_error)
