@@ -355,12 +355,13 @@ impl TokenSource {
     }
 
     /// The refresh token stored by an earlier run, when it was sealed for this
-    /// configuration; one sealed for another (a new consent) is ignored.
+    /// configuration; one sealed for another (a new consent) or by an older pophook's
+    /// format is ignored.
     fn stored_refresh_token(&self, key: &[u8; 32]) -> Option<Secret> {
         let sealed = self.keeper()?.ledger.refresh_token(&self.mailbox)?;
         let token = unseal(key, &sealed);
         if token.is_none() {
-            info!(mailbox = %self.mailbox, "the refresh token stored in the state was issued for another `oauth2` configuration; using the configured one");
+            info!(mailbox = %self.mailbox, "the refresh token stored in the state could not be opened (it was sealed by an older pophook or for another `oauth2` configuration); using the configured one");
         }
         token
     }

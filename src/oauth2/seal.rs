@@ -1,6 +1,8 @@
 //! Sealing a rotated refresh token before it goes into the state: the state alone
 //! must not reveal it, and a token stored for another configuration must not open.
 
+use chacha20poly1305::aead::{Aead as _, Payload};
+use chacha20poly1305::{Key, KeyInit as _, XChaCha20Poly1305, XNonce};
 use url::Url;
 
 use crate::secret::Secret;
@@ -29,69 +31,53 @@ pub(super) fn seal_key(
     hash.finalize().into()
 }
 
-const SEALED_VERSION: u8 = 1;
-const NONCE_LEN: usize = 16;
-const TAG_LEN: usize = 32;
+const SEALED_VERSION: u8 = 2;
+const NONCE_LEN: usize = 24;
 
-/// Encrypt-then-MAC with HMAC-SHA256 alone (already a dependency, for signing): the
-/// keystream is HMAC(enc key, nonce ‖ counter) in counter mode, the tag
-/// HMAC(mac key, nonce ‖ ciphertext). Layout: version ‖ nonce ‖ tag ‖ ciphertext.
+/// XChaCha20-Poly1305 (RustCrypto): its 24-byte nonce is large enough to draw at random
+/// for every seal. Layout: version ‖ nonce ‖ ciphertext+tag. The version byte is the
+/// associated data, so it cannot be swapped without the tag failing; the mailbox, the
+/// token endpoint and the client are bound through the key (`seal_key`).
 pub(super) fn seal(key: &[u8; 32], token: &Secret) -> Vec<u8> {
-    let nonce: [u8; NONCE_LEN] = rand::random();
-    let mut body = token.expose().as_bytes().to_vec();
-    apply_keystream(key, &nonce, &mut body);
-    let tag = tag(key, &nonce, &body);
-    let mut out = vec![SEALED_VERSION];
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&tag);
-    out.extend_from_slice(&body);
-    out
+    let nonce = XNonce::from(rand::random::<[u8; NONCE_LEN]>());
+    let header = [SEALED_VERSION];
+    let body = cipher(key)
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: token.expose().as_bytes(),
+                aad: &header,
+            },
+        )
+        .expect("a refresh token is far below the cipher's length limit");
+    [&header[..], nonce.as_slice(), &body].concat()
 }
 
-/// The token, when `sealed` was made with `key` and is intact.
+/// The token, when `sealed` was made by this version with `key` and is intact. One
+/// sealed by an older pophook (version 1, unreleased) or for another configuration
+/// does not open.
 pub(super) fn unseal(key: &[u8; 32], sealed: &[u8]) -> Option<Secret> {
-    use hmac::Mac as _;
-    let (&version, rest) = sealed.split_first()?;
-    if version != SEALED_VERSION || rest.len() < NONCE_LEN + TAG_LEN {
+    let (header, rest) = sealed.split_at_checked(1)?;
+    if header != [SEALED_VERSION] {
         return None;
     }
-    let (nonce, rest) = rest.split_at(NONCE_LEN);
-    let (tag, body) = rest.split_at(TAG_LEN);
-    let mut mac = mac(key, b"mac");
-    mac.update(nonce);
-    mac.update(body);
-    mac.verify_slice(tag).ok()?;
-    let mut body = body.to_vec();
-    apply_keystream(key, nonce, &mut body);
-    String::from_utf8(body).ok().map(Secret::new)
+    let (nonce, body) = rest.split_at_checked(NONCE_LEN)?;
+    let nonce = XNonce::try_from(nonce).ok()?;
+    let token = cipher(key)
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: body,
+                aad: header,
+            },
+        )
+        .ok()?;
+    String::from_utf8(token).ok().map(Secret::new)
 }
 
-pub(super) fn mac(key: &[u8; 32], purpose: &[u8]) -> hmac::Hmac<sha2::Sha256> {
-    use hmac::Mac as _;
-    let mut derive =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
-    derive.update(purpose);
-    let subkey = derive.finalize().into_bytes();
-    hmac::Hmac::<sha2::Sha256>::new_from_slice(&subkey).expect("HMAC accepts any key length")
+fn cipher(key: &[u8; 32]) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(&Key::from(*key))
 }
 
-pub(super) fn tag(key: &[u8; 32], nonce: &[u8], body: &[u8]) -> [u8; TAG_LEN] {
-    use hmac::Mac as _;
-    let mut mac = mac(key, b"mac");
-    mac.update(nonce);
-    mac.update(body);
-    mac.finalize().into_bytes().into()
-}
-
-pub(super) fn apply_keystream(key: &[u8; 32], nonce: &[u8], data: &mut [u8]) {
-    use hmac::Mac as _;
-    for (counter, chunk) in data.chunks_mut(32).enumerate() {
-        let mut block = mac(key, b"enc");
-        block.update(nonce);
-        block.update(&(counter as u64).to_be_bytes());
-        let stream = block.finalize().into_bytes();
-        for (byte, key_byte) in chunk.iter_mut().zip(stream.iter()) {
-            *byte ^= key_byte;
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

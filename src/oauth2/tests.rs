@@ -22,25 +22,6 @@ fn the_xoauth2_response_is_the_documented_string_in_base64() {
 }
 
 #[test]
-fn a_sealed_refresh_token_opens_only_with_its_configuration_and_is_not_in_clear() {
-    let url = Url::parse("https://login.example.com/token").unwrap();
-    let configured = Secret::new("rt-configured");
-    let key = seal_key("box", &url, "client", &configured);
-    let token = Secret::new("rt-rotated-0123456789-abcdefghijklmnopqrstuvwxyz");
-    let sealed = seal(&key, &token);
-    let windows = |needle: &[u8]| sealed.windows(needle.len()).any(|w| w == needle);
-    assert!(!windows(b"rt-rotated"));
-    assert_eq!(unseal(&key, &sealed).as_ref(), Some(&token));
-    assert_ne!(seal(&key, &token), sealed, "a fresh nonce each time");
-    let other = seal_key("box", &url, "client", &Secret::new("rt-new-consent"));
-    assert_eq!(unseal(&other, &sealed), None);
-    let mut tampered = sealed.clone();
-    *tampered.last_mut().unwrap() ^= 1;
-    assert_eq!(unseal(&key, &tampered), None);
-    assert_eq!(unseal(&key, &sealed[..10]), None);
-}
-
-#[test]
 fn tokens_are_reused_until_a_minute_or_ten_percent_before_expiry() {
     assert_eq!(
         reuse_for(Duration::from_secs(3600)),
