@@ -146,10 +146,18 @@ fn main() -> ExitCode {
     // memory it once held: with 100,000 remembered UIDLs the extra arenas held 17 MiB
     // of an idle service's RSS (BENCHMARKS.md, scenario 5; two arenas kept it too).
     // pophook's few threads wait on the network, not on malloc.
+    // Fixed thresholds, because glibc's sliding ones keep what a cycle frees: once the
+    // ledger's growing map (megabytes) was freed, every later block up to its size came
+    // from the heap, and up to twice that stayed there unused; each cycle's listing of
+    // 100,000 UIDLs (a few MiB) then stayed resident between cycles. Blocks from 256 KiB
+    // are mapped and given back when freed, and more than 1 MiB free at the heap's top
+    // is returned: 5 MiB less peak RSS in scenario 5 (BENCHMARKS.md).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
     }
     let cli = Cli::parse();
     init_logging(cli.log_format);

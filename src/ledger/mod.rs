@@ -94,6 +94,14 @@ pub struct Book {
 }
 
 impl Book {
+    /// A book sized for `records`; a count too large to reserve (a damaged marker,
+    /// which loading then refuses) leaves it to grow as records come.
+    fn with_capacity(records: u64) -> Book {
+        let mut book = Book::default();
+        let _ = usize::try_from(records).map(|n| book.entries.try_reserve(n));
+        book
+    }
+
     pub fn get(&self, key: &str) -> Option<&Slot> {
         self.entries.get(key)
     }
@@ -205,9 +213,27 @@ impl Ledger {
     pub fn open(dir: &Path, watchdog: Watchdog) -> Result<Ledger, StateError> {
         let mut store = Store::open(dir)?;
         let mut books: HashMap<String, Book> = HashMap::new();
-        let loaded = store.load(|mailbox, key, entry| {
-            books.entry(mailbox).or_default().insert(key, entry);
+        let mut last: Option<String> = None;
+        let loaded = store.load(|mailbox, key, entry, to_come| {
+            if let Some(book) = books.get_mut(mailbox) {
+                book.insert(key, entry);
+                return;
+            }
+            // A mailbox's first record: the one before is complete, so its map is cut
+            // to its size, and this one's is sized for every record still to come (all
+            // of them with one mailbox). Grown by doubling instead, a map of 100,000
+            // records lived beside its half-size predecessor while it was rehashed.
+            if let Some(done) = last.as_deref().and_then(|m| books.get_mut(m)) {
+                done.entries.shrink_to_fit();
+            }
+            let mut book = Book::with_capacity(to_come);
+            book.insert(key, entry);
+            books.insert(mailbox.to_string(), book);
+            last = Some(mailbox.to_string());
         })?;
+        if let Some(done) = last.as_deref().and_then(|m| books.get_mut(m)) {
+            done.entries.shrink_to_fit();
+        }
         let books = books
             .into_iter()
             .map(|(mailbox, book)| (mailbox, Arc::new(Mutex::new(book))))

@@ -25,8 +25,11 @@ pub fn slack(records: u64) -> u64 {
 }
 
 /// sled's page cache; the ledger keeps its own copy of every record in memory, so
-/// sled's cache only has to hold what is being written.
-const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// sled's cache only has to hold what is being written. sled counts pages by their
+/// size on disk and evicts late (it queues 64 accesses in each of 256 shards first),
+/// so what it holds is several times this: 4 MiB held 2 to 6 MiB more than this in
+/// scenario 5 (BENCHMARKS.md).
+const CACHE_BYTES: u64 = 512 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tree {
@@ -115,13 +118,30 @@ impl Store {
         &self.dir
     }
 
-    /// Reads every record, handing each message record to `each` (mailbox, key, entry)
-    /// so that no second copy of a large state is built, and refuses a database that
-    /// holds fewer records than the marker says it held.
+    /// Reads every record, handing each message record to `each` (mailbox, key, entry,
+    /// and how many records from this one on the marker promises, at least 1) so that
+    /// no second copy of a large state is built and the caller can size its maps once;
+    /// refuses a database that holds fewer records than the marker says it held. One
+    /// mailbox's records come together: keys are sorted, and each starts with its
+    /// mailbox.
     pub fn load(
         &mut self,
-        mut each: impl FnMut(String, String, Entry),
+        mut each: impl FnMut(&str, String, Entry, u64),
     ) -> Result<Loaded, StateError> {
+        let path = self.dir.join(MARKER);
+        let marker = match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice::<Marker>(&bytes).map_err(|e| {
+                StateError::Corrupt(format!("{} is unreadable: {e}", path.display()))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(StateError::Open {
+                    dir: self.dir.clone(),
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })
+            }
+        };
+        let expected = marker.as_ref().map_or(0, |m| m.records);
         let mut loaded = Loaded::default();
         for entry in self.messages.iter() {
             let (k, v) = entry?;
@@ -133,9 +153,10 @@ impl Store {
             let entry: Entry =
                 serde_json::from_slice(&v).map_err(|e| StateError::Corrupt(e.to_string()))?;
             each(
-                String::from_utf8_lossy(&k[..split]).into_owned(),
+                &String::from_utf8_lossy(&k[..split]),
                 String::from_utf8_lossy(&k[split + 1..]).into_owned(),
                 entry,
+                expected.saturating_sub(loaded.count).max(1),
             );
             loaded.count += 1;
         }
@@ -161,23 +182,17 @@ impl Store {
                 .insert(String::from_utf8_lossy(&k).into_owned(), v.to_vec());
         }
         self.count = loaded.count;
-        let path = self.dir.join(MARKER);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| {
-                    StateError::Corrupt(format!("{} is unreadable: {e}", path.display()))
-                })?;
-                if loaded.count < marker.records {
-                    return Err(StateError::Damaged {
-                        dir: self.dir.clone(),
-                        expected: marker.records,
-                        found: loaded.count,
-                        marker: path,
-                    });
-                }
-                self.marker = marker;
+        match marker {
+            Some(marker) if loaded.count < marker.records => {
+                return Err(StateError::Damaged {
+                    dir: self.dir.clone(),
+                    expected: marker.records,
+                    found: loaded.count,
+                    marker: path,
+                });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(marker) => self.marker = marker,
+            None => {
                 // A new state, or one written before the marker existed: trust it as is.
                 self.marker = Marker {
                     created_at: now(),
@@ -185,12 +200,6 @@ impl Store {
                     flushed_at: now(),
                 };
                 self.write_marker(true)?;
-            }
-            Err(e) => {
-                return Err(StateError::Open {
-                    dir: self.dir.clone(),
-                    reason: format!("cannot read {}: {e}", path.display()),
-                })
             }
         }
         Ok(loaded)

@@ -200,7 +200,7 @@ async fn removals_reach_the_marker_before_sled_so_a_crash_after_them_is_accepted
     // without closing it is that worst case (sled flushes on drop).
     {
         let mut store = super::store::Store::open(dir.path()).unwrap();
-        store.load(|_, _, _| {}).unwrap();
+        store.load(|_, _, _, _| {}).unwrap();
         for n in 0..150 {
             store
                 .apply(Tree::Messages, &message_key("a", &n.to_string()), None)
@@ -363,4 +363,28 @@ fn event_ids_are_pinned_and_keep_mailbox_and_uidl_apart() {
         "msg_4a9f8127042050ca245177da931ac704"
     );
     assert_ne!(super::event_id("ab", "c"), super::event_id("a", "bc"));
+}
+
+#[tokio::test]
+async fn loading_sizes_each_book_for_its_own_records_not_the_whole_state() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path());
+        for uid in 0..30 {
+            ledger.put_record("a", &uid.to_string(), delivered());
+        }
+        for uid in 0..300 {
+            ledger.put_record("b", &uid.to_string(), delivered());
+        }
+        ledger.close().await.unwrap();
+    }
+    let ledger = open(dir.path());
+    // "a" comes first and is reserved for all 330 records still to come: it must be cut
+    // back to its 30, or a state of many mailboxes would hold many maps sized for all.
+    for (mailbox, records) in [("a", 30), ("b", 300)] {
+        let capacity = ledger.with_book(mailbox, |b| b.entries.capacity());
+        let own = HashMap::<String, Slot>::with_capacity(records).capacity();
+        assert_eq!(capacity, own, "{mailbox}");
+        assert_eq!(ledger.records(Some(mailbox)).len(), records);
+    }
 }

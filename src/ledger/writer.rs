@@ -219,7 +219,7 @@ impl Writer {
             other => other,
         })?;
         // Reads the marker back, and checks the database against it once more.
-        store.load(|_, _, _| {})?;
+        store.load(|_, _, _, _| {})?;
         for ((tree, key), value) in &self.dirty {
             store.apply(*tree, key, value.as_deref())?;
         }
