@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::process::{eventually, free_port, get, Pophook};
 use common::receiver::{Receiver, Reply};
 use common::scripted::{Script, Scripted};
 use common::setup::{config, message, TestConfig, RETRY_AT_ONCE};
@@ -24,15 +24,6 @@ fn mailbox(name: &str, port: u16, extra: &str) -> String {
 
 fn hook(receiver: &Receiver, extra: &str) -> String {
     common::setup::hook(&receiver.url(), extra)
-}
-
-/// A port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `cfg` with `http.listen` on `port` prepended, rewritten to its config file.
@@ -81,33 +72,6 @@ impl Running {
     }
 }
 
-async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
-
-/// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The value of the series `name{labels}` (exactly those labels) in Prometheus text.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
@@ -152,43 +116,6 @@ fn json(out: &Output) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
-}
-
-/// `pophook run` as a child process, killed when dropped.
-async fn spawn_run(cfg: &TestConfig, port: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["run", "--config"])
-        .arg(cfg.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    eventually("the child's /healthz", Duration::from_secs(20), || async {
-        let answer = reqwest::Client::new()
-            .get(&health)
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await;
-        answer.ok().filter(|r| r.status() == 200)
-    })
-    .await;
-    child
-}
-
-async fn stop_child(mut child: tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("pophook exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -472,7 +399,7 @@ async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
     );
     let first_cycle_at = row["last_cycle_at"].as_i64().unwrap();
 
-    let child = spawn_run(&cfg, port).await;
+    let child = Pophook::run(&cfg, port).await;
     eventually(
         "/readyz 200 from the child",
         Duration::from_secs(10),
@@ -508,7 +435,7 @@ async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
         stderr.contains("running") && stderr.contains("http.listen"),
         "{stderr}"
     );
-    stop_child(child).await;
+    child.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -532,7 +459,7 @@ async fn parked_messages_are_listed_replayed_and_dropped_through_the_running_ser
         ),
         port,
     );
-    let child = spawn_run(&cfg, port).await;
+    let child = Pophook::run(&cfg, port).await;
 
     let parked = eventually("2 parked messages", Duration::from_secs(15), || async {
         let out = tokio::task::block_in_place(|| pophook(&cfg, &["parked", "list", "--json"]));
@@ -601,7 +528,7 @@ async fn parked_messages_are_listed_replayed_and_dropped_through_the_running_ser
         1,
         "the dropped message stays on the server"
     );
-    stop_child(child).await;
+    child.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

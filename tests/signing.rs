@@ -8,8 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
+use common::process::Receive;
 use common::receiver::Receiver;
 use common::scripted::{Script, Scripted};
 use common::setup::{config, hook, message, scripted_mailbox};
@@ -193,28 +193,7 @@ async fn pophook_receive_verifies_v1a_with_the_public_key() {
         (format!("{OLD},{public_key}"), true),
         (other_public.clone(), false),
     ] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut receive = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-            .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--secret", &keys])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let receive = Receive::start(&keys).await;
         let server = Scripted::start(Script {
             messages: vec![message(1)],
             ..Script::default()
@@ -222,7 +201,7 @@ async fn pophook_receive_verifies_v1a_with_the_public_key() {
         .await;
         let cfg = config(
             &hook(
-                &format!("http://127.0.0.1:{port}/inbound"),
+                &receive.url("/inbound"),
                 &format!("  secret: \"{secret_key}\"\n  retry: {{schedule: [1h]}}"),
             ),
             &scripted_mailbox("box", server.port(), ""),
@@ -235,9 +214,7 @@ async fn pophook_receive_verifies_v1a_with_the_public_key() {
             text(&out.stderr)
         );
         assert_eq!(server.remaining().is_empty(), delivered);
-        receive.start_kill().unwrap();
-        let output = receive.wait_with_output().await.unwrap();
-        let printed = text(&output.stdout);
+        let printed = receive.stop().await;
         match delivered {
             true => assert!(printed.contains("[box]"), "{printed}"),
             false => assert!(printed.contains("bad signature"), "{printed}"),

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use common::certs::TestCerts;
+use common::process::free_port;
 use common::receiver::{Receiver, Reply};
 use common::s3::{S3, SECRET_KEY};
 use common::scripted::{Script, Scripted};
@@ -360,11 +361,7 @@ async fn check_names_a_wrong_secret_and_a_missing_bucket_without_printing_the_se
 
     // Nothing listens there any more.
     let unreachable = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         format!("storage:\n  endpoint: http://127.0.0.1:{port}\n  bucket: {BUCKET}\n  access_key: a\n  secret_key: {SECRET_KEY}\n")
     };
     let cfg = config(&receiver, server.port(), "", &unreachable);
