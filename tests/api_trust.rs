@@ -116,11 +116,7 @@ async fn stop(child: Pophook) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_replay() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(422));
     let port = free_port();
@@ -274,11 +270,7 @@ async fn protect_metrics_puts_metrics_behind_the_token_and_leaves_health_open() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descriptor_limit() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let port = free_port();
     let cfg = with_http(

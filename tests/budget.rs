@@ -109,11 +109,8 @@ async fn healthz_answers_while_large_messages_are_parsed() {
     let mut servers = Vec::new();
     for m in 0..4 {
         servers.push(
-            Scripted::start(Script {
-                messages: (0..2).map(|n| slow_to_parse(m * 10 + n, size)).collect(),
-                ..Script::default()
-            })
-            .await,
+            Scripted::with_messages((0..2).map(|n| slow_to_parse(m * 10 + n, size)).collect())
+                .await,
         );
     }
     let receiver = Receiver::start().await;

@@ -151,11 +151,7 @@ async fn not_ready_until_a_cycle_completes_and_the_reason_names_the_mailbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_after_a_cycle_and_not_ready_once_the_endpoint_answered_410() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let cfg = config(&hook(&receiver, ""), &mailbox("box", server.port(), ""));
     let running = start(&cfg).await;
@@ -166,11 +162,7 @@ async fn ready_after_a_cycle_and_not_ready_once_the_endpoint_answered_410() {
     .await;
     running.stop().await;
 
-    let gone = Scripted::start(Script {
-        messages: vec![message(2)],
-        ..Script::default()
-    })
-    .await;
+    let gone = Scripted::with_messages(vec![message(2)]).await;
     receiver.set_default(Reply::Status(410));
     let cfg = config(&hook(&receiver, ""), &mailbox("gone", gone.port(), ""));
     let running = start(&cfg).await;
@@ -201,11 +193,7 @@ async fn ready_after_a_cycle_and_not_ready_once_the_endpoint_answered_410() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_deliveries_bytes_and_failures_by_reason() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     receiver.push_replies([Reply::Status(500)]);
     let cfg = config(
@@ -287,11 +275,7 @@ async fn metrics_after_a_cycle(running: &Running, mailbox: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_age_of_the_oldest_undelivered_message_is_exported() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(503));
     let cfg = config(
@@ -365,11 +349,7 @@ async fn messages_left_alone_are_a_metric() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     let port = free_port();
     let cfg = with_http(
@@ -440,11 +420,7 @@ async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parked_messages_are_listed_replayed_and_dropped_through_the_running_service() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(422));
     let port = free_port();
@@ -582,13 +558,7 @@ async fn two_shards_poll_every_mailbox_exactly_once_and_agree_on_the_split() {
     let names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
     let mut servers = Vec::new();
     for n in 0..names.len() {
-        servers.push(
-            Scripted::start(Script {
-                messages: vec![message(n)],
-                ..Script::default()
-            })
-            .await,
-        );
+        servers.push(Scripted::with_messages(vec![message(n)]).await);
     }
     let receiver = Receiver::start().await;
     let mailboxes: String = names

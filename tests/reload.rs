@@ -48,16 +48,8 @@ fn logged(log: &str, message: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_once() {
-    let a = Scripted::start(Script {
-        messages: (1..=60).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
-    let b = Scripted::start(Script {
-        messages: (101..=120).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let a = Scripted::with_messages((1..=60).map(message).collect()).await;
+    let b = Scripted::with_messages((101..=120).map(message).collect()).await;
     let receiver = Receiver::start().await;
     // Each POST takes a while, so a reload always finds deliveries in flight.
     receiver.set_default(Reply::Delay(Duration::from_millis(40), 204));
@@ -353,11 +345,7 @@ async fn a_removed_mailbox_leaves_metrics_readiness_and_status_and_shows_again_w
 async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_rest() {
     const TOKEN: &str = "reload-token-8c1f0a7e5d3b";
     let a = Scripted::start(Script::default()).await;
-    let b = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let b = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let (port, moved_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();

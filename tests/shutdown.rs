@@ -11,17 +11,13 @@ use std::time::{Duration, Instant};
 
 use common::process::Pophook;
 use common::receiver::{Receiver, Reply};
-use common::scripted::{Script, Scripted};
+use common::scripted::Scripted;
 use common::setup::{config, message, scripted_mailbox, TestConfig};
 
 /// One message on a scripted server, posted to `receiver` with a webhook timeout far
 /// longer than the test, under `shutdown_timeout`.
 async fn setup(receiver: &Receiver, shutdown_timeout: &str) -> (Scripted, TestConfig) {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let cfg = config(
         &format!("  url: {}\n  timeout: 600s", receiver.url()),
         &scripted_mailbox("box", server.port(), ""),

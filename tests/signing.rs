@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use common::process::Receive;
 use common::receiver::Receiver;
-use common::scripted::{Script, Scripted};
+use common::scripted::Scripted;
 use common::setup::{config, hook, message, scripted_mailbox};
 
 const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -118,11 +118,7 @@ fn header_map(request: &common::receiver::Recorded) -> reqwest::header::HeaderMa
 #[tokio::test(flavor = "multi_thread")]
 async fn receivers_verify_with_either_rotated_secret_and_with_the_ed25519_public_key() {
     let (secret_key, public_key) = keygen();
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(
@@ -194,11 +190,7 @@ async fn pophook_receive_verifies_v1a_with_the_public_key() {
         (other_public.clone(), false),
     ] {
         let receive = Receive::start(&keys).await;
-        let server = Scripted::start(Script {
-            messages: vec![message(1)],
-            ..Script::default()
-        })
-        .await;
+        let server = Scripted::with_messages(vec![message(1)]).await;
         let cfg = config(
             &hook(
                 &receive.url("/inbound"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::process::{until, Pophook};
 use common::receiver::Receiver;
-use common::scripted::{Script, Scripted};
+use common::scripted::Scripted;
 use common::setup::{config, hook, message, scripted_mailbox, TestConfig};
 
 /// A tmpfs of `size` mounted on a temporary directory, unmounted when dropped. Needs
@@ -66,11 +66,7 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
     let tmpfs = Tmpfs::mount("16m");
-    let server = Scripted::start(Script {
-        messages: (1..=3).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=3).map(message).collect()).await;
     let receiver = Receiver::start().await;
     let yaml = format!(
         "state_dir: {}\nwebhook:\n{}\nmailboxes:\n{}\n",
@@ -132,11 +128,7 @@ async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_state_directory_removed_while_running_stops_pophook_with_an_error() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver.url(), ""),
@@ -161,11 +153,7 @@ async fn a_state_directory_removed_while_running_stops_pophook_with_an_error() {
 /// `n` messages delivered by `once` with `delete: false`, so the state keeps a record
 /// of each and `once` closes it cleanly.
 async fn delivered_and_kept(n: usize) -> (Scripted, Receiver, TestConfig) {
-    let server = Scripted::start(Script {
-        messages: (1..=n).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=n).map(message).collect()).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver.url(), ""),

@@ -32,8 +32,12 @@ impl S3 {
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
         let log = std::fs::File::create(dir.path().join("s3s-fs.log")).unwrap();
-        // s3s-fs binds the free port right away.
-        let port = super::process::free_port();
+        // Free port: bound and released; s3s-fs binds it right away.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(&binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
