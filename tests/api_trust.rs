@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::process::{free_port, Pophook};
 use common::receiver::{Receiver, Reply};
 use common::scripted::{Script, Scripted};
 use common::setup::{config, hook, message, scripted_mailbox, TestConfig};
@@ -18,14 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "api-t0ken-0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `cfg` with an `http` block (`listen` on `port`, plus `extra` keys) prepended.
 fn with_http(cfg: TestConfig, port: u16, extra: &str) -> TestConfig {
@@ -39,46 +30,6 @@ fn with_http(cfg: TestConfig, port: u16, extra: &str) -> TestConfig {
         config,
         yaml,
         dir: cfg.dir,
-    }
-}
-
-/// `pophook run`, under `prlimit --nofile=N` when given, stderr into `stderr`; returns
-/// once `/healthz` answers.
-async fn spawn_run(
-    cfg: &TestConfig,
-    port: u16,
-    stderr: &Path,
-    nofile: Option<u32>,
-) -> tokio::process::Child {
-    let bin = env!("CARGO_BIN_EXE_pophook");
-    let mut command = match nofile {
-        Some(n) => {
-            let mut c = tokio::process::Command::new("prlimit");
-            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
-            c
-        }
-        None => tokio::process::Command::new(bin),
-    };
-    let child = command
-        .args(["run", "--config"])
-        .arg(cfg.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::from(std::fs::File::create(stderr).unwrap()))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run pophook (with `prlimit` from util-linux when a limit is asked for)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, _) = raw(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
-        if status == Some(200) {
-            return child;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pophook's /healthz never answered: {}",
-            std::fs::read_to_string(stderr).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -157,29 +108,15 @@ async fn until(released: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = released.wait_for(|r| *r).await.map(|_| ());
 }
 
-async fn stop(mut child: tokio::process::Child, stderr: &Path) {
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("pophook exits after SIGTERM")
-        .unwrap();
-    let log = std::fs::read_to_string(stderr).unwrap_or_default();
-    assert!(status.success(), "exit {status} after SIGTERM:\n{log}");
+/// SIGTERM, which must end pophook with exit 0 and without cutting anything short.
+async fn stop(child: Pophook) {
+    let log = child.stop().await;
     assert!(!log.contains("shutdown took longer"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_replay() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(422));
     let port = free_port();
@@ -195,8 +132,7 @@ async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_re
         port,
         &format!(", token: {TOKEN}"),
     );
-    let stderr = cfg.dir.path().join("stderr.log");
-    let child = spawn_run(&cfg, port, &stderr, None).await;
+    let child = Pophook::run(&cfg, port).await;
 
     // `parked list` sends the configured token.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -292,13 +228,13 @@ async fn an_anonymous_client_gets_401_everywhere_under_api_and_cannot_drop_or_re
     let out = tokio::task::block_in_place(|| cfg.pophook(&["status"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
 
-    let log = std::fs::read_to_string(&stderr).unwrap();
+    let log = child.log();
     assert!(!log.contains(TOKEN), "the token is logged:\n{log}");
     assert!(
         !log.contains("configuration reloaded"),
         "a refused request reloaded:\n{log}"
     );
-    stop(child, &stderr).await;
+    stop(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,8 +250,7 @@ async fn protect_metrics_puts_metrics_behind_the_token_and_leaves_health_open() 
         port,
         &format!(", token: {TOKEN}, protect_metrics: true"),
     );
-    let stderr = cfg.dir.path().join("stderr.log");
-    let child = spawn_run(&cfg, port, &stderr, None).await;
+    let child = Pophook::run(&cfg, port).await;
     let (status, answer) = raw(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n").await;
     assert_eq!(status, Some(401), "{answer}");
     assert!(!answer.contains("pophook_"), "{answer}");
@@ -330,16 +265,12 @@ async fn protect_metrics_puts_metrics_behind_the_token_and_leaves_health_open() 
     assert_eq!(status, Some(200));
     let (status, answer) = raw(port, "GET /readyz HTTP/1.1\r\nHost: localhost\r\n").await;
     assert!(matches!(status, Some(200 | 503)), "{answer}");
-    stop(child, &stderr).await;
+    stop(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descriptor_limit() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let port = free_port();
     let cfg = with_http(
@@ -351,8 +282,9 @@ async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descr
         &format!(", token: {TOKEN}"),
     );
     let stderr = cfg.dir.path().join("stderr.log");
-    let child = spawn_run(&cfg, port, &stderr, Some(1024)).await;
-    let pid = child.id().unwrap();
+    let child = Pophook::spawn_with_nofile(1024, &["run"], &cfg.path(), &stderr);
+    child.wait_healthy(port).await;
+    let pid = child.pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let open_files = limits
         .lines()
@@ -422,11 +354,13 @@ async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descr
     server.push_message(message(2), "uid-2");
     server.push_message(message(3), "uid-3");
     receiver.wait_for_accepted(3, Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.remaining().is_empty() {
-        assert!(Instant::now() < deadline, "delivered mail was not deleted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    child
+        .until(
+            "the delivered mail to be deleted",
+            Duration::from_secs(20),
+            || server.remaining().is_empty(),
+        )
+        .await;
     // pophook holds a bounded number of descriptors, whatever the clients do.
     let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -436,11 +370,11 @@ async fn eleven_hundred_idle_connections_do_not_stop_delivery_under_a_1024_descr
         "pophook holds {descriptors} descriptors with {} idle clients connected",
         count()
     );
-    let log = std::fs::read_to_string(&stderr).unwrap();
+    let log = child.log();
     assert!(!log.contains("Too many open files"), "{log}");
     release.send(true).unwrap();
     clients.join_all().await;
-    stop(child, &stderr).await;
+    stop(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -458,8 +392,7 @@ async fn a_half_sent_request_does_not_delay_sigterm() {
         port,
         "",
     );
-    let stderr = cfg.dir.path().join("stderr.log");
-    let child = spawn_run(&cfg, port, &stderr, None).await;
+    let child = Pophook::run(&cfg, port).await;
     let mut half = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     half.write_all(b"POST /api/parked/drop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Len")
         .await
@@ -470,7 +403,7 @@ async fn a_half_sent_request_does_not_delay_sigterm() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    stop(child, &stderr).await;
+    stop(child).await;
     // Nothing else is in flight: the shutdown is quick, not cut at `shutdown_timeout`.
     assert!(
         started.elapsed() < Duration::from_secs(3),

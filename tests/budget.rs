@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::process::{free_port, Pophook};
 use common::receiver::{Receiver, Reply};
 use common::scripted::{Script, Scripted};
 use common::setup::{config, hook, scripted_mailbox};
@@ -82,15 +83,6 @@ fn slow_to_parse(n: usize, size: usize) -> Vec<u8> {
     raw
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn healthz_answers_while_large_messages_are_parsed() {
     let size = 8 * 1024 * 1024;
@@ -117,11 +109,8 @@ async fn healthz_answers_while_large_messages_are_parsed() {
     let mut servers = Vec::new();
     for m in 0..4 {
         servers.push(
-            Scripted::start(Script {
-                messages: (0..2).map(|n| slow_to_parse(m * 10 + n, size)).collect(),
-                ..Script::default()
-            })
-            .await,
+            Scripted::with_messages((0..2).map(|n| slow_to_parse(m * 10 + n, size)).collect())
+                .await,
         );
     }
     let receiver = Receiver::start().await;
@@ -143,12 +132,8 @@ async fn healthz_answers_while_large_messages_are_parsed() {
         format!("http:\n  listen: 127.0.0.1:{port}\n{}", cfg.yaml),
     )
     .unwrap();
-    let log = std::fs::File::create(cfg.dir.path().join("pophook.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["run", "--config", cfg.path().to_str().unwrap()])
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let log = cfg.dir.path().join("pophook.log");
+    let mut child = Pophook::spawn(&["run"], &cfg.path(), &log);
     let health = format!("http://127.0.0.1:{port}/healthz");
     let client = reqwest::Client::new();
     let mut slowest = Duration::ZERO;
@@ -164,10 +149,7 @@ async fn healthz_answers_while_large_messages_are_parsed() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    child.terminate().await;
     eprintln!("healthz: slowest {slowest:?}, one parse {one_parse:?}, {answered} answers");
     assert!(answered > 5, "the endpoint answered during the run");
     // Parsing on the reactor would hold /healthz for several parses (each worker busy

@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::dovecot::Dovecot;
+use common::process::{Pophook, Receive};
 use common::receiver::{Receiver, Reply};
 use common::setup::{config, message, plain_mailbox, RETRY_AT_ONCE};
 
@@ -136,24 +137,12 @@ async fn run_stops_cleanly_on_sigterm_with_json_logs() {
         &format!("  url: {}", receiver.url()),
         &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
     );
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(cfg.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let log = cfg.dir.path().join("stderr.log");
+    let child = Pophook::spawn(&["--log-format", "json", "run"], &cfg.path(), &log);
     receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
 
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("pophook must exit soon after SIGTERM")
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let stderr = text(&out.stderr);
+    // Exit 0 after SIGTERM.
+    let stderr = child.stop().await;
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 2, "{stderr}");
     for line in lines {
@@ -174,13 +163,7 @@ async fn a_second_pophook_on_the_same_state_dir_refuses_to_start() {
         &format!("  url: {}", receiver.url()),
         &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),
     );
-    let mut first = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["run", "--config"])
-        .arg(cfg.path())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let first = Pophook::spawn(&["run"], &cfg.path(), &cfg.dir.path().join("stderr.log"));
     // Wait until the first one holds the state: its database files exist.
     let state = cfg.dir.path().join("state");
     for _ in 0..100 {
@@ -197,8 +180,7 @@ async fn a_second_pophook_on_the_same_state_dir_refuses_to_start() {
     let stderr = text(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("in use by another pophook"), "{stderr}");
-    first.start_kill().unwrap();
-    let _ = first.wait().await;
+    first.kill().await;
 }
 
 #[test]
@@ -236,33 +218,10 @@ async fn receive_verifies_signatures_and_prints_each_event() {
     let dovecot = Dovecot::start();
     dovecot.add_user("support", "pw");
     dovecot.deliver("support", &message(1));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let receiver = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args([
-            "receive",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--secret",
-            secret,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/inbound");
+    let receiver = Receive::start(secret).await;
+    let url = receiver.url("/inbound");
     let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.post(&url).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // A forged signature is refused.
     let now = std::time::SystemTime::now()
@@ -289,10 +248,7 @@ async fn receive_verifies_signatures_and_prints_each_event() {
     assert!(outcomes[0].is_success(), "{outcomes:?}");
     assert_eq!(dovecot.message_count("support"), 0);
 
-    let mut receiver = receiver;
-    receiver.start_kill().unwrap();
-    let out = receiver.wait_with_output().await.unwrap();
-    let stdout = text(&out.stdout);
+    let stdout = receiver.stop().await;
     assert!(
         stdout.contains("rejected: bad signature for msg_forged"),
         "{stdout}"

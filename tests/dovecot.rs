@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::dovecot::Dovecot;
+use common::process::free_port;
 use common::receiver::{Receiver, Reply};
 use common::setup::{config, message, plain_mailbox, RETRY_AT_ONCE};
 use pophook::service;
@@ -119,11 +120,7 @@ async fn an_unreachable_webhook_deletes_nothing() {
     dovecot.add_user("support", "pw");
     dovecot.deliver("support", &message(1));
     // A port nothing listens on: bind, read the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = config(
         &format!("  url: http://127.0.0.1:{port}/inbound\n  timeout: 2s"),
         &plain_mailbox("support", dovecot.plain_port(), "support", "pw", ""),

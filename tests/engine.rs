@@ -241,11 +241,7 @@ async fn one_session_per_cycle_commits_a_large_backlog_with_one_quit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commit_interval_quits_and_continues_in_a_new_session() {
-    let server = Scripted::start(Script {
-        messages: (1..=6).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=6).map(message).collect()).await;
     let receiver = Receiver::start().await;
     // Every POST takes 300 ms; a 500 ms interval QUITs after about two messages.
     receiver.set_default(Reply::Delay(Duration::from_millis(300), 204));
@@ -263,11 +259,7 @@ async fn commit_interval_quits_and_continues_in_a_new_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_uidl_reused_after_its_message_was_deleted_is_posted_not_deleted_unposted() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
     once(&cfg).await.unwrap();
@@ -378,11 +370,7 @@ async fn a_listed_message_left_alone_makes_once_fail() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_message_stays_dropped_when_one_listing_misses_it() {
-    let server = Scripted::start(Script {
-        messages: (1..=2).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=2).map(message).collect()).await;
     let receiver = Receiver::start().await;
     receiver.push_replies([Reply::Status(422); 6]);
     let cfg = config(
@@ -420,11 +408,7 @@ async fn a_dropped_message_stays_dropped_when_one_listing_misses_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn max_rejections_counts_refusals_not_outage_retries() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     // Four outage failures, then a refusal: not parked yet (max_rejections is 3).
     receiver.push_replies([
@@ -478,11 +462,7 @@ async fn wait_for_requests(receiver: &Receiver, n: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_an_outage_the_first_post_goes_alone_and_then_up_to_max_in_flight() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     // Two POSTs fail; after that each takes a while, so POSTs sent together overlap.
     receiver.push_replies([Reply::Status(503), Reply::Status(503)]);

@@ -183,11 +183,7 @@ async fn a_rejected_password_is_an_auth_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sasl_plain_logs_in_in_two_steps() {
-    let server = Scripted::start(Script {
-        messages: messages(1),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(messages(1)).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &webhook(&receiver),

@@ -1,5 +1,8 @@
 //! Golden files in mail-parser's style: each `tests/fixtures/eml/NNN-name.eml` beside the
 //! expected event `data` in `NNN-name.json`, checked with LF and with CRLF line endings.
+//! The LF variant turns each CRLF into LF and nothing else (a lone CR is the message's
+//! own) and must give the `.json` exactly; the CRLF run may differ from it only by what
+//! the line-ending change explains, so a stray or lost CR shows.
 //!
 //! A mismatch writes the actual output to `NNN-name.failed` (or `.crlf.failed`) and names
 //! it in the panic. `UPDATE_GOLDEN=1` rewrites the `.json` files: review every change by
@@ -32,8 +35,16 @@ fn meta() -> EventMeta<'static> {
     }
 }
 
-fn strip_cr(bytes: &[u8]) -> Vec<u8> {
-    bytes.iter().copied().filter(|&b| b != b'\r').collect()
+/// The message with LF line endings: each CRLF becomes LF, and a lone CR (which the
+/// message really has) stays.
+fn crlf_to_lf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        if !(b == b'\r' && bytes.get(i + 1) == Some(&b'\n')) {
+            out.push(b);
+        }
+    }
+    out
 }
 
 fn add_cr(lf: &[u8]) -> Vec<u8> {
@@ -57,9 +68,47 @@ fn golden_value(raw: &[u8]) -> Value {
     value
 }
 
-/// What must not depend on line endings: `size` and `raw` (checked separately) go, and
-/// CRLF becomes LF in strings and in attachment bytes.
-fn normalise_line_endings(value: &mut Value) {
+/// The decoded contents of the message's base64 parts, found by reading it as lines: the
+/// body after a `Content-Transfer-Encoding: base64` header section, up to a boundary.
+/// Such content does not depend on the message's line endings.
+fn base64_contents(lf: &[u8]) -> Vec<Vec<u8>> {
+    let mut found = Vec::new();
+    let mut lines = lf.split(|&b| b == b'\n');
+    while let Some(line) = lines.next() {
+        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
+        let Some(encoding) = line.strip_prefix("content-transfer-encoding:") else {
+            continue;
+        };
+        if encoding.trim() != "base64" {
+            continue;
+        }
+        // The rest of the part's header section, then its body.
+        for line in lines.by_ref() {
+            if line.is_empty() {
+                break;
+            }
+        }
+        let mut text = Vec::new();
+        for line in lines.by_ref() {
+            if line.starts_with(b"--") {
+                break;
+            }
+            text.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
+        }
+        if let Ok(bytes) = BASE64.decode(&text) {
+            found.push(bytes);
+        }
+    }
+    found
+}
+
+/// The CRLF run's `data` brought back to what the LF run must give, undoing only what
+/// the line-ending change explains: `size` and `raw` go (checked separately), CRLF
+/// becomes LF in strings, and an attachment that is not base64-encoded (`base64` holds
+/// those contents) may be the LF run's bytes with each LF turned into CRLF; a base64
+/// one must be the same bytes in both runs. The LF run's value is only stripped of
+/// `size` and `raw`: it must match exactly.
+fn crlf_as_lf(crlf: &mut Value, lf: &mut Value, base64: &[Vec<u8>]) {
     fn strings(value: &mut Value) {
         match value {
             Value::String(s) => *s = s.replace("\r\n", "\n"),
@@ -68,28 +117,37 @@ fn normalise_line_endings(value: &mut Value) {
             _ => {}
         }
     }
-    let data = value.as_object_mut().unwrap();
-    data.remove("size");
-    data.remove("raw");
-    for attachment in data["attachments"].as_array_mut().unwrap() {
-        if let Some(content) = attachment["content_base64"].as_str() {
-            // Both sides lose their CRLF pairs, so binary content compares unchanged.
-            let lf = strip_crlf_pairs(&BASE64.decode(content).unwrap());
-            attachment["size"] = lf.len().into();
-            attachment["content_base64"] = BASE64.encode(lf).into();
+    for value in [&mut *crlf, &mut *lf] {
+        let data = value.as_object_mut().unwrap();
+        data.remove("size");
+        data.remove("raw");
+    }
+    let lf_attachments = lf["attachments"].as_array().unwrap();
+    for (n, attachment) in crlf["attachments"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        let lf_content = lf_attachments
+            .get(n)
+            .and_then(|a| a["content_base64"].as_str())
+            .map(|c| BASE64.decode(c).unwrap());
+        let (Some(content), Some(lf_content)) = (attachment["content_base64"].as_str(), lf_content)
+        else {
+            continue;
+        };
+        let content = BASE64.decode(content).unwrap();
+        let explained = content == lf_content
+            || (!base64.contains(&lf_content) && content == add_cr(&lf_content));
+        // Otherwise the CRLF run's bytes stay, and the comparison shows them.
+        if explained {
+            attachment["size"] = lf_content.len().into();
+            attachment["content_base64"] = BASE64.encode(lf_content).into();
         }
     }
-    strings(value);
-}
-
-fn strip_crlf_pairs(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    for (i, &b) in bytes.iter().enumerate() {
-        if !(b == b'\r' && bytes.get(i + 1) == Some(&b'\n')) {
-            out.push(b);
-        }
-    }
-    out
+    // Base64 holds no CR or LF: converting every string leaves the contents alone.
+    strings(crlf);
 }
 
 fn golden_files() -> Vec<PathBuf> {
@@ -105,7 +163,7 @@ fn golden_files() -> Vec<PathBuf> {
 
 fn run_golden(eml: &Path, update: bool) -> Result<(), String> {
     let expected_path = eml.with_extension("json");
-    let lf = strip_cr(&std::fs::read(eml).unwrap());
+    let lf = crlf_to_lf(&std::fs::read(eml).unwrap());
     let crlf = add_cr(&lf);
     // Output of an earlier failure would otherwise outlive the fix.
     for stale in ["failed", "crlf.failed"] {
@@ -143,14 +201,14 @@ fn run_golden(eml: &Path, update: bool) -> Result<(), String> {
         ));
     }
     let (mut lf_value, mut crlf_value) = (lf_value, crlf_value);
-    normalise_line_endings(&mut lf_value);
-    normalise_line_endings(&mut crlf_value);
+    crlf_as_lf(&mut crlf_value, &mut lf_value, &base64_contents(&lf));
     if crlf_value != lf_value {
         let failed = eml.with_extension("crlf.failed");
         let crlf_actual = serde_json::to_string_pretty(&crlf_value).unwrap() + "\n";
         std::fs::write(&failed, crlf_actual).unwrap();
         return Err(format!(
-            "  CRLF: {} (line endings normalised; compare with the LF output)",
+            "  CRLF: {} (CRLF turned into LF where line endings explain it; compare \
+             with the LF output)",
             failed.display()
         ));
     }
@@ -169,6 +227,48 @@ fn golden_messages_give_the_expected_events_with_lf_and_with_crlf() {
         "golden files differ; the actual output is saved next to them. Check it by eye, \
          then UPDATE_GOLDEN=1 rewrites the .json files:\n{}",
         failures.join("\n")
+    );
+}
+
+/// The harness itself: the CRLF run passes only when its difference from the LF run is
+/// the line-ending change; a stray CR, a lost CR or changed base64 bytes show.
+#[test]
+fn the_crlf_comparison_forgives_only_the_line_ending_change() {
+    let event = |subject: &str, content: &[u8]| {
+        serde_json::json!({
+            "size": 1,
+            "raw": null,
+            "subject": subject,
+            "attachments": [{"size": content.len(), "content_base64": BASE64.encode(content)}],
+        })
+    };
+    let same = |lf: Value, crlf: Value, base64: &[Vec<u8>]| {
+        let (mut lf, mut crlf) = (lf, crlf);
+        crlf_as_lf(&mut crlf, &mut lf, base64);
+        crlf == lf
+    };
+    let text = b"a\rb\nc\r\n".to_vec();
+    let lf = || event("x\ry\nz", &text);
+    // What CRLF line endings explain: CRLF in strings, and in a part not in base64.
+    assert!(same(lf(), event("x\ry\r\nz", &add_cr(&text)), &[]));
+    assert!(same(
+        lf(),
+        event("x\ry\r\nz", &text),
+        std::slice::from_ref(&text)
+    ));
+    // What they do not: a CR left before the line end, a lone CR lost, base64 bytes
+    // changed.
+    assert!(!same(lf(), event("x\ry\r\nz\r", &text), &[]));
+    assert!(!same(lf(), event("xy\r\nz", &text), &[]));
+    assert!(!same(
+        lf(),
+        event("x\ry\r\nz", &add_cr(&text)),
+        std::slice::from_ref(&text)
+    ));
+    assert!(!same(lf(), event("x\ry\r\nz", b"ab\r\nc\r\r\n"), &[]));
+    assert_eq!(
+        base64_contents(b"A: b\nContent-Transfer-Encoding: Base64\nX: y\n\nAA0B\nDQo=\n--b\n"),
+        [b"\0\r\x01\r\n".to_vec()]
     );
 }
 
@@ -224,7 +324,7 @@ fn hostile_input_always_produces_an_event() {
     for entry in std::fs::read_dir(GOLDEN_DIR).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|ext| ext == "eml") {
-            let crlf = add_cr(&strip_cr(&std::fs::read(path).unwrap()));
+            let crlf = add_cr(&crlf_to_lf(&std::fs::read(path).unwrap()));
             inputs.extend((0..crlf.len()).map(|end| crlf[..end].to_vec()));
         }
     }
@@ -257,7 +357,7 @@ fn the_streamed_body_is_the_event() {
         if path.extension().is_none_or(|e| e != "eml") {
             continue;
         }
-        let lf = strip_cr(&std::fs::read(&path).unwrap());
+        let lf = crlf_to_lf(&std::fs::read(&path).unwrap());
         for raw in [lf.clone(), add_cr(&lf)] {
             let (id, body, parse_error) = pophook::event::serialize_event(&meta, &raw);
             let streamed: Value = serde_json::from_slice(&body)

@@ -125,11 +125,7 @@ async fn a_message_with_a_line_over_512_kib_is_delivered() {
     let mut long = b"Subject: one long line\r\n\r\n".to_vec();
     long.resize(long.len() + 600 * KIB, b'a');
     long.extend_from_slice(b"\r\n");
-    let server = Scripted::start(Script {
-        messages: vec![long.clone(), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![long.clone(), message(2)]).await;
     let receiver = Receiver::start().await;
 
     let report = cycle(&server, &receiver.url(), "").await.unwrap();
@@ -299,11 +295,7 @@ fn malformed_messages() -> Vec<(&'static str, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_mail_is_delivered_then_deleted() {
     let cases = malformed_messages();
-    let server = Scripted::start(Script {
-        messages: cases.iter().map(|(_, raw)| raw.clone()).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(cases.iter().map(|(_, raw)| raw.clone()).collect()).await;
     let receiver = Receiver::start().await;
 
     let report = cycle(&server, &receiver.url(), "").await.unwrap();
@@ -341,11 +333,7 @@ const TRIPS_A_PARSER_ASSERTION: &[u8] = b"Content-Type:multipart; boundary=fwd-b
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_that_panics_the_mime_parser_is_delivered_raw_then_deleted() {
-    let server = Scripted::start(Script {
-        messages: vec![TRIPS_A_PARSER_ASSERTION.to_vec(), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![TRIPS_A_PARSER_ASSERTION.to_vec(), message(2)]).await;
     let receiver = Receiver::start().await;
 
     let report = cycle(&server, &receiver.url(), "").await.unwrap();
@@ -437,11 +425,7 @@ async fn redirector(status: u16, location: String) -> (String, Arc<AtomicUsize>)
 async fn a_webhook_redirect_is_not_followed_and_nothing_is_deleted() {
     // 302 would turn the POST into a GET; 307 and 308 would repeat the POST elsewhere.
     for status in [302, 307, 308] {
-        let server = Scripted::start(Script {
-            messages: vec![message(1)],
-            ..Script::default()
-        })
-        .await;
+        let server = Scripted::with_messages(vec![message(1)]).await;
         let target = Receiver::start().await;
         let (url, redirected) = redirector(status, target.url()).await;
 
@@ -458,11 +442,7 @@ async fn a_webhook_redirect_is_not_followed_and_nothing_is_deleted() {
     }
 
     // The test receiver's plain 302, without a Location: a failure all the same.
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(302));
     let report = cycle(&server, &receiver.url(), "").await.unwrap();

@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::process::{eventually, free_port, get, Pophook};
 use common::receiver::{Receiver, Reply};
 use common::scripted::{Script, Scripted};
 use common::setup::{config, message, TestConfig, RETRY_AT_ONCE};
@@ -24,15 +24,6 @@ fn mailbox(name: &str, port: u16, extra: &str) -> String {
 
 fn hook(receiver: &Receiver, extra: &str) -> String {
     common::setup::hook(&receiver.url(), extra)
-}
-
-/// A port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `cfg` with `http.listen` on `port` prepended, rewritten to its config file.
@@ -78,33 +69,6 @@ impl Running {
             .expect("the service stops")
             .unwrap()
             .unwrap();
-    }
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
-
-/// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -154,43 +118,6 @@ fn json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
 }
 
-/// `pophook run` as a child process, killed when dropped.
-async fn spawn_run(cfg: &TestConfig, port: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["run", "--config"])
-        .arg(cfg.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    eventually("the child's /healthz", Duration::from_secs(20), || async {
-        let answer = reqwest::Client::new()
-            .get(&health)
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await;
-        answer.ok().filter(|r| r.status() == 200)
-    })
-    .await;
-    child
-}
-
-async fn stop_child(mut child: tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("pophook exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn not_ready_until_a_cycle_completes_and_the_reason_names_the_mailbox() {
     let receiver = Receiver::start().await;
@@ -224,11 +151,7 @@ async fn not_ready_until_a_cycle_completes_and_the_reason_names_the_mailbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_after_a_cycle_and_not_ready_once_the_endpoint_answered_410() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let cfg = config(&hook(&receiver, ""), &mailbox("box", server.port(), ""));
     let running = start(&cfg).await;
@@ -239,11 +162,7 @@ async fn ready_after_a_cycle_and_not_ready_once_the_endpoint_answered_410() {
     .await;
     running.stop().await;
 
-    let gone = Scripted::start(Script {
-        messages: vec![message(2)],
-        ..Script::default()
-    })
-    .await;
+    let gone = Scripted::with_messages(vec![message(2)]).await;
     receiver.set_default(Reply::Status(410));
     let cfg = config(&hook(&receiver, ""), &mailbox("gone", gone.port(), ""));
     let running = start(&cfg).await;
@@ -274,11 +193,7 @@ async fn ready_after_a_cycle_and_not_ready_once_the_endpoint_answered_410() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_deliveries_bytes_and_failures_by_reason() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     receiver.push_replies([Reply::Status(500)]);
     let cfg = config(
@@ -360,11 +275,7 @@ async fn metrics_after_a_cycle(running: &Running, mailbox: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_age_of_the_oldest_undelivered_message_is_exported() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(503));
     let cfg = config(
@@ -438,11 +349,7 @@ async fn messages_left_alone_are_a_metric() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     let port = free_port();
     let cfg = with_http(
@@ -472,7 +379,7 @@ async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
     );
     let first_cycle_at = row["last_cycle_at"].as_i64().unwrap();
 
-    let child = spawn_run(&cfg, port).await;
+    let child = Pophook::run(&cfg, port).await;
     eventually(
         "/readyz 200 from the child",
         Duration::from_secs(10),
@@ -508,16 +415,12 @@ async fn status_reads_the_state_when_stopped_and_the_api_when_running() {
         stderr.contains("running") && stderr.contains("http.listen"),
         "{stderr}"
     );
-    stop_child(child).await;
+    child.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parked_messages_are_listed_replayed_and_dropped_through_the_running_service() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(422));
     let port = free_port();
@@ -532,7 +435,7 @@ async fn parked_messages_are_listed_replayed_and_dropped_through_the_running_ser
         ),
         port,
     );
-    let child = spawn_run(&cfg, port).await;
+    let child = Pophook::run(&cfg, port).await;
 
     let parked = eventually("2 parked messages", Duration::from_secs(15), || async {
         let out = tokio::task::block_in_place(|| pophook(&cfg, &["parked", "list", "--json"]));
@@ -601,7 +504,7 @@ async fn parked_messages_are_listed_replayed_and_dropped_through_the_running_ser
         1,
         "the dropped message stays on the server"
     );
-    stop_child(child).await;
+    child.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -655,13 +558,7 @@ async fn two_shards_poll_every_mailbox_exactly_once_and_agree_on_the_split() {
     let names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
     let mut servers = Vec::new();
     for n in 0..names.len() {
-        servers.push(
-            Scripted::start(Script {
-                messages: vec![message(n)],
-                ..Script::default()
-            })
-            .await,
-        );
+        servers.push(Scripted::with_messages(vec![message(n)]).await);
     }
     let receiver = Receiver::start().await;
     let mailboxes: String = names

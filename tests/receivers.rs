@@ -10,6 +10,7 @@ mod common;
 use base64::Engine as _;
 use common::django::Django;
 use common::dovecot::Dovecot;
+use common::process::Receive;
 use common::rails::{Ingress, Rails};
 use common::receiver::{Receiver, Reply};
 use common::setup::{config, plain_mailbox, RETRY_AT_ONCE};
@@ -453,11 +454,8 @@ async fn pophook_receive_prints_one_line_per_message_in_every_format() {
     let dovecot = Dovecot::start();
     let formats = ["standard", "raw", "postmark", "mailgun"];
     let mut mailboxes = String::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let receiver = Receive::start(SECRET).await;
+    let port = receiver.port();
     for (n, format) in formats.iter().enumerate() {
         dovecot.add_user(format, "pw");
         dovecot.deliver(format, &message(n));
@@ -472,23 +470,6 @@ async fn pophook_receive_prints_one_line_per_message_in_every_format() {
             "    webhook: {{url: 'http://127.0.0.1:{port}/{format}', format: {format}}}\n"
         ));
     }
-    let receiver = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--secret", SECRET])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     let cfg = config(
         &format!("  url: http://127.0.0.1:{port}/\n  secret: {SECRET}\n  mailgun_signing_key: k"),
         &mailboxes,
@@ -497,10 +478,7 @@ async fn pophook_receive_prints_one_line_per_message_in_every_format() {
     let (ok, output) = once(&cfg);
     assert!(ok, "{output}");
 
-    let mut receiver = receiver;
-    receiver.start_kill().unwrap();
-    let out = receiver.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = receiver.stop().await;
     let mut lines: Vec<&str> = stdout.lines().collect();
     lines.sort();
     assert_eq!(lines.len(), 4, "one line per message:\n{stdout}");

@@ -8,35 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::process::{free_port, get, try_get, Pophook};
 use common::receiver::{Receiver, Reply};
 use common::scripted::{Script, Scripted};
 use common::setup::{message, scripted_mailbox};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until `done` holds, polling; panics with `what` and pophook's log (at `log`)
-/// after `timeout`.
-async fn until(log: &Path, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; pophook's log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// How many times each webhook-id was accepted.
 fn accepted_ids(receiver: &Receiver) -> BTreeMap<String, usize> {
@@ -69,27 +46,10 @@ fn logged(log: &str, message: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn hangup(child: &tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_once() {
-    let a = Scripted::start(Script {
-        messages: (1..=60).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
-    let b = Scripted::start(Script {
-        messages: (101..=120).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let a = Scripted::with_messages((1..=60).map(message).collect()).await;
+    let b = Scripted::with_messages((101..=120).map(message).collect()).await;
     let receiver = Receiver::start().await;
     // Each POST takes a while, so a reload always finds deliveries in flight.
     receiver.set_default(Reply::Delay(Duration::from_millis(40), 204));
@@ -121,76 +81,75 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
     };
     write(&[("a", a.port())], "");
     let log = dir.path().join("stderr.log");
-    let child = spawn_run(&path, &log);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let child = Pophook::spawn(&["--log-format", "json", "run"], &path, &log);
 
-    until(
-        &log,
-        "a's first deliveries",
-        Duration::from_secs(20),
-        || receiver.accepted().len() >= 3,
-    )
-    .await;
+    child
+        .until("a's first deliveries", Duration::from_secs(20), || {
+            receiver.accepted().len() >= 3
+        })
+        .await;
     // Add b while a is delivering.
     write(&[("a", a.port()), ("b", b.port())], "");
-    hangup(&child);
-    until(&log, "b emptied", Duration::from_secs(30), || {
-        b.remaining().is_empty()
-    })
-    .await;
+    child.signal("HUP");
+    child
+        .until("b emptied", Duration::from_secs(30), || {
+            b.remaining().is_empty()
+        })
+        .await;
     // Change a's webhook mid-backlog: its cycle in hand finishes, then it goes on with
     // the new configuration.
     let before_change = receiver.accepted().len();
     write(&[("a2", a.port()), ("b", b.port())], "");
-    hangup(&child);
-    until(&log, "the change logged", Duration::from_secs(10), || {
-        logged(&log_text(), "configuration reloaded")
-            .iter()
-            .any(|fields| fields["changed"] == "[\"a\"]")
-    })
-    .await;
+    child.signal("HUP");
+    child
+        .until("the change logged", Duration::from_secs(10), || {
+            logged(&child.log(), "configuration reloaded")
+                .iter()
+                .any(|fields| fields["changed"] == "[\"a\"]")
+        })
+        .await;
     // Mail that arrives after the change is certainly fetched by a later cycle, so it
     // goes out with the new webhook whether or not a's backlog was done.
     a.push_message(message(61), "uid-a61");
-    until(
-        &log,
-        "a posting with its new webhook",
-        Duration::from_secs(30),
-        || {
-            receiver.accepted()[before_change..]
-                .iter()
-                .any(|r| r.header("x-config") == Some("two"))
-        },
-    )
-    .await;
+    child
+        .until(
+            "a posting with its new webhook",
+            Duration::from_secs(30),
+            || {
+                receiver.accepted()[before_change..]
+                    .iter()
+                    .any(|r| r.header("x-config") == Some("two"))
+            },
+        )
+        .await;
     assert_once(&receiver);
     // Remove a, probably in the middle of its backlog: it stops after the message in
     // hand, and what it did not deliver stays on its server.
     write(&[("b", b.port())], "");
-    hangup(&child);
-    until(&log, "the removal logged", Duration::from_secs(10), || {
-        logged(&log_text(), "configuration reloaded")
-            .iter()
-            .any(|fields| fields["removed"] == "[\"a\"]")
-    })
-    .await;
+    child.signal("HUP");
+    child
+        .until("the removal logged", Duration::from_secs(10), || {
+            logged(&child.log(), "configuration reloaded")
+                .iter()
+                .any(|fields| fields["removed"] == "[\"a\"]")
+        })
+        .await;
     // Its session ends with a QUIT (committing what it deleted), and it never logs in
     // again: mail arriving for it stays on the server while b goes on being polled.
-    until(
-        &log,
-        "a's last session to QUIT",
-        Duration::from_secs(20),
-        || a.commands().last().is_some_and(|c| c == "QUIT"),
-    )
-    .await;
+    child
+        .until("a's last session to QUIT", Duration::from_secs(20), || {
+            a.commands().last().is_some_and(|c| c == "QUIT")
+        })
+        .await;
     let a_sessions = a.sessions();
     a.push_message(message(62), "uid-a62");
     for n in [122, 123] {
         b.push_message(message(n), &format!("uid-{n}"));
-        until(&log, "b polled", Duration::from_secs(20), || {
-            b.remaining().is_empty()
-        })
-        .await;
+        child
+            .until("b polled", Duration::from_secs(20), || {
+                b.remaining().is_empty()
+            })
+            .await;
     }
     assert_eq!(
         a.sessions(),
@@ -202,11 +161,12 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
 
     // An invalid configuration is refused; the running one goes on.
     std::fs::write(&path, "mailboxes: []\n").unwrap();
-    hangup(&child);
-    until(&log, "the refusal logged", Duration::from_secs(10), || {
-        !logged(&log_text(), "reload refused").is_empty()
-    })
-    .await;
+    child.signal("HUP");
+    child
+        .until("the refusal logged", Duration::from_secs(10), || {
+            !logged(&child.log(), "reload refused").is_empty()
+        })
+        .await;
     let (code, reason) = post_reload(port).await;
     assert_eq!(code, 400, "{reason}");
     assert!(
@@ -214,20 +174,22 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         "{reason}"
     );
     b.push_message(message(121), "uid-121");
-    until(&log, "b still polled", Duration::from_secs(20), || {
-        b.remaining().is_empty()
-    })
-    .await;
+    child
+        .until("b still polled", Duration::from_secs(20), || {
+            b.remaining().is_empty()
+        })
+        .await;
 
     // Back with both, through the API this time: a's remaining mail arrives.
     write(&[("a2", a.port()), ("b", b.port())], "");
     let (code, summary) = post_reload(port).await;
     assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["added"], serde_json::json!(["a"]), "{summary}");
-    until(&log, "a emptied", Duration::from_secs(60), || {
-        a.remaining().is_empty()
-    })
-    .await;
+    child
+        .until("a emptied", Duration::from_secs(60), || {
+            a.remaining().is_empty()
+        })
+        .await;
 
     assert_once(&receiver);
     assert_eq!(
@@ -235,70 +197,7 @@ async fn sighup_adds_and_removes_mailboxes_under_load_and_every_message_arrives_
         62 + 23,
         "every message, once"
     );
-    stop(child, &log).await;
-}
-
-/// `pophook run --log-format json` on the configuration at `config`, its log in `log`;
-/// killed when dropped.
-fn spawn_run(config: &Path, log: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn stop(mut child: tokio::process::Child, log: &Path) {
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("pophook exits after SIGTERM")
-        .unwrap();
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
-/// The status code and body of a GET, `None` while nothing answers.
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// What `probe` answers once it answers `Some`, polling; panics with `what` and
-/// pophook's log (at `log`) after 20s.
-async fn answered<T, F: std::future::Future<Output = Option<T>>>(
-    log: &Path,
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; pophook's log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    child.stop().await;
 }
 
 /// `POST /api/reload`: its status and JSON answer.
@@ -340,9 +239,9 @@ async fn shows_gone(base: &str, metrics: &str) {
         "gone",
     );
     assert!(age.is_some_and(|age| age >= 7200.0), "{metrics}");
-    let (code, ready) = get(&format!("{base}/readyz")).await.unwrap();
+    let (code, ready) = get(&format!("{base}/readyz")).await;
     assert!(code == 503 && ready.contains("\"gone\""), "{code} {ready}");
-    let (_, status) = get(&format!("{base}/api/status")).await.unwrap();
+    let (_, status) = get(&format!("{base}/api/status")).await;
     assert!(status.contains("\"gone\""), "{status}");
 }
 
@@ -397,44 +296,45 @@ async fn a_removed_mailbox_leaves_metrics_readiness_and_status_and_shows_again_w
     };
     write(true);
     let log = dir.path().join("stderr.log");
-    let child = spawn_run(&path, &log);
+    let child = Pophook::spawn(&["--log-format", "json", "run"], &path, &log);
     let base = format!("http://127.0.0.1:{port}");
     let metrics_url = format!("{base}/metrics");
 
-    let metrics = answered(&log, "both mailboxes cycled", || async {
-        let metrics = get(&metrics_url).await?.1;
-        let cycled = |mailbox, result| {
-            labelled(&metrics, mailbox).iter().any(|line| {
-                line.starts_with("pophook_cycles_total{")
-                    && line.contains(&format!("result=\"{result}\""))
-            })
-        };
-        (cycled("keep", "ok") && cycled("gone", "error")).then_some(metrics)
-    })
-    .await;
+    let metrics = child
+        .eventually("both mailboxes cycled", Duration::from_secs(20), || async {
+            let metrics = try_get(&metrics_url).await?.1;
+            let cycled = |mailbox, result| {
+                labelled(&metrics, mailbox).iter().any(|line| {
+                    line.starts_with("pophook_cycles_total{")
+                        && line.contains(&format!("result=\"{result}\""))
+                })
+            };
+            (cycled("keep", "ok") && cycled("gone", "error")).then_some(metrics)
+        })
+        .await;
     shows_gone(&base, &metrics).await;
 
     write(false);
     let (code, summary) = post_reload(port).await;
     assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["removed"], serde_json::json!(["gone"]), "{summary}");
-    let metrics = get(&metrics_url).await.unwrap().1;
+    let metrics = get(&metrics_url).await.1;
     assert_eq!(labelled(&metrics, "gone"), Vec::<&str>::new(), "{metrics}");
     assert!(
         series(&metrics, "pophook_messages_retrying", "keep").is_some(),
         "{metrics}"
     );
-    let (code, ready) = get(&format!("{base}/readyz")).await.unwrap();
+    let (code, ready) = get(&format!("{base}/readyz")).await;
     assert!(code == 200 && !ready.contains("gone"), "{code} {ready}");
-    let (_, status) = get(&format!("{base}/api/status")).await.unwrap();
+    let (_, status) = get(&format!("{base}/api/status")).await;
     assert!(!status.contains("gone"), "{status}");
 
     write(true);
     let (code, summary) = post_reload(port).await;
     assert_eq!(code, 200, "{summary}");
     assert_eq!(summary["added"], serde_json::json!(["gone"]), "{summary}");
-    shows_gone(&base, &get(&metrics_url).await.unwrap().1).await;
-    stop(child, &log).await;
+    shows_gone(&base, &get(&metrics_url).await.1).await;
+    child.stop().await;
 }
 
 /// A reload cannot move the endpoint, the state, the shutdown grace or the memory
@@ -445,11 +345,7 @@ async fn a_removed_mailbox_leaves_metrics_readiness_and_status_and_shows_again_w
 async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_rest() {
     const TOKEN: &str = "reload-token-8c1f0a7e5d3b";
     let a = Scripted::start(Script::default()).await;
-    let b = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let b = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let (port, moved_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
@@ -465,9 +361,9 @@ async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_res
     )
     .unwrap();
     let log = dir.path().join("stderr.log");
-    let child = spawn_run(&path, &log);
+    let child = Pophook::spawn(&["--log-format", "json", "run"], &path, &log);
     let health = format!("http://127.0.0.1:{port}/healthz");
-    answered(&log, "/healthz", || get(&health)).await;
+    child.wait_healthy(port).await;
 
     std::fs::write(
         &path,
@@ -495,29 +391,27 @@ async fn a_reload_names_the_changed_keys_that_need_a_restart_and_applies_the_res
     // The rest applied: b started and delivered.
     receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
     // The warning names the keys, and so does a SIGHUP's.
-    hangup(&child);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    until(&log, "two warnings", Duration::from_secs(10), || {
-        logged(&log_text(), "restart pophook to apply").len() == 2
-    })
-    .await;
-    for warning in logged(&log_text(), "restart pophook to apply") {
+    child.signal("HUP");
+    child
+        .until("two warnings", Duration::from_secs(10), || {
+            logged(&child.log(), "restart pophook to apply").len() == 2
+        })
+        .await;
+    for warning in logged(&child.log(), "restart pophook to apply") {
         assert_eq!(
             warning["settings"], "http.listen, http.token, max_memory, shutdown_timeout, state_dir",
             "{warning}"
         );
     }
-    assert!(!log_text().contains(TOKEN), "the token was logged");
+    assert!(!child.log().contains(TOKEN), "the token was logged");
     // The shard applied too, and the status says so.
-    let (_, status) = get(&format!("http://127.0.0.1:{port}/api/status"))
-        .await
-        .unwrap();
+    let (_, status) = get(&format!("http://127.0.0.1:{port}/api/status")).await;
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["shard"], "0/1", "{status}");
     // The endpoint did not move.
-    assert!(get(&health).await.is_some());
-    assert!(get(&format!("http://127.0.0.1:{moved_port}/healthz"))
+    assert!(try_get(&health).await.is_some());
+    assert!(try_get(&format!("http://127.0.0.1:{moved_port}/healthz"))
         .await
         .is_none());
-    stop(child, &log).await;
+    child.stop().await;
 }

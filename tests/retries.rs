@@ -42,11 +42,7 @@ fn pophook(cfg: &TestConfig, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_retry_schedule_lives_in_the_state_so_a_restart_neither_resets_nor_skips_it() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(503));
     let cfg = config(
@@ -82,11 +78,7 @@ async fn the_retry_schedule_lives_in_the_state_so_a_restart_neither_resets_nor_s
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_after_is_honoured() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.push_replies([Reply::RetryAfter(429, 1800)]);
     let cfg = config(&hook(&receiver, ""), &mailbox(server.port(), ""));
@@ -106,11 +98,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_are_parked_and_can_be_listed_replayed_and_dropped() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Status(422));
     let cfg = config(
@@ -182,11 +170,7 @@ async fn refusals_are_parked_and_can_be_listed_replayed_and_dropped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gone_disables_the_endpoint_until_the_configuration_changes() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1), message(2)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), message(2)]).await;
     let receiver = Receiver::start().await;
     receiver.push_replies([Reply::Status(410)]);
     // One POST at a time, so "nothing after the 410" is exact (with more in flight,
@@ -234,11 +218,7 @@ async fn an_oversized_message_is_announced_once_by_its_headers_and_stays() {
         )
         .flatten(),
     );
-    let server = Scripted::start(Script {
-        messages: vec![message(1), big],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1), big]).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver, ""),
@@ -300,11 +280,7 @@ async fn a_message_larger_than_list_said_is_cut_off_and_then_announced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deletions_are_committed_in_batches_of_commit_every() {
-    let server = Scripted::start(Script {
-        messages: (1..=5).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=5).map(message).collect()).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver, ""),
@@ -334,11 +310,7 @@ async fn deletions_are_committed_in_batches_of_commit_every() {
 async fn once_goes_on_for_as_many_sessions_as_the_backlog_needs() {
     // 150 sessions of one DELE each: no cap on sessions silently leaves mail behind
     // (an earlier engine stopped after 100 and exited 1 with 5,000 messages left).
-    let server = Scripted::start(Script {
-        messages: (1..=150).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=150).map(message).collect()).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver, ""),
@@ -412,11 +384,7 @@ async fn a_connection_that_stalls_at_quit_recovers_next_cycle() {
 #[tokio::test(flavor = "multi_thread")]
 async fn renumbered_uidls_are_reported() {
     let messages: Vec<Vec<u8>> = (1..=12).map(message).collect();
-    let before = Scripted::start(Script {
-        messages: messages.clone(),
-        ..Script::default()
-    })
-    .await;
+    let before = Scripted::with_messages(messages.clone()).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver, ""),
@@ -463,11 +431,7 @@ async fn a_locked_mailbox_is_backed_off_not_hammered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_during_a_slow_post_ends_in_bounded_time_and_deletes_nothing_unacknowledged() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Delay(Duration::from_secs(60), 204));
     let dir_cfg = config(

@@ -6,22 +6,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use common::process::Pophook;
 use common::receiver::{Receiver, Reply};
-use common::scripted::{Script, Scripted};
+use common::scripted::Scripted;
 use common::setup::{config, message, scripted_mailbox, TestConfig};
 
 /// One message on a scripted server, posted to `receiver` with a webhook timeout far
 /// longer than the test, under `shutdown_timeout`.
 async fn setup(receiver: &Receiver, shutdown_timeout: &str) -> (Scripted, TestConfig) {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let cfg = config(
         &format!("  url: {}\n  timeout: 600s", receiver.url()),
         &scripted_mailbox("box", server.port(), ""),
@@ -32,31 +28,16 @@ async fn setup(receiver: &Receiver, shutdown_timeout: &str) -> (Scripted, TestCo
 }
 
 /// Starts `pophook <command>` on `cfg`, its stderr into a file, and returns once its
-/// POST reached `receiver`; the path of that file comes back too.
-async fn start_until_posted(
-    command: &str,
-    cfg: &TestConfig,
-    receiver: &Receiver,
-) -> (tokio::process::Child, PathBuf) {
+/// POST reached `receiver`.
+async fn start_until_posted(command: &str, cfg: &TestConfig, receiver: &Receiver) -> Pophook {
     let stderr = cfg.dir.path().join("stderr.log");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args([command, "--config"])
-        .arg(cfg.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while receiver.requests().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "pophook never posted: {}",
-            log(&stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (child, stderr)
+    let child = Pophook::spawn(&[command], &cfg.path(), &stderr);
+    child
+        .until("pophook to post", Duration::from_secs(20), || {
+            !receiver.requests().is_empty()
+        })
+        .await;
+    child
 }
 
 /// Starts `pophook run`, waits until its POST reached `receiver`, sends SIGTERM and
@@ -65,23 +46,10 @@ async fn sigterm_during_the_post(
     cfg: &TestConfig,
     receiver: &Receiver,
 ) -> (ExitStatus, Duration, String) {
-    let (mut child, stderr) = start_until_posted("run", cfg, receiver).await;
-    let pid = child.id().unwrap().to_string();
+    let mut child = start_until_posted("run", cfg, receiver).await;
     let signalled = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("pophook still runs 30 s after SIGTERM: {}", log(&stderr)))
-        .unwrap();
-    (status, signalled.elapsed(), log(&stderr))
-}
-
-fn log(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    let status = child.terminate().await;
+    (status, signalled.elapsed(), child.log())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,17 +112,14 @@ async fn the_watchdog_ends_a_once_whose_state_directory_vanished_with_status_70(
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Delay(Duration::from_secs(3600), 204));
     let (server, cfg) = setup(&receiver, "2s").await;
-    let (mut child, stderr) = start_until_posted("once", &cfg, &receiver).await;
+    let mut child = start_until_posted("once", &cfg, &receiver).await;
     // The POST never answers, so `once` itself would wait for the webhook's 600 s
     // timeout; the state writer notices the directory is gone within 5 s and the
     // watchdog ends the process.
     let state = &cfg.config.state_dir;
     std::fs::rename(state, state.with_extension("moved")).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("`once` still runs 20 s later: {}", log(&stderr)))
-        .unwrap();
-    let log = log(&stderr);
+    let status = child.exit_within(Duration::from_secs(20)).await;
+    let log = child.log();
     assert_eq!(status.code(), Some(70), "exit {status}:\n{log}");
     assert!(log.contains("removed or replaced"), "{log}");
     assert_eq!(server.remaining(), vec![message(1)], "the message stays");

@@ -8,10 +8,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
+use common::process::Receive;
 use common::receiver::Receiver;
-use common::scripted::{Script, Scripted};
+use common::scripted::Scripted;
 use common::setup::{config, hook, message, scripted_mailbox};
 
 const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -118,11 +118,7 @@ fn header_map(request: &common::receiver::Recorded) -> reqwest::header::HeaderMa
 #[tokio::test(flavor = "multi_thread")]
 async fn receivers_verify_with_either_rotated_secret_and_with_the_ed25519_public_key() {
     let (secret_key, public_key) = keygen();
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(
@@ -193,36 +189,11 @@ async fn pophook_receive_verifies_v1a_with_the_public_key() {
         (format!("{OLD},{public_key}"), true),
         (other_public.clone(), false),
     ] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut receive = tokio::process::Command::new(env!("CARGO_BIN_EXE_pophook"))
-            .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--secret", &keys])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let server = Scripted::start(Script {
-            messages: vec![message(1)],
-            ..Script::default()
-        })
-        .await;
+        let receive = Receive::start(&keys).await;
+        let server = Scripted::with_messages(vec![message(1)]).await;
         let cfg = config(
             &hook(
-                &format!("http://127.0.0.1:{port}/inbound"),
+                &receive.url("/inbound"),
                 &format!("  secret: \"{secret_key}\"\n  retry: {{schedule: [1h]}}"),
             ),
             &scripted_mailbox("box", server.port(), ""),
@@ -235,9 +206,7 @@ async fn pophook_receive_verifies_v1a_with_the_public_key() {
             text(&out.stderr)
         );
         assert_eq!(server.remaining().is_empty(), delivered);
-        receive.start_kill().unwrap();
-        let output = receive.wait_with_output().await.unwrap();
-        let printed = text(&output.stdout);
+        let printed = receive.stop().await;
         match delivered {
             true => assert!(printed.contains("[box]"), "{printed}"),
             false => assert!(printed.contains("bad signature"), "{printed}"),

@@ -8,10 +8,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::process::{until, Pophook};
 use common::receiver::Receiver;
-use common::scripted::{Script, Scripted};
+use common::scripted::Scripted;
 use common::setup::{config, hook, message, scripted_mailbox, TestConfig};
 
 /// A tmpfs of `size` mounted on a temporary directory, unmounted when dropped. Needs
@@ -62,22 +63,10 @@ impl Drop for Tmpfs {
     }
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
     let tmpfs = Tmpfs::mount("16m");
-    let server = Scripted::start(Script {
-        messages: (1..=3).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=3).map(message).collect()).await;
     let receiver = Receiver::start().await;
     let yaml = format!(
         "state_dir: {}\nwebhook:\n{}\nmailboxes:\n{}\n",
@@ -88,7 +77,7 @@ async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
     let cfg = pophook::config::from_yaml(&yaml).unwrap();
     let (trigger, shutdown) = pophook::shutdown::channel();
     let run = tokio::spawn(pophook::service::run(cfg, shutdown));
-    wait_until(
+    until(
         "the first messages are delivered",
         Duration::from_secs(20),
         || server.remaining().is_empty(),
@@ -97,7 +86,7 @@ async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
 
     // Two more (idle) cycles, so that forgetting the deleted messages is saved too.
     let sessions = server.sessions();
-    wait_until("two idle cycles", Duration::from_secs(20), || {
+    until("two idle cycles", Duration::from_secs(20), || {
         server.sessions() >= sessions + 2
     })
     .await;
@@ -105,7 +94,7 @@ async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
     for n in 4..=6 {
         server.push_message(message(n), &format!("uid-{n}"));
     }
-    wait_until(
+    until(
         "the new messages are posted",
         Duration::from_secs(20),
         || receiver.accepted().len() >= 6,
@@ -121,7 +110,7 @@ async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
     assert!(!run.is_finished(), "a full disk is not fatal");
 
     std::fs::remove_file(filler).unwrap();
-    wait_until(
+    until(
         "pophook recovers by itself",
         Duration::from_secs(40),
         || server.remaining().is_empty(),
@@ -139,11 +128,7 @@ async fn a_full_disk_deletes_nothing_and_heals_when_space_returns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_state_directory_removed_while_running_stops_pophook_with_an_error() {
-    let server = Scripted::start(Script {
-        messages: vec![message(1)],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(1)]).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver.url(), ""),
@@ -151,7 +136,7 @@ async fn a_state_directory_removed_while_running_stops_pophook_with_an_error() {
     );
     let (_trigger, shutdown) = pophook::shutdown::channel();
     let run = tokio::spawn(pophook::service::run(cfg.config.clone(), shutdown));
-    wait_until("the message is delivered", Duration::from_secs(20), || {
+    until("the message is delivered", Duration::from_secs(20), || {
         server.remaining().is_empty()
     })
     .await;
@@ -168,11 +153,7 @@ async fn a_state_directory_removed_while_running_stops_pophook_with_an_error() {
 /// `n` messages delivered by `once` with `delete: false`, so the state keeps a record
 /// of each and `once` closes it cleanly.
 async fn delivered_and_kept(n: usize) -> (Scripted, Receiver, TestConfig) {
-    let server = Scripted::start(Script {
-        messages: (1..=n).map(message).collect(),
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages((1..=n).map(message).collect()).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &hook(&receiver.url(), ""),
@@ -278,25 +259,19 @@ async fn records_removed_after_quit_then_a_kill_are_not_refused_at_start() {
             .replace("    delete: false\n", "    delete: true\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pophook"))
-        .args(["run", "--config"])
-        .arg(cfg.path())
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the messages are deleted", Duration::from_secs(30), || {
-        server.remaining().is_empty()
-    })
-    .await;
+    let child = Pophook::spawn(&["run"], &cfg.path(), &cfg.dir.path().join("stderr.log"));
+    child
+        .until("the messages are deleted", Duration::from_secs(30), || {
+            server.remaining().is_empty()
+        })
+        .await;
     let sessions = server.sessions();
-    wait_until("an idle cycle after it", Duration::from_secs(20), || {
-        server.sessions() > sessions
-    })
-    .await;
-    child.kill().unwrap(); // SIGKILL: no clean close, the marker keeps its last write
-    child.wait().unwrap();
+    child
+        .until("an idle cycle after it", Duration::from_secs(20), || {
+            server.sessions() > sessions
+        })
+        .await;
+    child.kill().await; // SIGKILL: no clean close, the marker keeps its last write
     assert!(marker_records(&cfg) < 200, "lowered before the removals");
 
     let output = cfg.pophook(&["once"]);

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use common::certs::TestCerts;
+use common::process::free_port;
 use common::receiver::{Receiver, Reply};
 use common::s3::{S3, SECRET_KEY};
 use common::scripted::{Script, Scripted};
@@ -110,11 +111,7 @@ async fn a_large_attachment_is_stored_a_small_one_inline_and_the_urls_fetch_the_
     s3.create_bucket(BUCKET);
     let (large, small) = (pseudo_random(LARGE, 7), b"small notes\n".to_vec());
     let raw = message(&large, &small);
-    let server = Scripted::start(Script {
-        messages: vec![raw.clone()],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![raw.clone()]).await;
     let receiver = Receiver::start().await;
     let cfg = config(
         &receiver,
@@ -218,11 +215,7 @@ async fn a_refusing_store_keeps_the_mail_and_retries(
 /// `says` and neither `secret` nor a signature.
 async fn the_mail_stays_and_is_retried(storage: &str, secret: &str, says: &[&str]) {
     let raw = message(&pseudo_random(200_000, 3), b"x");
-    let server = Scripted::start(Script {
-        messages: vec![raw],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![raw]).await;
     let receiver = Receiver::start().await;
     let cfg = config(&receiver, server.port(), RETRY_AT_ONCE, storage);
 
@@ -267,11 +260,7 @@ async fn a_retry_after_a_failed_post_overwrites_the_same_objects() {
     let s3 = S3::start();
     s3.create_bucket(BUCKET);
     let raw = message(&pseudo_random(300_000, 5), &pseudo_random(200_000, 9));
-    let server = Scripted::start(Script {
-        messages: vec![raw],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![raw]).await;
     let receiver = Receiver::start().await;
     receiver.push_replies([Reply::Status(500)]);
     let cfg = config(
@@ -360,11 +349,7 @@ async fn check_names_a_wrong_secret_and_a_missing_bucket_without_printing_the_se
 
     // Nothing listens there any more.
     let unreachable = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         format!("storage:\n  endpoint: http://127.0.0.1:{port}\n  bucket: {BUCKET}\n  access_key: a\n  secret_key: {SECRET_KEY}\n")
     };
     let cfg = config(&receiver, server.port(), "", &unreachable);
@@ -435,11 +420,7 @@ async fn a_store_behind_a_private_ca_is_trusted_through_tls_ca_file() {
     let ca = format!("  tls_ca_file: {}\n", certs.ca_cert.display());
     let (s3, _front, storage) = store_behind_tls(&certs, &ca).await;
     let large = pseudo_random(300_000, 11);
-    let server = Scripted::start(Script {
-        messages: vec![message(&large, b"x")],
-        ..Script::default()
-    })
-    .await;
+    let server = Scripted::with_messages(vec![message(&large, b"x")]).await;
     let receiver = Receiver::start().await;
     let cfg = config(&receiver, server.port(), "", &storage);
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::certs::TestCerts;
 use common::receiver::{Receiver, Reply};
-use common::scripted::{Script, Scripted};
+use common::scripted::Scripted;
 use common::setup::{config, hook, message, scripted_mailbox};
 use pophook::delivery::formats::Payload;
 use pophook::delivery::{DeliveryError, Sender, TimedOut, WebhookConfig};
@@ -23,11 +23,7 @@ const ACCEPTED: Reply = Reply::Json(200, r#"{"status":"accepted"}"#);
 const ACCEPTED_LATER: Reply = Reply::JsonLater(200, r#"{"status":"accepted"}"#);
 
 async fn pop3(messages: usize) -> Scripted {
-    Scripted::start(Script {
-        messages: (1..=messages).map(message).collect(),
-        ..Script::default()
-    })
-    .await
+    Scripted::with_messages((1..=messages).map(message).collect()).await
 }
 
 /// Runs the service until `receiver` accepted `n` events; returns `/metrics`.

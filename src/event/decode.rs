@@ -215,14 +215,21 @@ pub(super) fn decode_unstructured(raw: &[u8]) -> String {
 
 /// Unfolds a header value: a line break and the whitespace after it become one space,
 /// as mail-parser did before us and as readers expect (RFC 5322 §2.2.3 keeps the
-/// whitespace itself, which would leave tabs in the middle of values).
+/// whitespace itself, which would leave tabs in the middle of values). A line break is
+/// LF or CRLF; a bare CR ends no line (nor does mail-parser end a header at one), so it
+/// is the message's own character and stays.
 pub(super) fn unfold(raw: &[u8]) -> Vec<u8> {
+    let line_break_at = |i: usize| match raw[i] {
+        b'\n' => true,
+        b'\r' => raw.get(i + 1) == Some(&b'\n'),
+        _ => false,
+    };
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         match raw[i] {
-            b'\r' | b'\n' => {
-                while i < raw.len() && matches!(raw[i], b'\r' | b'\n') {
+            _ if line_break_at(i) => {
+                while i < raw.len() && line_break_at(i) {
                     i += 1;
                 }
                 let fold = raw[i..]
@@ -384,6 +391,10 @@ mod tests {
             ("a =? b ?= c", "a =? b ?= c"),
             ("  folded\r\n value  ", "folded value"),
             ("tab\r\n\tfolded\n   twice", "tab folded twice"),
+            // A bare CR is no line break (mail-parser ends no line at one): the
+            // message's own character stays, and the fold after it is still a fold.
+            ("lone\rCR\r\n folded", "lone\rCR folded"),
+            ("lone\rCR\n folded", "lone\rCR folded"),
             ("Grüße", "Grüße"),
         ];
         for (raw, expected) in cases {

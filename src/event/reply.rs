@@ -36,7 +36,9 @@ pub(super) fn stripped_text(text: &str) -> Option<String> {
         }
     }
     let stripped = kept.join("\n").trim().to_owned();
-    (stripped != text.replace('\r', "").trim()).then_some(stripped)
+    // Compared with the text read the same way: its CRs that end no line are the
+    // message's own and stay on both sides.
+    (stripped != lines.join("\n").trim()).then_some(stripped)
 }
 
 /// Whether the quoted history starts at line `i`: an attribution line (perhaps wrapped
@@ -361,8 +363,14 @@ mod tests {
         ] {
             assert_eq!(stripped_text(text), None, "{text:?}");
         }
-        // CRLF text compares as text, not as a change.
+        // CRLF text compares as text, not as a change, and so does a CR of the
+        // message's own (a lone one, or one decoded from `=0D`).
         assert_eq!(stripped_text("Hello\r\nthere\r\n"), None);
+        assert_eq!(stripped_text("a lone\rCR\nand an encoded one\r\nend"), None);
+        assert_eq!(
+            stripped_text("a lone\rCR\r\nand an encoded one\r\r\nend"),
+            None
+        );
     }
 
     #[test]

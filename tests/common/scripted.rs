@@ -166,6 +166,15 @@ pub struct Scripted {
 }
 
 impl Scripted {
+    /// [`Scripted::start`] with the default script serving `messages`.
+    pub async fn with_messages(messages: Vec<Vec<u8>>) -> Scripted {
+        Scripted::start(Script {
+            messages,
+            ..Script::default()
+        })
+        .await
+    }
+
     /// Binds 127.0.0.1:0 and serves any number of sequential and concurrent connections
     /// against one shared mailbox. Panics if the script needs TLS but has no identity.
     pub async fn start(script: Script) -> Scripted {

@@ -2,7 +2,7 @@
 //! with its output in a file and a directory of its own; stopped on drop.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,11 +21,7 @@ impl WebApp {
     /// connections; panics with the application's output if it exits or takes too long.
     pub fn start(name: &'static str, command: impl FnOnce(u16, &Path) -> Command) -> WebApp {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::process::free_port();
         // Output to a file: an unread pipe would block the server once it fills.
         let log = fs::File::create(dir.path().join("server.log")).unwrap();
         let child = command(port, dir.path())
