@@ -61,7 +61,7 @@ fn encode_eight_bit_bodies(message: &[u8], depth: usize) -> Vec<u8> {
         if std::str::from_utf8(body).is_ok() {
             continue;
         }
-        let encoded = match &part.body {
+        let (encoding, encoded) = match &part.body {
             // Its children are parts of this list; 8-bit bytes in a preamble or an
             // epilogue have no encoding to go in.
             PartType::Multipart(_) => continue,
@@ -84,11 +84,11 @@ fn encode_eight_bit_bodies(message: &[u8], depth: usize) -> Vec<u8> {
             }
             _ => ("base64", base64_lines(body, newline)),
         };
-        edits.push(transfer_encoding(message, part, encoded.0, newline));
+        edits.push(transfer_encoding(message, part, encoding, newline));
         edits.push(Edit {
             start,
             end,
-            with: encoded.1,
+            with: encoded,
         });
     }
     apply(message, edits)
